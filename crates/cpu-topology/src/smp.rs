@@ -1,0 +1,1 @@
+//! The `-smp` grammar (QEMU), completed by the topology issue.

@@ -1,0 +1,1 @@
+//! Reference VMM composing the workspace crates
