@@ -16,3 +16,5 @@ mod topology;
 pub use topology::{
     ApicId, ApicIdLayout, CpuTopology, TopologyError, TopologyPosition, VcpuIndex, MAX_XAPIC_ID,
 };
+pub mod cpuset;
+pub mod host;

@@ -1,0 +1,1 @@
+//! Host CPU sets and their grammars (libvirt cpuset, kernel cpu-list, taskset masks).

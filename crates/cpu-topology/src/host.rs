@@ -1,0 +1,1 @@
+//! Host CPU inventory read from sysfs, with an injectable root directory.
