@@ -84,7 +84,7 @@ pub enum TopologyError {
         position: TopologyPosition,
     },
     /// The APIC id layout needs more than 32 bits.
-    #[error("the APIC id layout needs {bits} bits, more than 32")]
+    #[error("the APIC id layout needs {bits} bits; x2APIC ids have 32 and the package shift is at most 31")]
     ApicIdTooWide {
         /// Bits needed.
         bits: u32,
@@ -142,6 +142,15 @@ impl CpuTopology {
         })?;
         if cpus > max_cpus {
             return Err(TopologyError::CpusAboveMax { cpus, max_cpus });
+        }
+        // Every id must fit the 32-bit x2APIC id, and the package shift must fit the
+        // 5-bit shift field of CPUID leaves 0xB/0x1F (EAX bits 4:0).
+        let below_socket =
+            level_width(threads) + level_width(cores) + level_width(modules) + level_width(dies);
+        let bits = below_socket + level_width(sockets);
+        if bits > 32 || below_socket > 31 {
+            let bits = if bits > 32 { bits } else { below_socket + 1 };
+            return Err(TopologyError::ApicIdTooWide { bits });
         }
         Ok(Self {
             sockets,
@@ -300,7 +309,7 @@ impl ApicIdLayout {
             topo: *topo,
         }
     }
-    /// Shift of the core id (= thread bits): CPUID 0xB subleaf 0 EAX[4:0].
+    /// Shift of the core id (= thread bits): CPUID 0xB subleaf 0 `EAX[4:0]`.
     pub fn core_shift(&self) -> u32 {
         self.thread_bits
     }
@@ -312,19 +321,20 @@ impl ApicIdLayout {
     pub fn die_shift(&self) -> u32 {
         self.module_shift() + self.module_bits
     }
-    /// Shift of the package id: CPUID 0xB last subleaf EAX[4:0], AMD ApicIdSize.
+    /// Shift of the package id: CPUID 0xB last subleaf `EAX[4:0]`, AMD ApicIdSize.
     pub fn socket_shift(&self) -> u32 {
         self.die_shift() + self.die_bits
     }
 
-    /// APIC id of a position.
+    /// APIC id of a position. The position's components must be within the topology's
+    /// counts (as [`CpuTopology::position`] returns them); larger ones alias other ids.
     pub fn apic_id_of(&self, p: TopologyPosition) -> ApicId {
         ApicId(
             p.thread
                 | p.core << self.core_shift()
                 | p.module << self.module_shift()
                 | p.die << self.die_shift()
-                | p.socket << self.socket_shift(),
+                | p.socket.checked_shl(self.socket_shift()).unwrap_or(0),
         )
     }
 
@@ -336,7 +346,8 @@ impl ApicIdLayout {
     /// Position encoded in an APIC id, or an error for an id that falls in a hole of
     /// the layout or beyond the last socket.
     pub fn position_of(&self, id: ApicId) -> Result<TopologyPosition, TopologyError> {
-        let mask = |bits: u32| if bits == 0 { 0 } else { (1u32 << bits) - 1 };
+        // Widths are at most 31 below the socket level (checked by CpuTopology::new).
+        let mask = |bits: u32| ((1u64 << bits) - 1) as u32;
         let p = TopologyPosition {
             thread: id.0 & mask(self.thread_bits),
             core: (id.0 >> self.core_shift()) & mask(self.core_bits),
@@ -398,6 +409,20 @@ mod tests {
             assert_eq!(l.index_of(id).unwrap(), i);
         }
         assert_eq!(l.socket_shift(), 2);
+    }
+
+    #[test]
+    fn layouts_wider_than_32_bits_are_refused() {
+        // 17 + 16 bits below the socket level: no x2APIC id can hold them.
+        assert_eq!(
+            CpuTopology::new(1, 1, 1, 32769, 65537, 1),
+            Err(TopologyError::ApicIdTooWide { bits: 33 })
+        );
+        let e = CpuTopology::new(65, 65, 65, 65, 65, 1).unwrap_err();
+        assert_eq!(e, TopologyError::ApicIdTooWide { bits: 35 });
+        // 31 bits below the socket level and one socket is the widest allowed.
+        let t = CpuTopology::new(1, 1, 1, 1 << 16, 1 << 15, 1).unwrap();
+        assert_eq!(t.apic_layout().socket_shift(), 31);
     }
 
     #[test]
