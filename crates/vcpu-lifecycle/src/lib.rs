@@ -1,1 +1,141 @@
-//! vCPU threads for KVM: state machine, commands, kick, exit dispatch, per-vCPU statistics
+//! vCPU threads for KVM: state machine, commands, kick, exit dispatch, per-vCPU statistics.
+//!
+//! One host thread per vCPU, named `vcpu N`. The caller creates and configures each
+//! [`kvm_ioctls::VcpuFd`] (CPUID, registers, MP state: this crate knows none of that) and
+//! hands it to [`VcpuContext::spawn`]; an optional [`PreRunHook`] runs on the new thread
+//! first (e.g. to pin it). The thread then waits in [`VcpuState::Created`] until it is
+//! started, so a VM can create all its vCPUs and start them together with
+//! [`VcpuSet::start_all`].
+//!
+//! * **Control** is command/reply ([`VcpuCommand`]: start, pause, resume, stop, and
+//!   [`VcpuHandle::with_fd`] to run a closure with the fd on the vCPU thread while the guest
+//!   is not running), each reply awaited with a timeout. A vCPU that does not answer gives [`VcpuError::Timeout`]
+//!   naming the vCPU and the command; nothing waits forever. Illegal commands give
+//!   [`VcpuError::InvalidTransition`]; the table is in DESIGN.md and [`transition`].
+//! * **Kick**: every command is queued first, then the thread gets a real-time signal whose
+//!   handler sets `kvm_run.immediate_exit`, so a vCPU busy in the guest or blocked in
+//!   KVM_RUN (HLT with the in-kernel irqchip) notices at once, without lost wakeups.
+//! * **Pause completes I/O**: after a port or MMIO exit, a pause re-enters KVM_RUN once with
+//!   `immediate_exit = 1` so KVM finishes the instruction before the vCPU reports `Paused`.
+//! * **Exits** go to one shared [`ExitHandler`] (the VMM's bus), which answers with an
+//!   [`ExitAction`]. Guest faults (triple fault, internal error, failed entry), unexpected
+//!   exits and KVM_RUN errors stop the VM with a [`StopReason`] naming the vCPU and RIP.
+//! * **Events** ([`VcpuEvent`]: halted, stop the VM) arrive on an mpsc channel created by
+//!   [`event_channel`], optionally with an `EventFd` written per event for epoll loops.
+//! * **Observability**: per-vCPU [`ExitStats`] (lock-free counters), host thread id
+//!   ([`HostTid`]) known right after spawn, and the host CPU of the last exit.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use cpu_topology::VcpuIndex;
+//! use vcpu_lifecycle::*;
+//!
+//! struct Bus;
+//! impl ExitHandler for Bus {
+//!     fn io_in(&self, _: VcpuIndex, _: u16, data: &mut [u8]) -> ExitAction {
+//!         data.fill(0xff);
+//!         ExitAction::Continue
+//!     }
+//!     fn io_out(&self, _: VcpuIndex, port: u16, _: &[u8]) -> ExitAction {
+//!         if port == 0xf4 { ExitAction::Halt } else { ExitAction::Continue }
+//!     }
+//!     fn mmio_read(&self, _: VcpuIndex, _: u64, data: &mut [u8]) -> ExitAction {
+//!         data.fill(0);
+//!         ExitAction::Continue
+//!     }
+//!     fn mmio_write(&self, _: VcpuIndex, _: u64, _: &[u8]) -> ExitAction {
+//!         ExitAction::Continue
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let kvm = kvm_ioctls::Kvm::new()?;
+//! let vm = kvm.create_vm()?;
+//! // ... memory slots, guest code, then per vCPU: create_vcpu, set_cpuid2, set_sregs, set_regs
+//! let (events, event_rx) = event_channel(None);
+//! let ctx = VcpuContext::new(Arc::new(Bus), events)?;
+//! let mut set = VcpuSet::new();
+//! for i in 0..2u32 {
+//!     let fd = vm.create_vcpu(u64::from(i))?;
+//!     set.insert(ctx.spawn(VcpuIndex(i), fd, None)?);
+//! }
+//! set.start_all(Duration::from_secs(1))?;
+//! match event_rx.recv()? {
+//!     VcpuEvent::StopVm(stop) => eprintln!("{stop}"),
+//!     VcpuEvent::Halted { vcpu } => eprintln!("vCPU {vcpu} finished"),
+//! }
+//! set.stop_all(Duration::from_secs(1))?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod event;
+mod handle;
+mod handler;
+mod set;
+mod state;
+mod stats;
+mod sys;
+mod vcpu;
+
+pub use event::{event_channel, EventSender, Rip, StopReason, VcpuEvent, VmStop};
+pub use handle::{
+    HookError, HostTid, PreRunHook, VcpuContext, VcpuError, VcpuHandle, VcpuObserver,
+    DEFAULT_SPAWN_TIMEOUT, DROP_TIMEOUT,
+};
+pub use handler::{ExitAction, ExitHandler};
+pub use set::{VcpuSet, VcpuSetError};
+pub use state::{transition, VcpuCommand, VcpuState};
+pub use stats::ExitStats;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpu_topology::VcpuIndex;
+    use std::sync::Arc;
+
+    struct Nop;
+    impl ExitHandler for Nop {
+        fn io_in(&self, _: VcpuIndex, _: u16, _: &mut [u8]) -> ExitAction {
+            ExitAction::Continue
+        }
+        fn io_out(&self, _: VcpuIndex, _: u16, _: &[u8]) -> ExitAction {
+            ExitAction::Continue
+        }
+        fn mmio_read(&self, _: VcpuIndex, _: u64, _: &mut [u8]) -> ExitAction {
+            ExitAction::Continue
+        }
+        fn mmio_write(&self, _: VcpuIndex, _: u64, _: &[u8]) -> ExitAction {
+            ExitAction::Continue
+        }
+    }
+
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn types_cross_threads_as_documented() {
+        send::<VcpuHandle>();
+        send::<VcpuSet>();
+        send_sync::<VcpuContext>();
+        send_sync::<VcpuObserver>();
+        send_sync::<EventSender>();
+        send::<VcpuError>();
+        // The handler trait is object-safe and shareable.
+        send_sync::<Arc<dyn ExitHandler>>();
+    }
+
+    #[test]
+    fn kick_signal_must_be_real_time() {
+        let (events, _rx) = event_channel(None);
+        let err = VcpuContext::with_kick_signal(Arc::new(Nop), events, libc::SIGUSR1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "installing the vCPU kick handler for signal 10 failed"
+        );
+        let (events, _rx) = event_channel(None);
+        let ctx = VcpuContext::new(Arc::new(Nop), events).unwrap();
+        assert_eq!(ctx.kick_signal(), vmm_sys_util::signal::SIGRTMIN());
+    }
+}

@@ -1,0 +1,539 @@
+//! Spawning vCPU threads and controlling one of them: [`VcpuContext`], [`VcpuHandle`].
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{channel, sync_channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cpu_topology::VcpuIndex;
+use kvm_ioctls::VcpuFd;
+use libc::c_int;
+use vmm_sys_util::errno;
+use vmm_sys_util::signal::{Killable, SIGRTMIN};
+
+use crate::event::EventSender;
+use crate::handler::ExitHandler;
+use crate::state::{VcpuCommand, VcpuState};
+use crate::stats::ExitStats;
+use crate::sys::{self, KickableVcpu};
+use crate::vcpu::{FdCall, Reply, Request, Shared, VcpuThread};
+
+/// How long [`Drop`] of a handle or set waits for a vCPU to acknowledge Stop.
+pub const DROP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long [`VcpuContext::spawn`] waits by default for the new thread to run its hook and
+/// report its thread id.
+pub const DEFAULT_SPAWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Error returned by a [`PreRunHook`].
+pub type HookError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Runs once on the new vCPU thread, before it reports ready and before the first KVM_RUN
+/// (e.g. to set its CPU affinity). An error aborts the spawn.
+pub type PreRunHook = Box<dyn FnOnce(VcpuIndex, &VcpuFd) -> Result<(), HookError> + Send>;
+
+/// Kernel thread id (`gettid`) of a vCPU thread, as `ps -L`, `top -H` and QEMU's
+/// `info cpus` (`thread_id=`) show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostTid(pub i32);
+
+impl fmt::Display for HostTid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Errors of spawning and controlling vCPU threads.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// The kick signal number is not a real-time signal, or installing its handler failed.
+    #[error("installing the vCPU kick handler for signal {signum} failed")]
+    KickHandler {
+        /// The signal.
+        signum: c_int,
+        /// Cause.
+        #[source]
+        source: errno::Error,
+    },
+    /// The OS refused to create the thread.
+    #[error("creating the thread of vCPU {vcpu} failed")]
+    SpawnThread {
+        /// Which vCPU.
+        vcpu: VcpuIndex,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The new thread could not unblock the kick signal.
+    #[error("vCPU {vcpu}: unblocking the kick signal on the new thread failed")]
+    SignalMask {
+        /// Which vCPU.
+        vcpu: VcpuIndex,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pre-run hook failed on the new thread; the vCPU never ran.
+    #[error("vCPU {vcpu}: pre-run hook failed")]
+    Hook {
+        /// Which vCPU.
+        vcpu: VcpuIndex,
+        /// Cause.
+        #[source]
+        source: HookError,
+    },
+    /// The new thread did not report ready in time (its hook is stuck).
+    #[error("vCPU {vcpu}: thread did not report ready within {timeout:?}")]
+    SpawnTimeout {
+        /// Which vCPU.
+        vcpu: VcpuIndex,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The vCPU did not answer a command in time (it is stuck in the exit handler or in
+    /// the kernel). The command stays queued; a late reply is discarded.
+    #[error("vCPU {vcpu} did not answer the {command} command within {timeout:?}")]
+    Timeout {
+        /// Which vCPU.
+        vcpu: VcpuIndex,
+        /// The command.
+        command: VcpuCommand,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The command is not legal in the vCPU's current state.
+    #[error("vCPU {vcpu}: {command} is not allowed in state {state}")]
+    InvalidTransition {
+        /// Which vCPU.
+        vcpu: VcpuIndex,
+        /// The command.
+        command: VcpuCommand,
+        /// The state that refused it.
+        state: VcpuState,
+    },
+    /// The vCPU thread has ended (stopped, or the VM was stopped by a guest fault).
+    #[error("vCPU {vcpu}: {command} failed: the vCPU is stopped")]
+    Stopped {
+        /// Which vCPU.
+        vcpu: VcpuIndex,
+        /// The command.
+        command: VcpuCommand,
+    },
+    /// Sending the kick signal failed.
+    #[error("vCPU {vcpu}: sending the kick signal failed")]
+    Kick {
+        /// Which vCPU.
+        vcpu: VcpuIndex,
+        /// Cause.
+        #[source]
+        source: errno::Error,
+    },
+}
+
+/// What all vCPUs of one VM share: the exit handler, the event channel and the kick signal.
+#[derive(Clone)]
+pub struct VcpuContext {
+    handler: Arc<dyn ExitHandler>,
+    events: EventSender,
+    kick_signal: c_int,
+    spawn_timeout: Duration,
+}
+
+impl fmt::Debug for VcpuContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VcpuContext")
+            .field("events", &self.events)
+            .field("kick_signal", &self.kick_signal)
+            .field("spawn_timeout", &self.spawn_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VcpuContext {
+    /// A context kicking with `SIGRTMIN()`; installs the (process-wide) kick handler.
+    pub fn new(handler: Arc<dyn ExitHandler>, events: EventSender) -> Result<Self, VcpuError> {
+        Self::with_kick_signal(handler, events, SIGRTMIN())
+    }
+
+    /// A context kicking with `signum`, which must be in `SIGRTMIN()..=SIGRTMAX()` and not
+    /// used for anything else in the process.
+    pub fn with_kick_signal(
+        handler: Arc<dyn ExitHandler>,
+        events: EventSender,
+        signum: c_int,
+    ) -> Result<Self, VcpuError> {
+        sys::install_kick_handler(signum)
+            .map_err(|source| VcpuError::KickHandler { signum, source })?;
+        Ok(VcpuContext {
+            handler,
+            events,
+            kick_signal: signum,
+            spawn_timeout: DEFAULT_SPAWN_TIMEOUT,
+        })
+    }
+
+    /// Changes how long [`VcpuContext::spawn`] waits for the new thread.
+    pub fn with_spawn_timeout(mut self, timeout: Duration) -> Self {
+        self.spawn_timeout = timeout;
+        self
+    }
+
+    /// The kick signal number.
+    pub fn kick_signal(&self) -> c_int {
+        self.kick_signal
+    }
+
+    /// Starts the thread `vcpu N` for a configured vCPU fd (CPUID, registers and so on are
+    /// the caller's business). The thread runs `hook` (if any), reports its thread id and
+    /// waits in [`VcpuState::Created`] for [`VcpuHandle::start`]; this call returns once it
+    /// did, so the thread id is known. A failing hook is returned as [`VcpuError::Hook`].
+    pub fn spawn(
+        &self,
+        index: VcpuIndex,
+        fd: VcpuFd,
+        hook: Option<PreRunHook>,
+    ) -> Result<VcpuHandle, VcpuError> {
+        let (req_tx, req_rx) = channel::<Request>();
+        let (rep_tx, rep_rx) = channel::<Reply>();
+        let (ready_tx, ready_rx) = sync_channel::<Result<HostTid, VcpuError>>(1);
+        let shared = Arc::new(Shared::new());
+        let handler = Arc::clone(&self.handler);
+        let events = self.events.clone();
+        let signum = self.kick_signal;
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("vcpu {}", index.0))
+            .spawn(move || {
+                if let Err(source) = sys::unblock_signal(signum) {
+                    let _ = ready_tx.send(Err(VcpuError::SignalMask {
+                        vcpu: index,
+                        source,
+                    }));
+                    return;
+                }
+                if let Some(hook) = hook {
+                    if let Err(source) = hook(index, &fd) {
+                        let _ = ready_tx.send(Err(VcpuError::Hook {
+                            vcpu: index,
+                            source,
+                        }));
+                        return;
+                    }
+                }
+                if ready_tx.send(Ok(HostTid(sys::gettid()))).is_err() {
+                    return; // spawn gave up waiting
+                }
+                VcpuThread {
+                    index,
+                    vcpu: KickableVcpu::new(fd),
+                    handler,
+                    events,
+                    shared: thread_shared,
+                    requests: req_rx,
+                    replies: rep_tx,
+                    io_pending: false,
+                }
+                .run();
+            })
+            .map_err(|source| VcpuError::SpawnThread {
+                vcpu: index,
+                source,
+            })?;
+        let tid = match ready_rx.recv_timeout(self.spawn_timeout) {
+            Ok(Ok(tid)) => tid,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                // Detach: the thread ends on its own when it finds the channels closed.
+                return Err(VcpuError::SpawnTimeout {
+                    vcpu: index,
+                    timeout: self.spawn_timeout,
+                });
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                // The thread died without reporting (panicking hook).
+                let _ = thread.join();
+                return Err(VcpuError::Hook {
+                    vcpu: index,
+                    source: "the pre-run hook panicked".into(),
+                });
+            }
+        };
+        Ok(VcpuHandle {
+            index,
+            tid,
+            requests: req_tx,
+            replies: rep_rx,
+            next_seq: 0,
+            shared,
+            thread: Some(thread),
+            kick_signal: signum,
+        })
+    }
+}
+
+/// A command that was sent and not yet answered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pending {
+    seq: u64,
+    command: VcpuCommand,
+    /// The thread was already gone when sending.
+    gone: bool,
+}
+
+/// Controller of one vCPU thread: commands with replies, kick, state, statistics.
+///
+/// Dropping the handle stops the thread (waiting at most [`DROP_TIMEOUT`]).
+#[derive(Debug)]
+pub struct VcpuHandle {
+    index: VcpuIndex,
+    tid: HostTid,
+    requests: Sender<Request>,
+    replies: Receiver<Reply>,
+    next_seq: u64,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    kick_signal: c_int,
+}
+
+impl VcpuHandle {
+    /// The vCPU index.
+    pub fn index(&self) -> VcpuIndex {
+        self.index
+    }
+
+    /// The host thread id of the vCPU thread.
+    pub fn thread_id(&self) -> HostTid {
+        self.tid
+    }
+
+    /// The current state, as last published by the vCPU thread.
+    pub fn state(&self) -> VcpuState {
+        self.shared.state()
+    }
+
+    /// A snapshot of the exit counters.
+    pub fn stats(&self) -> ExitStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// The host CPU the thread was on at its last exit (`None` before the first exit).
+    pub fn last_host_cpu(&self) -> Option<u32> {
+        last_cpu(&self.shared)
+    }
+
+    /// A cheap, cloneable read-only view for other threads (a monitor, statistics).
+    pub fn observer(&self) -> VcpuObserver {
+        VcpuObserver {
+            index: self.index,
+            tid: self.tid,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Makes the thread leave KVM_RUN now (it re-enters unless a command says otherwise).
+    pub fn kick(&self) -> Result<(), VcpuError> {
+        match &self.thread {
+            Some(t) => t.kill(self.kick_signal).map_err(|source| VcpuError::Kick {
+                vcpu: self.index,
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Enters the guest for the first time (`Created -> Running`).
+    pub fn start(&mut self, timeout: Duration) -> Result<VcpuState, VcpuError> {
+        self.command(VcpuCommand::Start, timeout)
+    }
+
+    /// Leaves the guest after completing pending I/O (`Running -> Paused`).
+    pub fn pause(&mut self, timeout: Duration) -> Result<VcpuState, VcpuError> {
+        self.command(VcpuCommand::Pause, timeout)
+    }
+
+    /// Enters the guest again (`Paused -> Running`).
+    pub fn resume(&mut self, timeout: Duration) -> Result<VcpuState, VcpuError> {
+        self.command(VcpuCommand::Resume, timeout)
+    }
+
+    /// Ends the thread and closes the vCPU fd (`any -> Stopped`); idempotent. On success
+    /// the thread has been joined.
+    pub fn stop(&mut self, timeout: Duration) -> Result<VcpuState, VcpuError> {
+        self.command(VcpuCommand::Stop, timeout)
+    }
+
+    /// Runs `f` with the vCPU fd on the vCPU thread and returns its result: read or set
+    /// registers, LAPIC or MSRs of a vCPU that is not running (`Created`, `Paused` or
+    /// `Halted`; a running vCPU gives [`VcpuError::InvalidTransition`], pause it first).
+    /// `f` must not block; a panic in `f` ends the vCPU thread like a guest fault.
+    pub fn with_fd<R, F>(&mut self, timeout: Duration, f: F) -> Result<R, VcpuError>
+    where
+        F: FnOnce(&VcpuFd) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = sync_channel(1);
+        let call: FdCall = Box::new(move |fd| {
+            let _ = tx.send(f(fd));
+        });
+        let pending = self.send(VcpuCommand::FdAccess, Some(call))?;
+        self.wait(pending, deadline, timeout)?;
+        // The thread ran `f` before replying, so the result is already queued.
+        rx.try_recv().map_err(|_| VcpuError::Stopped {
+            vcpu: self.index,
+            command: VcpuCommand::FdAccess,
+        })
+    }
+
+    /// Sends `command`, kicks, and waits for the reply.
+    fn command(&mut self, command: VcpuCommand, timeout: Duration) -> Result<VcpuState, VcpuError> {
+        let deadline = Instant::now() + timeout;
+        let pending = self.send(command, None)?;
+        self.wait(pending, deadline, timeout)
+    }
+
+    /// Enqueues `command`, then kicks (in that order: see DESIGN.md, "Kick protocol").
+    pub(crate) fn send(
+        &mut self,
+        command: VcpuCommand,
+        call: Option<FdCall>,
+    ) -> Result<Pending, VcpuError> {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        let request = Request { seq, command, call };
+        let gone = self.thread.is_none() || self.requests.send(request).is_err();
+        if !gone && command != VcpuCommand::Start {
+            match self.kick() {
+                // The thread is ending on its own (guest fault); `wait` sees its channels
+                // close and reports that.
+                Err(VcpuError::Kick { source, .. }) if source.errno() == libc::ESRCH => {}
+                other => other?,
+            }
+        }
+        Ok(Pending { seq, command, gone })
+    }
+
+    /// Waits for the reply to `pending` until `deadline`.
+    pub(crate) fn wait(
+        &mut self,
+        pending: Pending,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<VcpuState, VcpuError> {
+        let command = pending.command;
+        let result = if pending.gone {
+            Err(RecvTimeoutError::Disconnected)
+        } else {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.replies.recv_timeout(left) {
+                    Ok(reply) if reply.seq == pending.seq => break Ok(reply.result),
+                    Ok(_) => continue, // late reply to a command that timed out earlier
+                    Err(e) => break Err(e),
+                }
+            }
+        };
+        match result {
+            Ok(Ok(state)) => {
+                if state == VcpuState::Stopped {
+                    self.join();
+                }
+                Ok(state)
+            }
+            Ok(Err(state)) => Err(VcpuError::InvalidTransition {
+                vcpu: self.index,
+                command,
+                state,
+            }),
+            Err(RecvTimeoutError::Timeout) => Err(VcpuError::Timeout {
+                vcpu: self.index,
+                command,
+                timeout,
+            }),
+            Err(RecvTimeoutError::Disconnected) => {
+                // The thread has ended (guest fault, handler StopVm, panic or earlier stop).
+                self.join();
+                if command == VcpuCommand::Stop {
+                    Ok(VcpuState::Stopped)
+                } else {
+                    Err(VcpuError::Stopped {
+                        vcpu: self.index,
+                        command,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Joins the thread; only called once it has answered Stop or dropped its channels.
+    fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::warn!("vcpu-lifecycle: thread of vCPU {} panicked", self.index);
+            }
+        }
+    }
+}
+
+impl Drop for VcpuHandle {
+    fn drop(&mut self) {
+        if self.thread.is_none() {
+            return;
+        }
+        if let Err(e) = self.stop(DROP_TIMEOUT) {
+            // Never block forever: leave the thread detached. It ends by itself as soon as
+            // it reads its (now closed) command channel.
+            log::warn!(
+                "vcpu-lifecycle: dropping vCPU {}: {e}; detaching its thread",
+                self.index
+            );
+        }
+    }
+}
+
+fn last_cpu(shared: &Shared) -> Option<u32> {
+    match shared.last_cpu.load(Ordering::Relaxed) {
+        u32::MAX => None,
+        cpu => Some(cpu),
+    }
+}
+
+/// Read-only view of one vCPU for other threads: state, thread id, statistics.
+#[derive(Debug, Clone)]
+pub struct VcpuObserver {
+    index: VcpuIndex,
+    tid: HostTid,
+    shared: Arc<Shared>,
+}
+
+impl VcpuObserver {
+    /// The vCPU index.
+    pub fn index(&self) -> VcpuIndex {
+        self.index
+    }
+
+    /// The host thread id of the vCPU thread.
+    pub fn thread_id(&self) -> HostTid {
+        self.tid
+    }
+
+    /// The current state.
+    pub fn state(&self) -> VcpuState {
+        self.shared.state()
+    }
+
+    /// A snapshot of the exit counters.
+    pub fn stats(&self) -> ExitStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// The host CPU the thread was on at its last exit.
+    pub fn last_host_cpu(&self) -> Option<u32> {
+        last_cpu(&self.shared)
+    }
+}

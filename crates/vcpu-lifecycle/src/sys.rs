@@ -1,0 +1,162 @@
+//! The only module with `unsafe`: the kick signal handler, the thread-local pointer to the
+//! vCPU's own `kvm_run`, signal masks, `gettid`, `sched_getcpu` and reading the
+//! `kvm_run.internal` union member.
+//!
+//! Kick protocol (see DESIGN.md): the controller enqueues a command, then sends the kick
+//! signal to the vCPU thread. The handler sets `kvm_run.immediate_exit = 1` through a
+//! thread-local pointer that only the vCPU thread itself ever set, so a kick that lands
+//! anywhere between "drain the command queue" and "enter KVM_RUN" makes the next KVM_RUN
+//! return EINTR at once, and a kick during KVM_RUN makes it return EINTR because a signal
+//! is pending.
+
+use std::cell::Cell;
+use std::io;
+use std::marker::PhantomData;
+use std::ptr;
+
+use kvm_bindings::{kvm_run, KVM_EXIT_INTERNAL_ERROR};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use libc::{c_int, c_void, siginfo_t};
+use vmm_sys_util::errno;
+use vmm_sys_util::signal::{register_signal_handler, SIGRTMAX, SIGRTMIN};
+
+thread_local! {
+    /// The `kvm_run` of the vCPU owned by this thread, or null. Const-initialised and
+    /// without a destructor, so reading it from a signal handler is a plain TLS load.
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// Kick signal handler: async-signal-safe, it only stores one byte.
+extern "C" fn handle_kick(_num: c_int, _info: *mut siginfo_t, _ctx: *mut c_void) {
+    let run = KVM_RUN.try_with(Cell::get).unwrap_or(ptr::null_mut());
+    if !run.is_null() {
+        // SAFETY: `run` was stored by `KickableVcpu::new` on this very thread and points at
+        // the kvm_run mapping of the VcpuFd that the KickableVcpu owns; `KickableVcpu::drop`
+        // nulls it before the fd (and its mapping) is dropped, and the KickableVcpu cannot
+        // leave this thread (it is !Send). A volatile byte store is all the handler does.
+        unsafe { ptr::write_volatile(ptr::addr_of_mut!((*run).immediate_exit), 1) };
+    }
+}
+
+/// Checks that `signum` is a real-time signal and installs the kick handler for it
+/// (process-wide; installing it again is harmless). The handler is installed without
+/// `SA_RESTART`, so KVM_RUN returns EINTR.
+pub(crate) fn install_kick_handler(signum: c_int) -> errno::Result<()> {
+    if signum < SIGRTMIN() || signum > SIGRTMAX() {
+        return Err(errno::Error::new(libc::EINVAL));
+    }
+    register_signal_handler(signum, handle_kick)
+}
+
+/// Unblocks `signum` for the calling thread: a vCPU thread inherits its creator's signal
+/// mask, and a blocked kick signal would never interrupt KVM_RUN.
+pub(crate) fn unblock_signal(signum: c_int) -> io::Result<()> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it below before any use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable sigset_t; both calls only write to it.
+    let r = unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signum)
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// Kernel thread id of the calling thread (what `ps -L`, `top -H` and /proc/self/task show).
+pub(crate) fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Host CPU the calling thread runs on, or `u32::MAX` if unknown. A vDSO call, cheap enough
+/// for every exit.
+#[inline]
+pub(crate) fn current_cpu() -> u32 {
+    // SAFETY: sched_getcpu has no preconditions; a negative result means failure.
+    let cpu = unsafe { libc::sched_getcpu() };
+    u32::try_from(cpu).unwrap_or(u32::MAX)
+}
+
+/// A vCPU fd bound to the current thread as the target of kicks.
+///
+/// Owning the fd guarantees that the `kvm_run` mapping the thread-local pointer refers to
+/// lives exactly as long as the registration; the fd is never handed out mutably, so it
+/// cannot be swapped out from under the pointer.
+pub(crate) struct KickableVcpu {
+    fd: VcpuFd,
+    run: *mut kvm_run,
+    /// The registration is per thread: never move this to another thread.
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl KickableVcpu {
+    /// Registers `fd`'s `kvm_run` as the kick target of the calling thread.
+    pub(crate) fn new(mut fd: VcpuFd) -> Self {
+        let run: *mut kvm_run = fd.get_kvm_run();
+        KVM_RUN.with(|c| c.set(run));
+        KickableVcpu {
+            fd,
+            run,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The vCPU fd, for ioctls other than KVM_RUN.
+    pub(crate) fn fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+
+    /// KVM_RUN.
+    #[inline]
+    pub(crate) fn run(&mut self) -> Result<VcpuExit<'_>, errno::Error> {
+        self.fd.run()
+    }
+
+    /// Sets `kvm_run.immediate_exit`. Uses the same volatile store as the signal handler.
+    #[inline]
+    pub(crate) fn set_immediate_exit(&mut self, value: u8) {
+        // SAFETY: `self.run` points into the kvm_run mapping owned by `self.fd`, which lives
+        // as long as `self`.
+        unsafe { ptr::write_volatile(ptr::addr_of_mut!((*self.run).immediate_exit), value) };
+    }
+
+    /// `kvm_run.exit_reason` of the last exit.
+    pub(crate) fn exit_reason(&self) -> u32 {
+        // SAFETY: as in `set_immediate_exit`; exit_reason is a plain u32 field.
+        unsafe { ptr::read_volatile(ptr::addr_of!((*self.run).exit_reason)) }
+    }
+
+    /// `kvm_run.internal.{suberror, data[..ndata]}` after KVM_EXIT_INTERNAL_ERROR, or `None`
+    /// if the last exit was something else.
+    pub(crate) fn internal_error(&self) -> Option<(u32, Vec<u64>)> {
+        if self.exit_reason() != KVM_EXIT_INTERNAL_ERROR {
+            return None;
+        }
+        // SAFETY: exit_reason says the kernel filled the `internal` union member; the
+        // pointer is valid as in `set_immediate_exit`. The struct is plain data, copied out.
+        let internal =
+            unsafe { ptr::read_volatile(ptr::addr_of!((*self.run).__bindgen_anon_1.internal)) };
+        let n = (internal.ndata as usize).min(internal.data.len());
+        Some((internal.suberror, internal.data[..n].to_vec()))
+    }
+}
+
+impl Drop for KickableVcpu {
+    fn drop(&mut self) {
+        // Unregister before `self.fd` (and the kvm_run mapping) is dropped.
+        let _ = KVM_RUN.try_with(|c| c.set(ptr::null_mut()));
+    }
+}
+
+impl std::fmt::Debug for KickableVcpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KickableVcpu").finish_non_exhaustive()
+    }
+}
