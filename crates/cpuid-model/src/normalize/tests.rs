@@ -1,0 +1,163 @@
+use super::*;
+
+fn base(vendor: &[u8; 12], max: u32) -> CpuidTable {
+    let w = |i: usize| u32::from_le_bytes([vendor[i], vendor[i + 1], vendor[i + 2], vendor[i + 3]]);
+    let mut t = CpuidTable::new();
+    let mut put = |leaf, sub, eax, ebx, ecx, edx| {
+        t.insert(
+            CpuidKey::subleaf(leaf, sub),
+            CpuidEntry {
+                regs: CpuidRegs { eax, ebx, ecx, edx },
+                indexed: sub != 0 || leaf == 4 || leaf == 0x8000_001d,
+            },
+        )
+    };
+    put(0, 0, max, w(0), w(8), w(4));
+    put(1, 0, 0x00b0_0f21, 0x0102_0800, 0xfffa_3203, 0x178b_fbff);
+    put(4, 0, 0x1c00_4121, 0x01c0_003f, 0x3f, 0);
+    put(4, 1, 0x1c00_4163, 0x03c0_003f, 0x3fff, 6);
+    put(0x8000_0000, 0, 0x8000_001e, 0, 0, 0);
+    put(0x8000_0001, 0, 0, 0, 0x0040_03f3, 0);
+    put(0x8000_0008, 0, 0x3030, 0x5002_0005, 0x0001_7001, 0);
+    put(0x8000_001d, 0, 0x121, 0x01c0_003f, 0x3f, 0);
+    put(0x8000_001d, 1, 0x4163, 0x03c0_003f, 0x7fff, 1);
+    put(0x8000_001e, 0, 1, 0x0000_0101, 0, 0);
+    t
+}
+
+fn r(t: &CpuidTable, leaf: u32, sub: u32) -> CpuidRegs {
+    t.regs(CpuidKey::subleaf(leaf, sub)).unwrap()
+}
+
+#[test]
+fn intel_dies_get_leaf_1f_and_sharing() {
+    let topo = CpuTopology::new(2, 2, 1, 3, 2, 24).unwrap();
+    let n = Normalizer::new(&base(b"GenuineIntel", 0xd), &topo).unwrap();
+    // vCPU 17: socket 1, die 0, core 2, thread 1 -> apic 1<<4 | 2<<1 | 1 = 0x15.
+    let t = n.for_vcpu(VcpuIndex(17)).unwrap();
+    assert_eq!(r(&t, 0, 0).eax, 0x1f);
+    assert_eq!(r(&t, 1, 0).ebx, 0x1510_0800);
+    assert_eq!(
+        r(&t, 0xb, 0),
+        CpuidRegs {
+            eax: 1,
+            ebx: 2,
+            ecx: 0x100,
+            edx: 0x15
+        }
+    );
+    assert_eq!(
+        r(&t, 0xb, 1),
+        CpuidRegs {
+            eax: 4,
+            ebx: 12,
+            ecx: 0x201,
+            edx: 0x15
+        }
+    );
+    assert_eq!(
+        r(&t, 0xb, 2),
+        CpuidRegs {
+            eax: 0,
+            ebx: 0,
+            ecx: 2,
+            edx: 0x15
+        }
+    );
+    assert_eq!(
+        r(&t, 0x1f, 1),
+        CpuidRegs {
+            eax: 3,
+            ebx: 6,
+            ecx: 0x201,
+            edx: 0x15
+        }
+    );
+    assert_eq!(
+        r(&t, 0x1f, 2),
+        CpuidRegs {
+            eax: 4,
+            ebx: 12,
+            ecx: 0x502,
+            edx: 0x15
+        }
+    );
+    assert_eq!(r(&t, 0x1f, 3).ecx, 3);
+    // L1: 2 threads share, 8 addressable cores per package; L3: 8 ids per die.
+    assert_eq!(r(&t, 4, 0).eax, (7 << 26) | (1 << 14) | 0x121);
+    assert_eq!(r(&t, 4, 1).eax, (7 << 26) | (7 << 14) | 0x163);
+    // AMD leaves untouched on Intel.
+    assert_eq!(r(&t, 0x8000_0008, 0).ecx, 0x0001_7001);
+}
+
+#[test]
+fn amd_leaves_and_unrelated_bits() {
+    let topo = CpuTopology::new(1, 1, 1, 3, 2, 6).unwrap();
+    let b = base(b"AuthenticAMD", 0xd);
+    let n = Normalizer::new(&b, &topo).unwrap();
+    let t = n.for_vcpu(VcpuIndex(5)).unwrap(); // core 2, thread 1 -> apic 5
+    assert_eq!(r(&t, 1, 0).ebx, 0x0508_0800);
+    assert_eq!(r(&t, 1, 0).ecx, r(&b, 1, 0).ecx);
+    assert_eq!(r(&t, 1, 0).edx, r(&b, 1, 0).edx | 1 << 28);
+    assert_eq!(r(&t, 0x8000_0001, 0).ecx, 0x0040_03f3);
+    assert_eq!(r(&t, 0x8000_0008, 0).ecx, 0x0001_3005);
+    assert_eq!(r(&t, 0x8000_001d, 0).eax, 0x121 | 1 << 14);
+    assert_eq!(r(&t, 0x8000_001d, 1).eax, 0x163 | 7 << 14);
+    assert_eq!(
+        r(&t, 0x8000_001e, 0),
+        CpuidRegs {
+            eax: 5,
+            ebx: 0x102,
+            ecx: 0,
+            edx: 0
+        }
+    );
+    // Intel leaf 4 untouched on AMD.
+    assert_eq!(r(&t, 4, 0).eax, 0x1c00_4121);
+    assert!(t.get(CpuidKey::leaf(0x1f)).is_none());
+}
+
+#[test]
+fn single_cpu_clears_htt_and_cmp_legacy() {
+    let topo = CpuTopology::flat(1).unwrap();
+    let mut b = base(b"AuthenticAMD", 0xd);
+    b.get_mut(CpuidKey::leaf(0x8000_0001)).unwrap().regs.ecx |= 2;
+    let t = Normalizer::new(&b, &topo)
+        .unwrap()
+        .for_vcpu(VcpuIndex(0))
+        .unwrap();
+    assert_eq!(r(&t, 1, 0).edx & 1 << 28, 0);
+    assert_eq!(r(&t, 0x8000_0001, 0).ecx & 2, 0);
+    assert_eq!(r(&t, 1, 0).ebx, 0x0001_0800);
+}
+
+#[test]
+fn errors() {
+    let topo = CpuTopology::flat(4).unwrap();
+    assert_eq!(
+        Normalizer::new(&CpuidTable::new(), &topo).unwrap_err(),
+        NormalizeError::MissingLeaf0
+    );
+    assert_eq!(
+        Normalizer::new(&base(b"VIA VIA VIA ", 1), &topo).unwrap_err().to_string(),
+        "cannot normalize CPUID for vendor \"VIA VIA VIA \": only GenuineIntel, AuthenticAMD and HygonGenuine are known"
+    );
+    let n = Normalizer::new(&base(b"GenuineIntel", 1), &topo).unwrap();
+    let e = n.for_vcpu(VcpuIndex(4)).unwrap_err();
+    assert_eq!(e.to_string(), "cannot compute CPUID for vCPU 4");
+    assert!(std::error::Error::source(&e).is_some());
+    let big = CpuTopology::flat(300).unwrap();
+    // 300 cores per socket: the 8-bit AMD core id keeps its low bits, leaf 0xB is exact.
+    let amd = Normalizer::new(&base(b"AuthenticAMD", 1), &big).unwrap();
+    let t = amd.for_vcpu(VcpuIndex(299)).unwrap();
+    assert_eq!(t.regs(CpuidKey::subleaf(0xb, 0)).unwrap().edx, 299);
+    if let Some(r) = t.regs(CpuidKey::leaf(0x8000_001e)) {
+        assert_eq!(r.ebx & 0xff, 299 & 0xff);
+    }
+    assert!(Normalizer::new(&base(b"GenuineIntel", 1), &big).is_ok());
+    let dies = CpuTopology::new(1, 9, 1, 1, 1, 9).unwrap();
+    assert_eq!(
+        Normalizer::new(&base(b"AuthenticAMD", 1), &dies).unwrap_err().to_string(),
+        "cannot encode AMD leaf 0x8000001e: 9 dies per socket and 1 sockets exceed 8 nodes per package or 256 node ids"
+    );
+}

@@ -1,0 +1,226 @@
+//! Table tests for the `-cpu` spec grammar, plus a parse/print round trip.
+
+use cpuid_model::features;
+use cpuid_model::model;
+use cpuid_model::spec::{self, ModelSpec, SpecError};
+use proptest::prelude::*;
+
+/// Valid specs: input, then the canonical form it prints as, then the net
+/// requests (`+name` on, `-name` off) after QEMU's precedence rules.
+const VALID: &[(&str, &str, &[&str])] = &[
+    ("Haswell", "Haswell", &[]),
+    ("Haswell,", "Haswell", &[]),
+    ("Haswell,,+avx512f,", "Haswell,+avx512f", &["+avx512f"]),
+    (
+        "Haswell,+x2apic,-avx",
+        "Haswell,+x2apic,-avx",
+        &["-avx", "+x2apic"],
+    ),
+    ("Haswell,avx=off", "Haswell,avx=off", &["-avx"]),
+    ("Haswell,avx", "Haswell,avx=on", &["+avx"]),
+    (
+        "Haswell,avx=yes,sse4.2=false",
+        "Haswell,avx=on,sse4_2=off",
+        &["+avx", "-sse4_2"],
+    ),
+    ("Haswell,AVX2=On", "Haswell,avx2=on", &["+avx2"]),
+    // QEMU spellings map to canonical names.
+    (
+        "qemu64,+lahf-lm,+sse4-1,-fxsr-opt,+tsc-deadline,+avx512vnni",
+        "qemu64,+lahf_lm,+sse4_1,+tsc_deadline_timer,+avx512_vnni,-fxsr_opt",
+        &[
+            "+avx512_vnni",
+            "-fxsr_opt",
+            "+lahf_lm",
+            "+sse4_1",
+            "+tsc_deadline_timer",
+        ],
+    ),
+    (
+        "kvm64,+sse3,+ffxsr",
+        "kvm64,+pni,+fxsr_opt",
+        &["+fxsr_opt", "+pni"],
+    ),
+    // Flags.
+    ("EPYC,enforce", "EPYC,enforce", &[]),
+    ("EPYC,enforce=on,check=off", "EPYC,enforce,check=off", &[]),
+    ("EPYC,enforce,enforce=off", "EPYC", &[]),
+    ("EPYC,check", "EPYC", &[]),
+    // Precedence: "-" beats "+" beats "=on|off", whatever the order.
+    ("EPYC,-avx2,+avx2", "EPYC,+avx2,-avx2", &["-avx2"]),
+    ("EPYC,+avx2,avx2=off", "EPYC,+avx2,avx2=off", &["+avx2"]),
+    ("EPYC,avx2=on,-avx2", "EPYC,-avx2,avx2=on", &["-avx2"]),
+    // Among property forms the last one wins.
+    ("EPYC,avx2=off,avx2=on", "EPYC,avx2=off,avx2=on", &["+avx2"]),
+    ("host,-svm", "host,-svm", &["-svm"]),
+    ("max", "max", &[]),
+];
+
+const INVALID: &[(&str, &str)] = &[
+    ("", "missing CPU model name; use --cpu help to list models"),
+    (
+        ",+avx",
+        "missing CPU model name; use --cpu help to list models",
+    ),
+    (
+        "haswell",
+        "unknown CPU model 'haswell' (did you mean 'Haswell'?); use --cpu help to list models",
+    ),
+    (
+        "Skylake",
+        "unknown CPU model 'Skylake'; use --cpu help to list models",
+    ),
+    (
+        "Pentium4,+sse",
+        "unknown CPU model 'Pentium4'; use --cpu help to list models",
+    ),
+    (
+        "Haswell,+avx3",
+        "unknown CPU feature 'avx3' (did you mean 'avx'?)",
+    ),
+    (
+        "Haswell,-x2apci",
+        "unknown CPU feature 'x2apci' (did you mean 'x2apic'?)",
+    ),
+    ("Haswell,frobnicate=on", "unknown CPU feature 'frobnicate'"),
+    ("Haswell,+", "missing feature name in '+'"),
+    ("Haswell,-", "missing feature name in '-'"),
+    ("Haswell,=on", "missing feature name in '=on'"),
+    (
+        "Haswell,avx=maybe",
+        "invalid value 'maybe' for 'avx': expected on or off",
+    ),
+    (
+        "Haswell,avx=",
+        "invalid value '' for 'avx': expected on or off",
+    ),
+    (
+        "Haswell,enforce=1",
+        "invalid value '1' for 'enforce': expected on or off",
+    ),
+    (
+        "Haswell,+avx=on",
+        "invalid item '+avx=on': use '+avx' or 'avx=on|off'",
+    ),
+    (
+        "Haswell,-avx=off",
+        "invalid item '-avx=off': use '-avx' or 'avx=on|off'",
+    ),
+    ("Haswell,+enforce", "unknown CPU feature 'enforce'"),
+    (
+        "Haswell,family=6",
+        "CPU property 'family' is not supported; only feature flags, enforce and check are",
+    ),
+    (
+        "Haswell,hv-relaxed",
+        "CPU property 'hv-relaxed' is not supported; only feature flags, enforce and check are",
+    ),
+    ("Haswell, +avx", "unknown CPU feature ' +avx'"),
+];
+
+fn net(spec: &ModelSpec) -> Vec<String> {
+    spec.requested()
+        .values()
+        .map(|(f, on)| format!("{}{}", if *on { '+' } else { '-' }, f.name))
+        .collect()
+}
+
+#[test]
+fn valid_specs_parse_to_the_expected_requests() {
+    for (input, canonical, requests) in VALID {
+        let spec = spec::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+        assert_eq!(spec.to_string(), *canonical, "{input}");
+        assert_eq!(net(&spec), *requests, "{input}");
+        assert_eq!(spec::parse(canonical).unwrap(), spec, "{input}: round trip");
+    }
+}
+
+#[test]
+fn invalid_specs_fail_with_exact_messages() {
+    for (input, message) in INVALID {
+        match spec::parse(input) {
+            Ok(s) => panic!("{input:?} parsed as {s}"),
+            Err(e) => assert_eq!(e.to_string(), *message, "{input:?}"),
+        }
+    }
+}
+
+#[test]
+fn flags_default_to_check_on_enforce_off() {
+    let s = spec::parse("Haswell").unwrap();
+    assert!(s.check && !s.enforce);
+    let s: ModelSpec = "Haswell,enforce".parse().unwrap();
+    assert!(s.enforce);
+    assert_eq!(
+        spec::parse("Skylake-Srever").unwrap_err(),
+        SpecError::UnknownModel {
+            name: "Skylake-Srever".into(),
+            suggestion: Some("Skylake-Server")
+        }
+    );
+}
+
+#[test]
+fn ambiguities_are_reported_once_per_feature() {
+    let s = spec::parse("EPYC,+avx2,avx2=off,avx2=off,-sha_ni,sha_ni=on").unwrap();
+    let text: Vec<String> = s.ambiguities().iter().map(|a| a.to_string()).collect();
+    assert_eq!(
+        text,
+        [
+            "ambiguous CPU model string: don't mix both \"+avx2\" and \"avx2=off\" (+avx2 wins)",
+            "ambiguous CPU model string: don't mix both \"-sha_ni\" and \"sha_ni=on\" (-sha_ni wins)",
+        ]
+    );
+    assert!(spec::parse("EPYC,+avx2,-sha_ni")
+        .unwrap()
+        .ambiguities()
+        .is_empty());
+}
+
+#[test]
+fn qemu_rendering_uses_qemu_property_names() {
+    let s =
+        spec::parse("Cascadelake-Server,+avx512_vpopcntdq,-lahf_lm,tsc_deadline_timer=off,enforce")
+            .unwrap();
+    assert_eq!(
+        s.to_qemu_string(),
+        "Cascadelake-Server,+avx512-vpopcntdq,-lahf-lm,tsc-deadline=off,enforce"
+    );
+    assert_eq!(spec::parse(&s.to_qemu_string()).unwrap(), s);
+}
+
+fn any_spec() -> impl Strategy<Value = ModelSpec> {
+    let n_models = model::all().len();
+    let n_feats = features::all().len();
+    (
+        0..n_models,
+        proptest::collection::vec(0..n_feats, 0..4),
+        proptest::collection::vec(0..n_feats, 0..4),
+        proptest::collection::vec((0..n_feats, any::<bool>()), 0..4),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(m, plus, minus, props, enforce, check)| {
+            let all = features::all();
+            let mut s = ModelSpec::new(&model::all()[m]);
+            s.plus = plus.into_iter().map(|i| &all[i]).collect();
+            s.minus = minus.into_iter().map(|i| &all[i]).collect();
+            s.props = props.into_iter().map(|(i, on)| (&all[i], on)).collect();
+            s.enforce = enforce;
+            s.check = check;
+            s
+        })
+}
+
+proptest! {
+    #[test]
+    fn display_and_qemu_string_round_trip(s in any_spec()) {
+        prop_assert_eq!(spec::parse(&s.to_string()).unwrap(), s.clone());
+        prop_assert_eq!(spec::parse(&s.to_qemu_string()).unwrap(), s);
+    }
+
+    #[test]
+    fn parse_never_panics(input in "[A-Za-z0-9,+=._ -]{0,40}") {
+        let _ = spec::parse(&input);
+    }
+}
