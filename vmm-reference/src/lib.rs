@@ -1,1 +1,48 @@
-//! Reference VMM composing the workspace crates
+//! The reference VMM: composes the workspace crates into a VM that runs the embedded probe
+//! guest on every vCPU and reports what each vCPU saw.
+//!
+//! `main.rs` only parses the command line; everything else is here, so tests drive a
+//! [`Vmm`] in-process exactly as the binary does:
+//!
+//! ```no_run
+//! use cpu_topology::smp::parse_smp;
+//! use vmm_reference::{Vmm, VmmConfig};
+//!
+//! let config = VmmConfig::new(parse_smp("8,sockets=2,cores=2,threads=2").unwrap());
+//! let summary = Vmm::new(config).and_then(|mut vmm| vmm.run()).unwrap();
+//! assert_eq!(summary.vcpus.len(), 8);
+//! print!("{summary}");
+//! ```
+
+pub mod cli;
+mod config;
+pub mod host_check;
+pub mod logger;
+mod probe_bus;
+mod summary;
+mod vmm;
+
+#[doc(hidden)]
+pub mod testing;
+
+pub use config::VmmConfig;
+pub use summary::{Summary, VcpuView, WorkloadView};
+pub use vmm::{Vmm, VmmError};
+
+/// The CPU model when `--cpu` is not given, as in QEMU.
+pub const DEFAULT_CPU_MODEL: &str = "qemu64";
+
+/// An error and its causes on one line: `outer: cause: root cause`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

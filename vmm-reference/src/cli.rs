@@ -1,0 +1,243 @@
+//! Command line: QEMU's spellings (`-smp`, `-m`, `-cpu`) as well as `--long` options.
+//!
+//! Parsing turns text into typed values with the workspace crates' own grammars, so a
+//! malformed value is reported here, in one line, before anything touches KVM.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use cpu_topology::CpuTopology;
+use cpuid_model::spec::ModelSpec;
+use probe_guest::ProbeMode;
+
+/// Long options QEMU users type with a single dash.
+const QEMU_SINGLE_DASH: &[&str] = &["smp", "cpu", "memory", "timeout"];
+
+/// Rewrite QEMU-style single-dash long options (`-smp 4`, `-smp=4`) to `--smp`.
+/// Everything after a bare `--` is left alone.
+pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut passthrough = false;
+    for a in args {
+        if passthrough || a == "--" {
+            passthrough = true;
+            out.push(a);
+            continue;
+        }
+        let rewritten = a
+            .strip_prefix('-')
+            .filter(|rest| !rest.starts_with('-'))
+            .and_then(|rest| {
+                let name = rest.split('=').next().unwrap_or(rest);
+                QEMU_SINGLE_DASH.contains(&name).then(|| format!("-{a}"))
+            });
+        out.push(rewritten.unwrap_or(a));
+    }
+    out
+}
+
+/// The reference VMM: runs the embedded probe guest on every vCPU and reports what each saw.
+#[derive(Debug, Parser)]
+#[command(name = "vmm-reference", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// A tool instead of running a VM.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of a VM run.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Tools that do not start a VM.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that this host can run KVM guests, like virt-host-validate.
+    HostCheck,
+}
+
+/// Options of a VM run.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// vCPU topology (`--smp`).
+    #[arg(
+        long,
+        value_name = "SMP",
+        default_value = "1",
+        value_parser = parse_smp,
+        help = "vCPU topology, QEMU syntax: [cpus=]N[,maxcpus=M][,sockets=S][,dies=D][,modules=M][,cores=C][,threads=T]; \
+                or Cloud Hypervisor's boot=N[,max=M][,topology=T:C:D:P]"
+    )]
+    pub smp: CpuTopology,
+
+    /// CPU model (`--cpu`).
+    #[arg(
+        long,
+        value_name = "MODEL",
+        default_value = crate::DEFAULT_CPU_MODEL,
+        value_parser = parse_cpu,
+        help = "CPU model, QEMU syntax: MODEL[,+FEAT][,-FEAT][,FEAT=on|off][,enforce]; `--cpu help` lists models and features"
+    )]
+    pub cpu: CpuArg,
+
+    /// Guest RAM, QEMU syntax: a number of MiB, or with a K/M/G/T suffix.
+    #[arg(short = 'm', long = "memory", value_name = "SIZE", default_value = "128M", value_parser = parse_size)]
+    pub memory: u64,
+
+    /// What the embedded probe guest does on every vCPU (`--probe`).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "report",
+        value_parser = parse_probe_mode,
+        help = "What the probe guest does on every vCPU: report (its CPUID view, the default), \
+                spin=N (CPL3 loop, 0 = forever), barrier=ROUNDS[:WORK] (CPL3 barrier rounds), \
+                exits=N (N port-I/O exits from CPL3), triple-fault, bad-fetch"
+    )]
+    pub probe: ProbeMode,
+
+    /// Write what each vCPU saw in the raw format of `cpuid -r` (decode with `cpuid -f FILE`).
+    #[arg(long, value_name = "PATH")]
+    pub dump_cpuid: Option<PathBuf>,
+
+    /// Write what each vCPU saw as a hwloc-gather-cpuid directory
+    /// (`HWLOC_CPUID_PATH=DIR HWLOC_COMPONENTS=x86,stop lstopo`).
+    #[arg(long, value_name = "DIR")]
+    pub dump_cpuid_hwloc: Option<PathBuf>,
+
+    /// Stop the VM with an error if the guest has not finished after this many seconds (0: never).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+}
+
+/// `--cpu`: a model spec, or the request for the list.
+#[derive(Debug, Clone)]
+pub enum CpuArg {
+    /// `--cpu help`.
+    Help,
+    /// A parsed model spec.
+    Spec(ModelSpec),
+}
+
+fn parse_cpu(s: &str) -> Result<CpuArg, String> {
+    if s == "help" || s == "?" {
+        return Ok(CpuArg::Help);
+    }
+    cpuid_model::spec::parse(s)
+        .map(CpuArg::Spec)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_smp(s: &str) -> Result<CpuTopology, String> {
+    cpu_topology::smp::parse_smp(s).map_err(|e| e.to_string())
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    guest_memory::parse_mem_size(s).map_err(|e| e.to_string())
+}
+
+/// Parse `--probe`.
+pub fn parse_probe_mode(s: &str) -> Result<ProbeMode, String> {
+    let count = |v: &str, what: &str| {
+        v.parse::<u64>()
+            .map_err(|_| format!("{what} must be a whole number, got '{v}'"))
+    };
+    match s.split_once('=') {
+        None => match s {
+            "report" => Ok(ProbeMode::Report),
+            "triple-fault" => Ok(ProbeMode::TripleFault),
+            "bad-fetch" => Ok(ProbeMode::BadFetch),
+            "spin" => Ok(ProbeMode::Spin { iterations: 0 }),
+            _ => Err(format!(
+                "unknown probe mode '{s}' (expected report, spin=N, barrier=ROUNDS[:WORK], exits=N, triple-fault, bad-fetch)"
+            )),
+        },
+        Some(("spin", n)) => Ok(ProbeMode::Spin { iterations: count(n, "spin iterations")? }),
+        Some(("exits", n)) => Ok(ProbeMode::Exits { count: count(n, "exits")? }),
+        Some(("barrier", v)) => {
+            let (rounds, work) = v.split_once(':').unwrap_or((v, "1000"));
+            let rounds = count(rounds, "barrier rounds")?;
+            if rounds == 0 {
+                return Err("barrier rounds must be at least 1".to_string());
+            }
+            Ok(ProbeMode::Barrier { rounds, work: count(work, "barrier work")? })
+        }
+        Some((k, _)) => Err(format!("probe mode '{k}' takes no value")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn qemu_single_dash_spellings_are_accepted() {
+        assert_eq!(
+            normalize_args(v(&[
+                "vmm",
+                "-smp",
+                "4",
+                "-m",
+                "1G",
+                "-cpu=host",
+                "-x",
+                "--smp",
+                "2"
+            ])),
+            v(&[
+                "vmm",
+                "--smp",
+                "4",
+                "-m",
+                "1G",
+                "--cpu=host",
+                "-x",
+                "--smp",
+                "2"
+            ])
+        );
+        assert_eq!(
+            normalize_args(v(&["a", "--", "-smp"])),
+            v(&["a", "--", "-smp"])
+        );
+    }
+
+    #[test]
+    fn probe_modes() {
+        let rows: &[(&str, Result<ProbeMode, &str>)] = &[
+            ("report", Ok(ProbeMode::Report)),
+            ("spin=10", Ok(ProbeMode::Spin { iterations: 10 })),
+            ("spin", Ok(ProbeMode::Spin { iterations: 0 })),
+            (
+                "barrier=5",
+                Ok(ProbeMode::Barrier {
+                    rounds: 5,
+                    work: 1000,
+                }),
+            ),
+            ("barrier=5:7", Ok(ProbeMode::Barrier { rounds: 5, work: 7 })),
+            ("triple-fault", Ok(ProbeMode::TripleFault)),
+            ("exits=3", Ok(ProbeMode::Exits { count: 3 })),
+            ("barrier=0", Err("barrier rounds must be at least 1")),
+            (
+                "spin=x",
+                Err("spin iterations must be a whole number, got 'x'"),
+            ),
+            ("report=1", Err("probe mode 'report' takes no value")),
+        ];
+        for (input, want) in rows {
+            assert_eq!(
+                parse_probe_mode(input),
+                (*want).map_err(str::to_string),
+                "{input}"
+            );
+        }
+        assert!(parse_probe_mode("dance")
+            .unwrap_err()
+            .starts_with("unknown probe mode 'dance'"));
+    }
+}

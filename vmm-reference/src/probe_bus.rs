@@ -1,0 +1,95 @@
+//! The VM's I/O bus while the probe guest runs: the doorbell port and nothing else.
+//!
+//! Unassigned ports read as all ones and swallow writes, as on a PC; so do MMIO accesses
+//! outside RAM. The doorbell is the only device, so the routing table is one match arm.
+
+use std::sync::Mutex;
+
+use cpu_topology::VcpuIndex;
+use probe_guest::{Doorbell, ProbeGuest, ProbeReport};
+use vcpu_lifecycle::{ExitAction, ExitHandler};
+use vm_memory::GuestMemoryMmap;
+
+/// What one vCPU slot of the probe has delivered.
+#[derive(Debug, Default)]
+struct Slot {
+    report: Mutex<Option<ProbeReport>>,
+}
+
+/// Exit handler of a probe run.
+#[derive(Debug)]
+pub struct ProbeBus {
+    probe: ProbeGuest,
+    mem: GuestMemoryMmap,
+    slots: Vec<Slot>,
+}
+
+impl ProbeBus {
+    /// A bus for `max_cpus` vCPU slots reading reports from `mem`.
+    pub fn new(probe: ProbeGuest, mem: GuestMemoryMmap, max_cpus: u32) -> Self {
+        let slots = (0..max_cpus).map(|_| Slot::default()).collect();
+        Self { probe, mem, slots }
+    }
+
+    /// The probe guest this bus serves.
+    pub fn probe(&self) -> &ProbeGuest {
+        &self.probe
+    }
+
+    /// Guest memory the probe writes to.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// Take the CPUID report of a vCPU, if it delivered one.
+    pub fn take_report(&self, vcpu: VcpuIndex) -> Option<ProbeReport> {
+        let slot = self.slots.get(vcpu.0 as usize)?;
+        slot.report.lock().ok()?.take()
+    }
+
+    fn doorbell(&self, vcpu: VcpuIndex, bell: Doorbell) -> ExitAction {
+        let Some(slot) = self.slots.get(vcpu.0 as usize) else {
+            return ExitAction::StopVm(format!(
+                "probe doorbell from vCPU {vcpu}, which has no slot"
+            ));
+        };
+        match bell {
+            Doorbell::Ping => ExitAction::Continue,
+            Doorbell::Report => match self.probe.read_report(&self.mem, vcpu) {
+                Ok(report) => {
+                    if let Ok(mut r) = slot.report.lock() {
+                        *r = Some(report);
+                    }
+                    ExitAction::Continue
+                }
+                Err(e) => ExitAction::StopVm(format!("malformed probe report: {e}")),
+            },
+            // The lifecycle turns Halt into a Halted event: that is how the run learns
+            // the vCPU is done, and it never enters this vCPU again.
+            Doorbell::Done => ExitAction::Halt,
+        }
+    }
+}
+
+impl ExitHandler for ProbeBus {
+    fn io_in(&self, _vcpu: VcpuIndex, _port: u16, data: &mut [u8]) -> ExitAction {
+        data.fill(0xff);
+        ExitAction::Continue
+    }
+
+    fn io_out(&self, vcpu: VcpuIndex, port: u16, data: &[u8]) -> ExitAction {
+        match Doorbell::from_port_write(port, data) {
+            Some(bell) => self.doorbell(vcpu, bell),
+            None => ExitAction::Continue,
+        }
+    }
+
+    fn mmio_read(&self, _vcpu: VcpuIndex, _addr: u64, data: &mut [u8]) -> ExitAction {
+        data.fill(0xff);
+        ExitAction::Continue
+    }
+
+    fn mmio_write(&self, _vcpu: VcpuIndex, _addr: u64, _data: &[u8]) -> ExitAction {
+        ExitAction::Continue
+    }
+}

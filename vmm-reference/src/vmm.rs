@@ -1,0 +1,469 @@
+//! `Vmm`: one VM built from a [`VmmConfig`], running the probe guest on every vCPU.
+//!
+//! Build order: KVM limits, VM and in-kernel irqchip, guest RAM and its slots, CPUID
+//! (supported -> CPU model -> per-vCPU topology), the probe image, then one configured
+//! vCPU thread per present vCPU. [`Vmm::run`] starts them together and waits, on the
+//! lifecycle event channel, until every vCPU is done, the guest faults, or time runs out.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cpu_topology::{CpuTopology, TopologyError, VcpuIndex};
+use cpuid_model::check::{self, CheckError};
+use cpuid_model::decode::{self, DecodeError};
+use cpuid_model::kvm::KvmCpuidError;
+use cpuid_model::normalize::{NormalizeError, Normalizer};
+use cpuid_model::{dump, hwloc, CpuidEntry, CpuidKey, CpuidRegs, CpuidTable};
+use guest_memory::{GuestRam, LayoutError, MemoryError, MemoryLayout, MemorySlots, SlotError};
+use kvm_bindings::{kvm_mp_state, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use probe_guest::{ProbeError, ProbeGuest, ProbeLayout, ProbeMode, ProbeReport};
+use vcpu_lifecycle::{
+    event_channel, VcpuContext, VcpuError, VcpuEvent, VcpuSet, VcpuSetError, VmStop,
+};
+
+use crate::probe_bus::ProbeBus;
+use crate::summary::{Summary, VcpuView, WorkloadView};
+use crate::VmmConfig;
+
+/// How long a vCPU may take to answer a start or stop command.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a VM could not be built or did not run to the end.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// /dev/kvm could not be opened.
+    #[error("cannot open /dev/kvm (see `vmm-reference host-check`)")]
+    OpenKvm(#[source] kvm_ioctls::Error),
+    /// The topology has more vCPU slots than KVM allows.
+    #[error("--smp: maxcpus {max_cpus} exceeds this host's KVM limit of {limit} vCPUs per VM (KVM_CAP_MAX_VCPUS)")]
+    TooManyVcpus {
+        /// Slots asked for.
+        max_cpus: u32,
+        /// KVM_CAP_MAX_VCPUS.
+        limit: usize,
+    },
+    /// The packed APIC ids reach KVM's vCPU id limit.
+    #[error("--smp: the last vCPU's APIC id {apic_id} is not below KVM's vCPU id limit {limit} (KVM_CAP_MAX_VCPU_ID); APIC ids are sparse for non-power-of-two levels, try power-of-two cores/threads")]
+    ApicIdTooLarge {
+        /// Largest APIC id of the topology.
+        apic_id: u32,
+        /// KVM_CAP_MAX_VCPU_ID.
+        limit: usize,
+    },
+    /// A KVM ioctl failed.
+    #[error("{op} failed")]
+    Kvm {
+        /// The ioctl, e.g. `KVM_CREATE_VM`.
+        op: &'static str,
+        /// The errno.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// A per-vCPU KVM ioctl failed.
+    #[error("vCPU {vcpu}: {op} failed")]
+    VcpuIoctl {
+        /// Which vCPU.
+        vcpu: VcpuIndex,
+        /// The ioctl.
+        op: &'static str,
+        /// The errno.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// `-m` does not give a usable layout.
+    #[error("-m")]
+    Layout(#[from] LayoutError),
+    /// Guest RAM could not be mapped.
+    #[error("guest RAM")]
+    Memory(#[from] MemoryError),
+    /// Guest RAM could not be registered with KVM.
+    #[error("KVM memory slots")]
+    Slots(#[from] SlotError),
+    /// The CPU model cannot run on this host (`enforce`) or is inconsistent.
+    #[error("--cpu")]
+    Model(#[from] CheckError),
+    /// Per-vCPU CPUID could not be computed.
+    #[error("CPUID")]
+    Normalize(#[from] NormalizeError),
+    /// A CPUID table does not fit KVM.
+    #[error("KVM_SET_CPUID2")]
+    KvmCpuid(#[from] KvmCpuidError),
+    /// The probe guest does not fit or could not be loaded.
+    #[error("probe guest")]
+    Probe(#[from] ProbeError),
+    /// A vCPU thread failed.
+    #[error("vCPU thread")]
+    Vcpu(#[from] VcpuError),
+    /// A command to all vCPUs failed.
+    #[error("vCPUs")]
+    VcpuSet(#[from] VcpuSetError),
+    /// The guest stopped the VM (triple fault, emulation failure, ...).
+    #[error("guest stopped: {0}")]
+    GuestStopped(VmStop),
+    /// The guest did not finish in time.
+    #[error("the guest did not finish within {seconds} s; vCPUs still running: {pending} (raise --timeout, 0 waits forever)")]
+    Timeout {
+        /// The limit.
+        seconds: u64,
+        /// Indices of the vCPUs that had not finished.
+        pending: String,
+    },
+    /// A vCPU finished without its CPUID report.
+    #[error("vCPU {0} finished without reporting its CPUID view")]
+    MissingReport(VcpuIndex),
+    /// A reported CPUID view does not describe a topology.
+    #[error("decode the CPUID view of vCPU {vcpu}")]
+    Decode {
+        /// Which vCPU.
+        vcpu: VcpuIndex,
+        /// Why.
+        #[source]
+        source: DecodeError,
+    },
+    /// A topology computation failed.
+    #[error("topology")]
+    Topology(#[from] TopologyError),
+    /// A dump could not be written.
+    #[error("write {}", path.display())]
+    Dump {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The hwloc directory could not be written.
+    #[error("--dump-cpuid-hwloc")]
+    Hwloc(#[from] hwloc::HwlocError),
+}
+
+impl VmmError {
+    /// True when the user's input is at fault (the binary exits with status 2).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            VmmError::TooManyVcpus { .. }
+                | VmmError::ApicIdTooLarge { .. }
+                | VmmError::Layout(_)
+                | VmmError::Model(_)
+                | VmmError::Probe(ProbeError::RamTooSmall { .. } | ProbeError::TooManyVcpus { .. })
+        )
+    }
+}
+
+fn kvm_op(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
+    move |source| VmmError::Kvm { op, source }
+}
+
+fn vcpu_op(vcpu: VcpuIndex, op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmmError {
+    move |source| VmmError::VcpuIoctl { vcpu, op, source }
+}
+
+/// A VM running the probe guest. Fields drop in order: vCPU threads first, then memory.
+#[derive(Debug)]
+pub struct Vmm {
+    vcpus: VcpuSet,
+    events: Receiver<VcpuEvent>,
+    bus: Arc<ProbeBus>,
+    cpuid: Vec<CpuidTable>,
+    config: VmmConfig,
+    _slots: MemorySlots,
+    _ram: GuestRam,
+    _vm: Arc<VmFd>,
+}
+
+impl Vmm {
+    /// Build the VM and its vCPU threads (created, not yet running).
+    pub fn new(config: VmmConfig) -> Result<Self, VmmError> {
+        let topo = config.topology;
+        let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
+        check_kvm_limits(&kvm, &topo)?;
+
+        let vm = Arc::new(kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?);
+        let layout = MemoryLayout::x86_64(config.memory)?;
+        let low_ram = layout.regions().first().map_or(0, |r| r.size);
+        let ram = GuestRam::new(&layout)?;
+        // Slots before the irqchip: with the irqchip in place KVM also maps its APIC
+        // access page, and every later slot change costs milliseconds (measured).
+        let slots = ram.register(Arc::clone(&vm))?;
+        vm.create_irq_chip().map_err(kvm_op("KVM_CREATE_IRQCHIP"))?;
+
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_op("KVM_GET_SUPPORTED_CPUID"))?;
+        let resolved = check::resolve(&config.cpu, &cpuid_model::kvm::from_kvm(&supported))?;
+        for w in &resolved.warnings {
+            log::warn!("{w}");
+        }
+        let normalizer = Normalizer::new(&resolved.table, &topo)?;
+        let cpuid = topo
+            .present()
+            .map(|i| normalizer.for_vcpu(i))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let probe = ProbeGuest::new(config.probe, ProbeLayout::new(topo.max_cpus(), low_ram)?);
+        let queries: Vec<(u32, u32)> = match cpuid.first() {
+            Some(t) => dump::cpuid_r_queries(t)
+                .into_iter()
+                .map(|k| (k.leaf, k.subleaf))
+                .collect(),
+            None => Vec::new(),
+        };
+        probe.load(ram.memory(), &queries, topo.cpus())?;
+
+        let bus = Arc::new(ProbeBus::new(probe, ram.memory().clone(), topo.max_cpus()));
+        let (events_tx, events) = event_channel(None);
+        let ctx = VcpuContext::new(Arc::clone(&bus) as _, events_tx)?;
+        let apic = topo.apic_layout();
+        let mut vcpus = VcpuSet::new();
+        for (index, table) in topo.present().zip(&cpuid) {
+            let id = apic.apic_id(index)?;
+            let fd = vm
+                .create_vcpu(u64::from(id.0))
+                .map_err(vcpu_op(index, "KVM_CREATE_VCPU"))?;
+            configure_vcpu(&fd, index, table, &probe)?;
+            vcpus.insert(ctx.spawn(index, fd, None)?);
+        }
+        Ok(Self {
+            vcpus,
+            events,
+            bus,
+            cpuid,
+            config,
+            _slots: slots,
+            _ram: ram,
+            _vm: vm,
+        })
+    }
+
+    /// The CPUID table each present vCPU was given, in index order.
+    pub fn cpuid_tables(&self) -> &[CpuidTable] {
+        &self.cpuid
+    }
+
+    /// The vCPU threads (thread ids, states, exit statistics).
+    pub fn vcpus(&self) -> &VcpuSet {
+        &self.vcpus
+    }
+
+    /// Start every vCPU (they were created stopped so they start together).
+    pub fn start(&mut self) -> Result<(), VmmError> {
+        Ok(self.vcpus.start_all(CONTROL_TIMEOUT)?)
+    }
+
+    /// Pause every vCPU; pending I/O completes first.
+    pub fn pause(&mut self) -> Result<(), VmmError> {
+        Ok(self.vcpus.pause_all(CONTROL_TIMEOUT)?)
+    }
+
+    /// Resume every paused vCPU.
+    pub fn resume(&mut self) -> Result<(), VmmError> {
+        Ok(self.vcpus.resume_all(CONTROL_TIMEOUT)?)
+    }
+
+    /// Stop every vCPU and end its thread.
+    pub fn stop(&mut self) -> Result<(), VmmError> {
+        Ok(self.vcpus.stop_all(CONTROL_TIMEOUT)?)
+    }
+
+    /// The probe's progress counter of a vCPU (spin iterations, barrier rounds, exits),
+    /// read from guest memory without stopping the vCPU.
+    pub fn progress(&self, vcpu: VcpuIndex) -> Result<u64, VmmError> {
+        Ok(self.bus.probe().progress(self.bus.memory(), vcpu)?)
+    }
+
+    /// The next lifecycle event (a vCPU halted, or the guest stopped the VM), if one
+    /// arrives within `timeout`.
+    pub fn next_event(&self, timeout: Duration) -> Option<VcpuEvent> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// Start every vCPU, wait until all are done, and report what they saw.
+    /// A guest fault or the timeout stops every vCPU and returns the reason.
+    pub fn run(&mut self) -> Result<Summary, VmmError> {
+        self.start()?;
+        let result = self.wait_until_done().and_then(|()| self.summarize());
+        let stopped = self.vcpus.stop_all(CONTROL_TIMEOUT);
+        let summary = result?;
+        stopped?;
+        Ok(summary)
+    }
+
+    fn wait_until_done(&self) -> Result<(), VmmError> {
+        let mut pending: BTreeSet<VcpuIndex> = self.config.topology.present().collect();
+        let deadline = self.config.timeout.map(|t| Instant::now() + t);
+        while !pending.is_empty() {
+            let event = match deadline {
+                Some(d) => self
+                    .events
+                    .recv_timeout(d.saturating_duration_since(Instant::now())),
+                None => self
+                    .events
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match event {
+                Ok(VcpuEvent::Halted { vcpu }) => {
+                    pending.remove(&vcpu);
+                }
+                Ok(VcpuEvent::StopVm(stop)) => return Err(VmmError::GuestStopped(stop)),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    let pending = pending
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let seconds = self.config.timeout.map_or(0, |t| t.as_secs());
+                    return Err(VmmError::Timeout { seconds, pending });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn summarize(&self) -> Result<Summary, VmmError> {
+        let mut summary = Summary::default();
+        if self.config.probe != ProbeMode::Report {
+            for h in self.vcpus.iter() {
+                let progress = self.bus.probe().progress(self.bus.memory(), h.index())?;
+                summary.workload.push(WorkloadView {
+                    index: h.index().0,
+                    progress,
+                    exits: h.stats().total(),
+                    host_tid: h.thread_id().0,
+                    host_cpu: h.last_host_cpu(),
+                });
+            }
+            return Ok(summary);
+        }
+        let mut seen = Vec::new();
+        for h in self.vcpus.iter() {
+            let index = h.index();
+            let report = self
+                .bus
+                .take_report(index)
+                .ok_or(VmmError::MissingReport(index))?;
+            let table = report_table(&report);
+            let view = decode::topology_view(&table).map_err(|source| VmmError::Decode {
+                vcpu: index,
+                source,
+            })?;
+            summary.vcpus.push(VcpuView {
+                index: index.0,
+                apic_id: view.apic_id,
+                socket: view.package_id,
+                die: view.die_id,
+                core: view.core_id,
+                thread: view.thread_id,
+                threads_per_core: view.threads_per_core,
+                logical_per_package: view.logical_per_package,
+                cores_per_package: view.cores_per_package,
+                host_tid: h.thread_id().0,
+                host_cpu: h.last_host_cpu(),
+            });
+            seen.push((index.0, table));
+        }
+        self.write_dumps(&seen)?;
+        Ok(summary)
+    }
+
+    fn write_dumps(&self, seen: &[(u32, CpuidTable)]) -> Result<(), VmmError> {
+        if let Some(path) = &self.config.dump_cpuid {
+            let cpus: Vec<(u32, &CpuidTable)> = seen.iter().map(|(i, t)| (*i, t)).collect();
+            let io = |source| VmmError::Dump {
+                path: path.clone(),
+                source,
+            };
+            let mut w = BufWriter::new(File::create(path).map_err(io)?);
+            dump::write_raw(&mut w, &cpus)
+                .and_then(|()| w.flush())
+                .map_err(io)?;
+        }
+        if let Some(dir) = &self.config.dump_cpuid_hwloc {
+            let tables: Vec<&CpuidTable> = seen.iter().map(|(_, t)| t).collect();
+            hwloc::write_dir(dir, &tables)?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuse topologies KVM cannot hold; warn like QEMU above the recommended count.
+fn check_kvm_limits(kvm: &Kvm, topo: &CpuTopology) -> Result<(), VmmError> {
+    let limit = kvm.get_max_vcpus();
+    if topo.max_cpus() as usize > limit {
+        return Err(VmmError::TooManyVcpus {
+            max_cpus: topo.max_cpus(),
+            limit,
+        });
+    }
+    let apic_id = topo.apic_layout().max_apic_id().0;
+    let id_limit = kvm.get_max_vcpu_id();
+    if apic_id as usize >= id_limit {
+        return Err(VmmError::ApicIdTooLarge {
+            apic_id,
+            limit: id_limit,
+        });
+    }
+    let recommended = kvm.get_nr_vcpus();
+    if topo.cpus() as usize > recommended {
+        log::warn!(
+            "Number of SMP cpus requested ({}) exceeds the recommended cpus supported by KVM ({recommended})",
+            topo.cpus()
+        );
+    }
+    Ok(())
+}
+
+/// Give one vCPU its CPUID, long-mode registers and a runnable MP state.
+fn configure_vcpu(
+    fd: &VcpuFd,
+    index: VcpuIndex,
+    table: &CpuidTable,
+    probe: &ProbeGuest,
+) -> Result<(), VmmError> {
+    fd.set_cpuid2(&cpuid_model::kvm::to_kvm(table)?)
+        .map_err(vcpu_op(index, "KVM_SET_CPUID2"))?;
+    let base = fd.get_sregs().map_err(vcpu_op(index, "KVM_GET_SREGS"))?;
+    fd.set_sregs(&probe.vcpu_sregs(&base))
+        .map_err(vcpu_op(index, "KVM_SET_SREGS"))?;
+    fd.set_regs(&probe.vcpu_regs(index)?)
+        .map_err(vcpu_op(index, "KVM_SET_REGS"))?;
+    // APs wait for INIT/SIPI by default with the in-kernel irqchip; the probe starts every
+    // vCPU directly in long mode.
+    fd.set_mp_state(kvm_mp_state {
+        mp_state: KVM_MP_STATE_RUNNABLE,
+    })
+    .map_err(vcpu_op(index, "KVM_SET_MP_STATE"))?;
+    Ok(())
+}
+
+/// The CPUID view a probe report describes, as a table.
+fn report_table(report: &ProbeReport) -> CpuidTable {
+    let mut table: CpuidTable = report
+        .entries
+        .iter()
+        .map(|e| {
+            let regs = CpuidRegs {
+                eax: e.eax,
+                ebx: e.ebx,
+                ecx: e.ecx,
+                edx: e.edx,
+            };
+            (
+                CpuidKey::subleaf(e.leaf, e.subleaf),
+                CpuidEntry {
+                    regs,
+                    indexed: false,
+                },
+            )
+        })
+        .collect();
+    dump::mark_indexed(&mut table);
+    table
+}
