@@ -11,7 +11,7 @@ use cpuid_model::spec::ModelSpec;
 use probe_guest::ProbeMode;
 
 /// Long options QEMU users type with a single dash.
-const QEMU_SINGLE_DASH: &[&str] = &["smp", "cpu", "memory", "timeout"];
+const QEMU_SINGLE_DASH: &[&str] = &["smp", "cpu", "memory", "timeout", "probe"];
 
 /// Rewrite QEMU-style single-dash long options (`-smp 4`, `-smp=4`) to `--smp`.
 /// Everything after a bare `--` is left alone.
@@ -54,7 +54,40 @@ pub struct Cli {
 pub enum Command {
     /// Check that this host can run KVM guests, like virt-host-validate.
     HostCheck,
+    /// Compute what every vCPU would see on another host, from its `cpuid -r` dump (no KVM).
+    CpuidPlan(PlanArgs),
+    /// Print the largest CPU model every host can run, from their `cpuid -r` dumps (no KVM).
+    CpuidBaseline {
+        /// `cpuid -r` dumps, one per host (the first CPU section of each is used).
+        #[arg(value_name = "FILE", required = true)]
+        dumps: Vec<PathBuf>,
+    },
 }
+
+/// Options of `cpuid-plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The host's CPUID as `cpuid -r` prints it (the first CPU section is used).
+    #[arg(long, value_name = "FILE")]
+    pub host_dump: PathBuf,
+    /// vCPU topology (`--smp`).
+    #[arg(long, value_name = "SMP", default_value = "1", value_parser = parse_smp, help = SMP_HELP)]
+    pub smp: CpuTopology,
+    /// CPU model (`--cpu`).
+    #[arg(long, value_name = "MODEL", default_value = crate::DEFAULT_CPU_MODEL, value_parser = parse_cpu, help = CPU_HELP)]
+    pub cpu: CpuArg,
+    /// Write every vCPU's planned CPUID in the raw format of `cpuid -r`.
+    #[arg(long, value_name = "PATH")]
+    pub dump_cpuid: Option<PathBuf>,
+    /// Write every vCPU's planned CPUID as a hwloc-gather-cpuid directory.
+    #[arg(long, value_name = "DIR")]
+    pub dump_cpuid_hwloc: Option<PathBuf>,
+}
+
+const SMP_HELP: &str = "vCPU topology, QEMU syntax: [cpus=]N[,maxcpus=M][,sockets=S][,dies=D][,modules=M][,cores=C][,threads=T]; \
+                        or Cloud Hypervisor's boot=N[,max=M][,topology=T:C:D:P]";
+const CPU_HELP: &str =
+    "CPU model, QEMU syntax: MODEL[,+FEAT][,-FEAT][,FEAT=on|off][,enforce]; `--cpu help` lists models and features";
 
 /// Options of a VM run.
 #[derive(Debug, Args)]
@@ -65,8 +98,7 @@ pub struct RunArgs {
         value_name = "SMP",
         default_value = "1",
         value_parser = parse_smp,
-        help = "vCPU topology, QEMU syntax: [cpus=]N[,maxcpus=M][,sockets=S][,dies=D][,modules=M][,cores=C][,threads=T]; \
-                or Cloud Hypervisor's boot=N[,max=M][,topology=T:C:D:P]"
+        help = SMP_HELP
     )]
     pub smp: CpuTopology,
 
@@ -76,7 +108,7 @@ pub struct RunArgs {
         value_name = "MODEL",
         default_value = crate::DEFAULT_CPU_MODEL,
         value_parser = parse_cpu,
-        help = "CPU model, QEMU syntax: MODEL[,+FEAT][,-FEAT][,FEAT=on|off][,enforce]; `--cpu help` lists models and features"
+        help = CPU_HELP
     )]
     pub cpu: CpuArg,
 

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::Parser;
-use vmm_reference::cli::{normalize_args, Cli, Command, CpuArg};
-use vmm_reference::{host_check, Vmm, VmmConfig};
+use vmm_reference::cli::{normalize_args, Cli, Command, CpuArg, PlanArgs};
+use vmm_reference::{error_chain, host_check, planner, Vmm, VmmConfig};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(normalize_args(std::env::args())) {
@@ -21,18 +21,23 @@ fn main() -> ExitCode {
         Some(Command::HostCheck) => {
             let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
             let report = host_check::check(Path::new("/dev/kvm"), &cpuinfo);
-            print!("{}", report.render());
+            emit(&report.render());
             if report.usable {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
             }
         }
-        None => match cli.run.cpu.clone() {
-            CpuArg::Help => {
-                print!("{}", cpuid_model::model::help_text());
+        Some(Command::CpuidPlan(args)) => cpuid_plan(args),
+        Some(Command::CpuidBaseline { dumps }) => match planner::fleet_baseline(&dumps) {
+            Ok(b) => {
+                emit(&format!("{b}\n"));
                 ExitCode::SUCCESS
             }
+            Err(e) => fail(&e, e.is_bad_input()),
+        },
+        None => match cli.run.cpu.clone() {
+            CpuArg::Help => cpu_help(),
             CpuArg::Spec(spec) => run(VmmConfig::from_args(cli.run, spec)),
         },
     }
@@ -49,14 +54,56 @@ fn run(config: VmmConfig) -> ExitCode {
     });
     match result {
         Ok(outcome) => {
-            print!("{outcome}");
+            emit(&outcome.to_string());
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("vmm-reference: {}", vmm_reference::error_chain(&e));
-            ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
-        }
+        Err(e) => fail(&e, e.is_bad_input()),
     }
+}
+
+fn cpu_help() -> ExitCode {
+    emit(&cpuid_model::model::help_text());
+    ExitCode::SUCCESS
+}
+
+fn cpuid_plan(args: PlanArgs) -> ExitCode {
+    let spec = match args.cpu {
+        CpuArg::Help => return cpu_help(),
+        CpuArg::Spec(spec) => spec,
+    };
+    let result = planner::read_host_dump(&args.host_dump)
+        .and_then(|host| planner::plan(&host, &spec, &args.smp))
+        .and_then(|plan| {
+            for w in &plan.warnings {
+                log::warn!("{w}");
+            }
+            planner::write_plan(
+                &plan.tables,
+                args.dump_cpuid.as_deref(),
+                args.dump_cpuid_hwloc.as_deref(),
+            )?;
+            Ok(plan)
+        });
+    match result {
+        Ok(plan) => {
+            emit(&plan.summary.to_string());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e, e.is_bad_input()),
+    }
+}
+
+/// Write to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// One line on stderr; status 2 for bad input, 1 for anything else.
+fn fail(e: &dyn std::error::Error, bad_input: bool) -> ExitCode {
+    eprintln!("vmm-reference: {}", error_chain(e));
+    ExitCode::from(if bad_input { 2 } else { 1 })
 }
 
 /// Help and version go to stdout with status 0; every other clap error becomes one line

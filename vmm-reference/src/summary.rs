@@ -25,10 +25,34 @@ pub struct VcpuView {
     pub logical_per_package: u32,
     /// Cores per package (/proc/cpuinfo `cpu cores`).
     pub cores_per_package: u32,
-    /// Host thread id of the vCPU.
-    pub host_tid: i32,
+    /// Host thread id of the vCPU (none for a plan).
+    pub host_tid: Option<i32>,
     /// Host CPU the vCPU thread ran on when the guest reported.
     pub host_cpu: Option<u32>,
+}
+
+impl VcpuView {
+    /// A row from a decoded CPUID view and, for a real run, where the vCPU thread ran.
+    pub fn from_decoded(
+        index: u32,
+        view: &cpuid_model::decode::TopologyView,
+        host_tid: Option<i32>,
+        host_cpu: Option<u32>,
+    ) -> Self {
+        Self {
+            index,
+            apic_id: view.apic_id,
+            socket: view.package_id,
+            die: view.die_id,
+            core: view.core_id,
+            thread: view.thread_id,
+            threads_per_core: view.threads_per_core,
+            logical_per_package: view.logical_per_package,
+            cores_per_package: view.cores_per_package,
+            host_tid,
+            host_cpu,
+        }
+    }
 }
 
 /// What one vCPU did in a workload mode (spin, barrier, exits).
@@ -65,8 +89,8 @@ fn distinct<T: Ord + fmt::Display>(values: impl Iterator<Item = T>) -> String {
         .join(" ")
 }
 
-fn host_cpu(cpu: Option<u32>) -> String {
-    cpu.map_or_else(|| "-".to_string(), |n| n.to_string())
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |n| n.to_string())
 }
 
 impl fmt::Display for Summary {
@@ -85,7 +109,7 @@ impl fmt::Display for Summary {
                     w.progress,
                     w.exits,
                     w.host_tid,
-                    host_cpu(w.host_cpu)
+                    or_dash(w.host_cpu)
                 )?;
             }
             return Ok(());
@@ -121,11 +145,17 @@ impl fmt::Display for Summary {
             "vCPU", "APIC id", "socket", "die", "core", "thread", "host tid", "host CPU"
         )?;
         for c in v {
-            let cpu = host_cpu(c.host_cpu);
             writeln!(
                 f,
                 "{:>5} {:>8} {:>7} {:>4} {:>5} {:>7} {:>9} {:>9}",
-                c.index, c.apic_id, c.socket, c.die, c.core, c.thread, c.host_tid, cpu
+                c.index,
+                c.apic_id,
+                c.socket,
+                c.die,
+                c.core,
+                c.thread,
+                or_dash(c.host_tid),
+                or_dash(c.host_cpu)
             )?;
         }
         Ok(())
@@ -147,7 +177,7 @@ mod tests {
             threads_per_core: 2,
             logical_per_package: 4,
             cores_per_package: 2,
-            host_tid: 100 + index as i32,
+            host_tid: Some(100 + index as i32),
             host_cpu: Some(index % 2),
         }
     }

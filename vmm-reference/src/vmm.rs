@@ -354,19 +354,12 @@ impl Vmm {
                 vcpu: index,
                 source,
             })?;
-            summary.vcpus.push(VcpuView {
-                index: index.0,
-                apic_id: view.apic_id,
-                socket: view.package_id,
-                die: view.die_id,
-                core: view.core_id,
-                thread: view.thread_id,
-                threads_per_core: view.threads_per_core,
-                logical_per_package: view.logical_per_package,
-                cores_per_package: view.cores_per_package,
-                host_tid: h.thread_id().0,
-                host_cpu: h.last_host_cpu(),
-            });
+            summary.vcpus.push(VcpuView::from_decoded(
+                index.0,
+                &view,
+                Some(h.thread_id().0),
+                h.last_host_cpu(),
+            ));
             seen.push((index.0, table));
         }
         self.write_dumps(&seen)?;
