@@ -9,9 +9,12 @@ use clap::{Args, Parser, Subcommand};
 use cpu_topology::CpuTopology;
 use cpuid_model::spec::ModelSpec;
 use probe_guest::ProbeMode;
+use vcpu_placement::{CpuSpec, OvercommitPolicy, PlacementConfig, PlacementPolicy, VcpuPin};
+
+use crate::placement::PlacementOptions;
 
 /// Long options QEMU users type with a single dash.
-const QEMU_SINGLE_DASH: &[&str] = &["smp", "cpu", "memory", "timeout", "probe"];
+const QEMU_SINGLE_DASH: &[&str] = &["smp", "cpu", "memory", "timeout", "probe", "name"];
 
 /// Rewrite QEMU-style single-dash long options (`-smp 4`, `-smp=4`) to `--smp`.
 /// Everything after a bare `--` is left alone.
@@ -140,6 +143,81 @@ pub struct RunArgs {
     /// Stop the VM with an error if the guest has not finished after this many seconds (0: never).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub timeout: u64,
+
+    /// VM name, shown in the host ledger and messages (QEMU's -name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Placement and over-commit options.
+    #[command(flatten)]
+    pub placement: PlacementArgs,
+}
+
+/// Where vCPU threads run (libvirt's vcpupin/cpuset/emulatorpin) and over-commit admission.
+#[derive(Debug, Args)]
+pub struct PlacementArgs {
+    /// Pin vCPUs to host CPUs: VCPU:CPUSET, e.g. 0:2 or 0-3:4-7,^5 (repeatable; overrides --cpuset).
+    #[arg(long = "vcpupin", value_name = "VCPU:CPUSET", value_parser = parse_vcpupin)]
+    pub vcpupin: Vec<VcpuPin>,
+    /// Host CPUs for every vCPU of the VM, libvirt syntax (1-4,^3,6) or r for all.
+    #[arg(long, value_name = "CPUSET", value_parser = parse_cpu_spec)]
+    pub cpuset: Option<CpuSpec>,
+    /// Host CPUs for the VMM's own (non-vCPU) threads.
+    #[arg(long, value_name = "CPUSET", value_parser = parse_cpu_spec)]
+    pub emulatorpin: Option<CpuSpec>,
+    /// Policy for vCPUs without a pin: unpinned, dedicated (one host CPU each), or shared:CPUSET.
+    #[arg(long, value_name = "POLICY", default_value = "unpinned", value_parser = parse_policy)]
+    pub placement: PlacementPolicy,
+    /// Print the placement plan and exit without starting the VM.
+    #[arg(long)]
+    pub placement_plan: bool,
+    /// Over-commit admission: warn (admit with a warning, as QEMU) or strict (refuse).
+    #[arg(long, value_name = "MODE", default_value = "warn", value_parser = ["warn", "strict"])]
+    pub overcommit: String,
+    /// vCPUs per shared host CPU that admission allows, counting every VM on the host.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub overcommit_ratio: u32,
+    /// Allow more than 10 vCPUs per physical core.
+    #[arg(long)]
+    pub force_overcommit: bool,
+    /// Directory of the host-wide placement ledger (default /run/kvm-cpu-virt/placement).
+    #[arg(long, value_name = "DIR")]
+    pub ledger_dir: Option<PathBuf>,
+}
+
+impl PlacementArgs {
+    /// The library's options.
+    pub fn into_options(self) -> PlacementOptions {
+        let strict = self.overcommit == "strict";
+        PlacementOptions {
+            config: PlacementConfig {
+                policy: self.placement,
+                cpuset: self.cpuset,
+                vcpu_pins: self.vcpupin,
+                emulator_pin: self.emulatorpin,
+            },
+            overcommit: OvercommitPolicy {
+                shared_ratio: self.overcommit_ratio,
+                force: self.force_overcommit,
+                strict,
+                warn_only: !strict,
+                ..OvercommitPolicy::default()
+            },
+            ledger_dir: self.ledger_dir,
+        }
+    }
+}
+
+fn parse_vcpupin(s: &str) -> Result<VcpuPin, String> {
+    VcpuPin::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_cpu_spec(s: &str) -> Result<CpuSpec, String> {
+    CpuSpec::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_policy(s: &str) -> Result<PlacementPolicy, String> {
+    PlacementPolicy::parse(s).map_err(|e| e.to_string())
 }
 
 /// `--cpu`: a model spec, or the request for the list.

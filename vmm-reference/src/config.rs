@@ -8,6 +8,7 @@ use cpuid_model::spec::ModelSpec;
 use probe_guest::ProbeMode;
 
 use crate::cli::RunArgs;
+use crate::placement::PlacementOptions;
 
 /// Everything a [`crate::Vmm`] is built from.
 #[derive(Debug, Clone)]
@@ -26,6 +27,10 @@ pub struct VmmConfig {
     pub dump_cpuid_hwloc: Option<PathBuf>,
     /// Give up on a guest that has not finished after this long.
     pub timeout: Option<Duration>,
+    /// VM name (`--name`), for the host ledger and messages.
+    pub name: Option<String>,
+    /// Where the vCPU and emulator threads run, and over-commit admission.
+    pub placement: PlacementOptions,
 }
 
 impl VmmConfig {
@@ -42,6 +47,8 @@ impl VmmConfig {
             dump_cpuid: None,
             dump_cpuid_hwloc: None,
             timeout: Some(Duration::from_secs(300)),
+            name: None,
+            placement: PlacementOptions::default(),
         }
     }
 }
@@ -57,6 +64,8 @@ impl VmmConfig {
             dump_cpuid: args.dump_cpuid,
             dump_cpuid_hwloc: args.dump_cpuid_hwloc,
             timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
+            name: args.name,
+            placement: args.placement.into_options(),
         }
     }
 }

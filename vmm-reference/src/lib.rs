@@ -18,6 +18,7 @@ pub mod cli;
 mod config;
 pub mod host_check;
 pub mod logger;
+pub mod placement;
 pub mod planner;
 mod probe_bus;
 mod summary;

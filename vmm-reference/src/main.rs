@@ -38,23 +38,28 @@ fn main() -> ExitCode {
         },
         None => match cli.run.cpu.clone() {
             CpuArg::Help => cpu_help(),
-            CpuArg::Spec(spec) => run(VmmConfig::from_args(cli.run, spec)),
+            CpuArg::Spec(spec) => {
+                let plan_only = cli.run.placement.placement_plan;
+                run(VmmConfig::from_args(cli.run, spec), plan_only)
+            }
         },
     }
 }
 
-fn run(config: VmmConfig) -> ExitCode {
+fn run(config: VmmConfig, plan_only: bool) -> ExitCode {
     let result = Vmm::new(config).and_then(|mut vmm| {
-        let summary = vmm.run();
-        // run() has stopped and joined every vCPU thread. The process ends next, and the
-        // kernel releases the VM, its memory slots and guest RAM with it; deleting each
-        // slot first would cost milliseconds per slot once an irqchip exists (measured).
-        std::mem::forget(vmm);
+        if plan_only {
+            let plan = vmm.placement_plan();
+            vmm.exit();
+            return Ok(plan);
+        }
+        let summary = vmm.run().map(|s| s.to_string());
+        vmm.exit();
         summary
     });
     match result {
         Ok(outcome) => {
-            emit(&outcome.to_string());
+            emit(&outcome);
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e, e.is_bad_input()),

@@ -27,6 +27,7 @@ use vcpu_lifecycle::{
     event_channel, VcpuContext, VcpuError, VcpuEvent, VcpuSet, VcpuSetError, VmStop,
 };
 
+use crate::placement::{PlacementSetupError, VmPlacement};
 use crate::probe_bus::ProbeBus;
 use crate::summary::{Summary, VcpuView, WorkloadView};
 use crate::VmmConfig;
@@ -141,6 +142,15 @@ pub enum VmmError {
     /// The hwloc directory could not be written.
     #[error("--dump-cpuid-hwloc")]
     Hwloc(#[from] hwloc::HwlocError),
+    /// Placement or over-commit admission failed.
+    #[error("{0}")]
+    Placement(#[from] PlacementSetupError),
+    /// A monitor or library call named a vCPU the VM does not have.
+    #[error("vCPU {0} does not exist")]
+    NoSuchVcpu(VcpuIndex),
+    /// A cpuset did not parse.
+    #[error("cpuset")]
+    CpuSet(#[from] cpu_topology::CpuSetError),
 }
 
 impl VmmError {
@@ -153,7 +163,9 @@ impl VmmError {
                 | VmmError::Layout(_)
                 | VmmError::Model(_)
                 | VmmError::Probe(ProbeError::RamTooSmall { .. } | ProbeError::TooManyVcpus { .. })
-        )
+                | VmmError::NoSuchVcpu(_)
+                | VmmError::CpuSet(_)
+        ) || matches!(self, VmmError::Placement(e) if e.is_bad_input())
     }
 }
 
@@ -173,6 +185,7 @@ pub struct Vmm {
     bus: Arc<ProbeBus>,
     cpuid: Vec<CpuidTable>,
     config: VmmConfig,
+    placement: VmPlacement,
     _slots: MemorySlots,
     _ram: GuestRam,
     _vm: Arc<VmFd>,
@@ -184,6 +197,13 @@ impl Vmm {
         let topo = config.topology;
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
         check_kvm_limits(&kvm, &topo)?;
+        let mut placement_options = config.placement.clone();
+        placement_options.overcommit.kvm_nr_vcpus = u32::try_from(kvm.get_nr_vcpus()).ok();
+        let name = config
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("vmm-reference-{}", std::process::id()));
+        let placement = VmPlacement::new(&placement_options, &topo, &name)?;
 
         let vm = Arc::new(kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?);
         let layout = MemoryLayout::x86_64(config.memory)?;
@@ -228,14 +248,17 @@ impl Vmm {
                 .create_vcpu(u64::from(id.0))
                 .map_err(vcpu_op(index, "KVM_CREATE_VCPU"))?;
             configure_vcpu(&fd, index, table, &probe)?;
-            vcpus.insert(ctx.spawn(index, fd, None)?);
+            vcpus.insert(ctx.spawn(index, fd, Some(placement.hook()))?);
         }
+        // After the vCPU threads exist: they inherit the creating thread's affinity.
+        placement.pin_emulator()?;
         Ok(Self {
             vcpus,
             events,
             bus,
             cpuid,
             config,
+            placement,
             _slots: slots,
             _ram: ram,
             _vm: vm,
@@ -276,6 +299,60 @@ impl Vmm {
     /// read from guest memory without stopping the vCPU.
     pub fn progress(&self, vcpu: VcpuIndex) -> Result<u64, VmmError> {
         Ok(self.bus.probe().progress(self.bus.memory(), vcpu)?)
+    }
+
+    /// The placement plan, as `--placement-plan` prints it.
+    pub fn placement_plan(&self) -> String {
+        self.placement.plan_text()
+    }
+
+    /// Re-pin a running vCPU to `cpuset` (libvirt syntax, `r` for all host CPUs), as
+    /// `virsh vcpupin` does, after re-admitting the VM on the host.
+    pub fn vcpupin(&mut self, vcpu: VcpuIndex, cpuset: &str) -> Result<(), VmmError> {
+        let cpus = self.placement.parse_cpuset(cpuset)?;
+        let tid = self
+            .vcpus
+            .get(vcpu)
+            .ok_or(VmmError::NoSuchVcpu(vcpu))?
+            .thread_id()
+            .0;
+        Ok(self.placement.repin(vcpu, tid, cpus)?)
+    }
+
+    /// `virsh vcpuinfo` text for every vCPU, read from /proc.
+    pub fn vcpuinfo(&self) -> Result<String, VmmError> {
+        let mut text = String::new();
+        for h in self.vcpus.iter() {
+            let state = match h.state() {
+                vcpu_lifecycle::VcpuState::Running => "running",
+                vcpu_lifecycle::VcpuState::Paused => "paused",
+                vcpu_lifecycle::VcpuState::Halted => "halted",
+                vcpu_lifecycle::VcpuState::Created => "created",
+                vcpu_lifecycle::VcpuState::Stopped => "stopped",
+            };
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&self.placement.vcpuinfo(h.index(), h.thread_id().0, state)?);
+        }
+        Ok(text)
+    }
+
+    /// End the VM for process exit: stop and join the vCPU threads, release the ledger
+    /// entry, and leave guest RAM and its KVM slots to the kernel, which frees them with
+    /// the process (deleting each slot first costs milliseconds once an irqchip exists).
+    pub fn exit(self) {
+        let Vmm {
+            vcpus,
+            placement,
+            _slots,
+            _ram,
+            _vm,
+            ..
+        } = self;
+        drop(vcpus);
+        drop(placement);
+        std::mem::forget((_slots, _ram, _vm));
     }
 
     /// The next lifecycle event (a vCPU halted, or the guest stopped the VM), if one
@@ -386,7 +463,7 @@ impl Vmm {
     }
 }
 
-/// Refuse topologies KVM cannot hold; warn like QEMU above the recommended count.
+/// Refuse topologies KVM cannot hold.
 fn check_kvm_limits(kvm: &Kvm, topo: &CpuTopology) -> Result<(), VmmError> {
     let limit = kvm.get_max_vcpus();
     if topo.max_cpus() as usize > limit {
@@ -403,13 +480,7 @@ fn check_kvm_limits(kvm: &Kvm, topo: &CpuTopology) -> Result<(), VmmError> {
             limit: id_limit,
         });
     }
-    let recommended = kvm.get_nr_vcpus();
-    if topo.cpus() as usize > recommended {
-        log::warn!(
-            "Number of SMP cpus requested ({}) exceeds the recommended cpus supported by KVM ({recommended})",
-            topo.cpus()
-        );
-    }
+    // Above KVM_CAP_NR_VCPUS is a warning of the over-commit admission (placement.rs).
     Ok(())
 }
 

@@ -34,6 +34,31 @@ fn malformed_options_give_one_line_and_status_2() {
             "invalid value 'soon' for '--timeout <SECONDS>'",
         ),
         (&["host-check", "--smp", "2"], "unexpected argument"),
+        (
+            &["--vcpupin", "x"],
+            "invalid value 'x' for '--vcpupin <VCPU:CPUSET>'",
+        ),
+        (&["--vcpupin", "0:5-3"], "5-3"),
+        (
+            &["--cpuset", "1-4,^"],
+            "invalid value '1-4,^' for '--cpuset <CPUSET>'",
+        ),
+        (
+            &["--emulatorpin", ""],
+            "invalid value '' for '--emulatorpin <CPUSET>'",
+        ),
+        (
+            &["--placement", "greedy"],
+            "invalid value 'greedy' for '--placement <POLICY>'",
+        ),
+        (
+            &["--overcommit", "maybe"],
+            "invalid value 'maybe' for '--overcommit <MODE>'",
+        ),
+        (
+            &["--overcommit-ratio", "0"],
+            "invalid value '0' for '--overcommit-ratio <N>'",
+        ),
     ];
     for (args, want) in rows {
         let out = Command::new(env!("CARGO_BIN_EXE_vmm-reference"))

@@ -106,6 +106,10 @@ pub struct OvercommitPolicy {
     pub force: bool,
     /// Refuse (instead of warn) a VM with more vCPUs than host CPUs in its allowed set.
     pub strict: bool,
+    /// Admit a VM that pushes host CPUs or cores past their limits, with a warning naming
+    /// them, instead of refusing it (QEMU and libvirt never refuse; a VMM may default to
+    /// this and let management stacks ask for refusal).
+    pub warn_only: bool,
     /// `KVM_CAP_NR_VCPUS`: more vCPUs than this is warned about.
     pub kvm_nr_vcpus: Option<u32>,
     /// `KVM_CAP_MAX_VCPUS`: more vCPUs than this is refused.
@@ -119,6 +123,7 @@ impl Default for OvercommitPolicy {
             core_cap: 10,
             force: false,
             strict: false,
+            warn_only: false,
             kvm_nr_vcpus: None,
             kvm_max_vcpus: None,
         }
@@ -204,6 +209,15 @@ pub enum AdmissionError {
 /// Admitted, but worth telling the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdmissionWarning {
+    /// Host CPUs or cores past their limits, admitted because the policy only warns.
+    Overloaded {
+        /// The new VM.
+        vm: String,
+        /// `host CPUs` or `cores`.
+        what: &'static str,
+        /// Which, with their load and limit.
+        list: Vec<Overload>,
+    },
     /// More vCPUs than KVM recommends.
     AboveKvmRecommended {
         /// Requested vCPUs.
@@ -223,6 +237,11 @@ pub enum AdmissionWarning {
 impl fmt::Display for AdmissionWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            AdmissionWarning::Overloaded { vm, what, list } => write!(
+                f,
+                "VM `{vm}` over-commits {what} {} (admitted: the over-commit policy warns; `strict` refuses)",
+                format_overloads(list)
+            ),
             AdmissionWarning::AboveKvmRecommended { vcpus, recommended } => write!(
                 f,
                 "Number of SMP cpus requested ({vcpus}) exceeds the recommended cpus supported by KVM ({recommended})"
@@ -336,9 +355,16 @@ pub fn admit(
         })
         .collect();
     if !over.is_empty() {
-        return Err(AdmissionError::CpusOverloaded {
+        if !policy.warn_only {
+            return Err(AdmissionError::CpusOverloaded {
+                vm: new.name.clone(),
+                cpus: over,
+            });
+        }
+        warnings.push(AdmissionWarning::Overloaded {
             vm: new.name.clone(),
-            cpus: over,
+            what: "host CPUs",
+            list: over,
         });
     }
     if !policy.force {
@@ -356,9 +382,16 @@ pub fn admit(
             })
             .collect();
         if !over.is_empty() {
-            return Err(AdmissionError::CoresOverloaded {
+            if !policy.warn_only {
+                return Err(AdmissionError::CoresOverloaded {
+                    vm: new.name.clone(),
+                    cores: over,
+                });
+            }
+            warnings.push(AdmissionWarning::Overloaded {
                 vm: new.name.clone(),
-                cores: over,
+                what: "cores",
+                list: over,
             });
         }
     }
