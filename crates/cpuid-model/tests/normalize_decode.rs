@@ -131,13 +131,22 @@ fn every_vcpu_of_a_matrix_decodes_to_its_place() {
 }
 
 #[test]
-fn amd_core_id_field_refuses_more_than_256_cores() {
+fn more_than_256_amd_cores_decode_through_leaf_0b() {
+    // 0x8000_001E EBX[7:0] holds 8 bits of core id; leaf 0xB carries the full x2APIC id,
+    // and that is what guests (and our decoder) read, so every vCPU is still in its place.
     let topo = CpuTopology::flat(300).unwrap();
+    for vcpu in [0, 255, 256, 299] {
+        check_vcpu(&amd(), &topo, vcpu).unwrap();
+        check_vcpu(&intel(), &topo, vcpu).unwrap();
+    }
+    let t = Normalizer::new(&amd(), &topo)
+        .unwrap()
+        .for_vcpu(VcpuIndex(299))
+        .unwrap();
     assert_eq!(
-        Normalizer::new(&amd(), &topo).unwrap_err().to_string(),
-        "cannot encode AMD leaf 0x8000001e: the core id is 8 bits, the topology has 300 cores per socket (at most 256)"
+        t.regs(CpuidKey::leaf(0x8000_001e)).unwrap().ebx & 0xff,
+        299 - 256
     );
-    check_vcpu(&intel(), &topo, 299).unwrap();
 }
 
 #[test]
