@@ -59,12 +59,38 @@ pub enum Command {
     HostCheck,
     /// Compute what every vCPU would see on another host, from its `cpuid -r` dump (no KVM).
     CpuidPlan(PlanArgs),
+    /// Explain whether a guest this wide suits these host CPUs, and measure it with the
+    /// probe's CPL3 workloads (independent spin, barrier rounds) at 1..N vCPUs.
+    OvercommitAdvice(AdviceArgs),
     /// Print the largest CPU model every host can run, from their `cpuid -r` dumps (no KVM).
     CpuidBaseline {
         /// `cpuid -r` dumps, one per host (the first CPU section of each is used).
         #[arg(value_name = "FILE", required = true)]
         dumps: Vec<PathBuf>,
     },
+}
+
+/// Options of `overcommit-advice`.
+#[derive(Debug, Args)]
+pub struct AdviceArgs {
+    /// The planned guest's vCPUs (QEMU -smp syntax; the present count is used).
+    #[arg(long, value_name = "SMP", value_parser = parse_smp, help = SMP_HELP)]
+    pub smp: CpuTopology,
+    /// The host CPUs the guest may use (libvirt syntax); default: all online CPUs.
+    #[arg(long, value_name = "CPUSET", value_parser = parse_cpu_spec)]
+    pub cpuset: Option<CpuSpec>,
+    /// vCPUs per shared host CPU the policy allows.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub overcommit_ratio: u32,
+    /// Only explain; do not run the measuring guests.
+    #[arg(long)]
+    pub no_measure: bool,
+    /// Measuring window per guest width, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub window_ms: u64,
+    /// Empty-loop iterations each vCPU does between two barriers.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub barrier_work: u64,
 }
 
 /// Options of `cpuid-plan`.

@@ -14,6 +14,7 @@
 //! print!("{summary}");
 //! ```
 
+pub mod advisor;
 pub mod cli;
 mod config;
 pub mod host_check;

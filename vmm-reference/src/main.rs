@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::Parser;
-use vmm_reference::cli::{normalize_args, Cli, Command, CpuArg, PlanArgs};
-use vmm_reference::{error_chain, host_check, planner, Vmm, VmmConfig};
+use vmm_reference::cli::{normalize_args, AdviceArgs, Cli, Command, CpuArg, PlanArgs};
+use vmm_reference::{advisor, error_chain, host_check, planner, Vmm, VmmConfig};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(normalize_args(std::env::args())) {
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::CpuidPlan(args)) => cpuid_plan(args),
+        Some(Command::OvercommitAdvice(args)) => overcommit_advice(args),
         Some(Command::CpuidBaseline { dumps }) => match planner::fleet_baseline(&dumps) {
             Ok(b) => {
                 emit(&format!("{b}\n"));
@@ -60,6 +61,46 @@ fn run(config: VmmConfig, plan_only: bool) -> ExitCode {
     match result {
         Ok(outcome) => {
             emit(&outcome);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e, e.is_bad_input()),
+    }
+}
+
+fn overcommit_advice(args: AdviceArgs) -> ExitCode {
+    let host = match cpu_topology::HostCpuInventory::read() {
+        Ok(h) => h,
+        Err(e) => return fail(&e, false),
+    };
+    let allowed = args
+        .cpuset
+        .as_ref()
+        .map_or_else(|| host.online().clone(), |c| c.resolve(host.online()));
+    if allowed.is_empty() {
+        eprintln!(
+            "vmm-reference: --cpuset names no online host CPU (online: {})",
+            host.online()
+        );
+        return ExitCode::from(2);
+    }
+    let policy = vcpu_placement::OvercommitPolicy {
+        shared_ratio: args.overcommit_ratio,
+        ..Default::default()
+    };
+    let vcpus = args.smp.cpus();
+    emit(&advisor::explain(&host, &allowed, vcpus, &policy));
+    if args.no_measure {
+        return ExitCode::SUCCESS;
+    }
+    let widths = advisor::widths(vcpus, allowed.len() as u32);
+    let window = std::time::Duration::from_millis(args.window_ms);
+    match advisor::measure(&widths, args.cpuset.as_ref(), window, args.barrier_work) {
+        Ok(rows) => {
+            emit(&format!(
+                "\nmeasured on host CPUs {allowed} ({} ms per width):\n",
+                args.window_ms
+            ));
+            emit(&advisor::table(&rows, allowed.len() as u32));
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e, e.is_bad_input()),

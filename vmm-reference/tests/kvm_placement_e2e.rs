@@ -122,3 +122,52 @@ fn kvm_bad_pins_are_refused_before_any_vcpu_runs() {
         );
     }
 }
+
+#[test]
+fn kvm_overcommit_advice_explains_and_measures_each_width() {
+    vmm_reference::testing::require_kvm();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmm-reference"))
+        .args([
+            "overcommit-advice",
+            "--smp",
+            "4",
+            "--window-ms",
+            "50",
+            "--barrier-work",
+            "1000",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with("guest: 4 vCPUs; allowed host CPUs: "),
+        "{text}"
+    );
+    assert!(text.contains("\nadvice: "), "{text}");
+    // One row per measured width, 1, 2 and 4, each with a positive spin rate.
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| vCPUs"))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(
+        rows.iter().map(|r| r[0]).collect::<Vec<_>>(),
+        ["1", "2", "4"],
+        "{text}"
+    );
+    for r in &rows {
+        assert!(
+            r[2].parse::<f64>().unwrap() > 0.0,
+            "no spin progress: {r:?}"
+        );
+        assert!(
+            r[6].parse::<f64>().unwrap() > 0.0,
+            "no barrier round passed: {r:?}"
+        );
+    }
+}
