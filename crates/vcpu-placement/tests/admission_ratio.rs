@@ -266,14 +266,24 @@ proptest! {
 #[test]
 fn warn_only_admits_an_overload_and_names_the_cpus() {
     let host = HostCpuInventory::uniform(1, 2, 1);
-    let policy = OvercommitPolicy { warn_only: true, ..Default::default() };
+    let policy = OvercommitPolicy {
+        warn_only: true,
+        ..Default::default()
+    };
     // 16 vCPUs floating over 2 CPUs: 8 each, above the 5:1 ratio.
     let warnings = admit(&policy, &host, &[], &floating("wide", 16, "0-1")).unwrap();
     let text: Vec<String> = warnings.iter().map(ToString::to_string).collect();
     assert!(
-        text.iter().any(|w| w.starts_with("VM `wide` over-commits host CPUs 0 would carry 8.00 vCPUs (limit 5)")),
+        text.iter().any(|w| w
+            .starts_with("VM `wide` over-commits host CPUs 0 would carry 8.00 vCPUs (limit 5)")),
         "{text:?}"
     );
     // The same VM is refused without warn_only.
-    assert!(admit(&OvercommitPolicy::default(), &host, &[], &floating("wide", 16, "0-1")).is_err());
+    assert!(admit(
+        &OvercommitPolicy::default(),
+        &host,
+        &[],
+        &floating("wide", 16, "0-1")
+    )
+    .is_err());
 }
