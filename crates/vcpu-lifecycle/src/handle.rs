@@ -130,6 +130,12 @@ pub enum VcpuError {
         #[source]
         source: errno::Error,
     },
+    /// The thread ended on a guest fault or panic before a Stop, so its fd is closed.
+    #[error("vCPU {vcpu}: its thread had already ended (guest fault); the vCPU fd is gone")]
+    FdNotReturned {
+        /// Which vCPU.
+        vcpu: VcpuIndex,
+    },
 }
 
 /// What all vCPUs of one VM share: the exit handler, the event channel and the kick signal.
@@ -211,7 +217,7 @@ impl VcpuContext {
                         vcpu: index,
                         source,
                     }));
-                    return;
+                    return None;
                 }
                 if let Some(hook) = hook {
                     if let Err(source) = hook(index, &fd) {
@@ -219,11 +225,11 @@ impl VcpuContext {
                             vcpu: index,
                             source,
                         }));
-                        return;
+                        return None;
                     }
                 }
                 if ready_tx.send(Ok(HostTid(sys::gettid()))).is_err() {
-                    return; // spawn gave up waiting
+                    return None; // spawn gave up waiting
                 }
                 VcpuThread {
                     index,
@@ -233,9 +239,10 @@ impl VcpuContext {
                     shared: thread_shared,
                     requests: req_rx,
                     replies: rep_tx,
+                    received: 0,
                     io_pending: false,
                 }
-                .run();
+                .run()
             })
             .map_err(|source| VcpuError::SpawnThread {
                 vcpu: index,
@@ -271,6 +278,7 @@ impl VcpuContext {
             next_seq: 0,
             shared,
             thread: Some(thread),
+            returned_fd: None,
             kick_signal: signum,
         })
     }
@@ -296,7 +304,9 @@ pub struct VcpuHandle {
     replies: Receiver<Reply>,
     next_seq: u64,
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Option<VcpuFd>>>,
+    /// The vCPU fd the thread handed back after a Stop, until closed or taken.
+    returned_fd: Option<VcpuFd>,
     kick_signal: c_int,
 }
 
@@ -321,9 +331,12 @@ impl VcpuHandle {
         self.shared.counters.snapshot()
     }
 
-    /// The host CPU the thread was on at its last exit (`None` before the first exit).
+    /// The host CPU the vCPU thread last ran on: read from the kernel while the thread
+    /// exists (`/proc/self/task/<tid>/stat`, field `processor`, so it is current even for
+    /// a guest that never exits), else the CPU the thread recorded at its last state
+    /// change. `None` if neither is known.
     pub fn last_host_cpu(&self) -> Option<u32> {
-        last_cpu(&self.shared)
+        last_cpu(self.tid, &self.shared)
     }
 
     /// A cheap, cloneable read-only view for other threads (a monitor, statistics).
@@ -364,7 +377,20 @@ impl VcpuHandle {
     /// Ends the thread and closes the vCPU fd (`any -> Stopped`); idempotent. On success
     /// the thread has been joined.
     pub fn stop(&mut self, timeout: Duration) -> Result<VcpuState, VcpuError> {
-        self.command(VcpuCommand::Stop, timeout)
+        let state = self.command(VcpuCommand::Stop, timeout)?;
+        self.returned_fd = None;
+        Ok(state)
+    }
+
+    /// Stops the thread like [`VcpuHandle::stop`] and returns the vCPU fd instead of
+    /// closing it. KVM cannot destroy a vCPU before its VM, so a VMM that unplugs a vCPU
+    /// parks this fd and hands it to [`VcpuContext::spawn`] again on re-plug (after setting
+    /// its registers anew).
+    pub fn stop_and_take_fd(mut self, timeout: Duration) -> Result<VcpuFd, VcpuError> {
+        self.command(VcpuCommand::Stop, timeout)?;
+        self.returned_fd
+            .take()
+            .ok_or(VcpuError::FdNotReturned { vcpu: self.index })
     }
 
     /// Runs `f` with the vCPU fd on the vCPU thread and returns its result: read or set
@@ -407,6 +433,11 @@ impl VcpuHandle {
         let seq = self.next_seq;
         let request = Request { seq, command, call };
         let gone = self.thread.is_none() || self.requests.send(request).is_err();
+        if !gone {
+            // Counted after the send and before the kick: a running vCPU looks at its queue
+            // only when this count moved (see DESIGN.md, "Kick protocol").
+            self.shared.queued.fetch_add(1, Ordering::Release);
+        }
         if !gone && command != VcpuCommand::Start {
             match self.kick() {
                 // The thread is ending on its own (guest fault); `wait` sees its channels
@@ -473,8 +504,9 @@ impl VcpuHandle {
     /// Joins the thread; only called once it has answered Stop or dropped its channels.
     fn join(&mut self) {
         if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                log::warn!("vcpu-lifecycle: thread of vCPU {} panicked", self.index);
+            match t.join() {
+                Ok(fd) => self.returned_fd = fd,
+                Err(_) => log::warn!("vcpu-lifecycle: thread of vCPU {} panicked", self.index),
             }
         }
     }
@@ -496,10 +528,62 @@ impl Drop for VcpuHandle {
     }
 }
 
-fn last_cpu(shared: &Shared) -> Option<u32> {
+fn last_cpu(tid: HostTid, shared: &Shared) -> Option<u32> {
+    // Stopped is published just before the thread ends; after that the tid may be reused.
+    if shared.state() != VcpuState::Stopped {
+        if let Some(cpu) = thread_cpu(tid) {
+            return Some(cpu);
+        }
+    }
     match shared.last_cpu.load(Ordering::Relaxed) {
         u32::MAX => None,
         cpu => Some(cpu),
+    }
+}
+
+/// Field 39 (`processor`, the CPU the thread last ran on) of `/proc/self/task/<tid>/stat`.
+fn thread_cpu(tid: HostTid) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{}/stat", tid.0)).ok()?;
+    parse_stat_processor(&stat)
+}
+
+/// The `processor` field of a `stat` line. The command name (field 2) is in parentheses
+/// and may itself contain spaces and parentheses, so fields are counted after the last `)`.
+fn parse_stat_processor(stat: &str) -> Option<u32> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // Field 3 (state) is the first one after the name, so field 39 is the 37th.
+    after_comm.split_ascii_whitespace().nth(36)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_processor_field_is_counted_after_the_command_name() {
+        // A real /proc/self/task/<tid>/stat line of a thread named "vcpu 1) x" on CPU 7.
+        let fields_3_to_52 = (3..=52)
+            .map(|f| {
+                if f == 39 {
+                    "7".to_string()
+                } else {
+                    f.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let line = format!("1234 (vcpu 1) x) {fields_3_to_52}\n");
+        assert_eq!(parse_stat_processor(&line), Some(7));
+        assert_eq!(parse_stat_processor("1234 (vcpu 1) S 1 2 3"), None);
+        assert_eq!(parse_stat_processor("no parenthesis"), None);
+    }
+
+    #[test]
+    fn own_thread_cpu_is_readable() {
+        let cpu = thread_cpu(HostTid(sys::gettid())).expect("processor field of this thread");
+        // CPU_SETSIZE: no Linux CPU number reaches it.
+        assert!(cpu < 1024, "cpu {cpu}");
+        assert_eq!(thread_cpu(HostTid(-1)), None);
     }
 }
 
@@ -532,8 +616,8 @@ impl VcpuObserver {
         self.shared.counters.snapshot()
     }
 
-    /// The host CPU the thread was on at its last exit.
+    /// The host CPU the vCPU thread last ran on (see [`VcpuHandle::last_host_cpu`]).
     pub fn last_host_cpu(&self) -> Option<u32> {
-        last_cpu(&self.shared)
+        last_cpu(self.tid, &self.shared)
     }
 }

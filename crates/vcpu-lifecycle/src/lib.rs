@@ -23,7 +23,7 @@
 //! * **Events** ([`VcpuEvent`]: halted, stop the VM) arrive on an mpsc channel created by
 //!   [`event_channel`], optionally with an `EventFd` written per event for epoll loops.
 //! * **Observability**: per-vCPU [`ExitStats`] (lock-free counters), host thread id
-//!   ([`HostTid`]) known right after spawn, and the host CPU of the last exit.
+//!   ([`HostTid`]) known right after spawn, and the host CPU the thread last ran on.
 //!
 //! ```no_run
 //! use std::sync::Arc;

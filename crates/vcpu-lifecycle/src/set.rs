@@ -181,7 +181,8 @@ fn vcpu_of(e: &VcpuError) -> u32 {
         | VcpuError::Timeout { vcpu, .. }
         | VcpuError::InvalidTransition { vcpu, .. }
         | VcpuError::Stopped { vcpu, .. }
-        | VcpuError::Kick { vcpu, .. } => vcpu.0,
+        | VcpuError::Kick { vcpu, .. }
+        | VcpuError::FdNotReturned { vcpu } => vcpu.0,
         VcpuError::KickHandler { .. } => u32::MAX,
     }
 }

@@ -75,8 +75,8 @@ pub(crate) fn gettid() -> i32 {
     unsafe { libc::gettid() }
 }
 
-/// Host CPU the calling thread runs on, or `u32::MAX` if unknown. A vDSO call, cheap enough
-/// for every exit.
+/// Host CPU the calling thread runs on, or `u32::MAX` if unknown (glibc reads it from rseq
+/// or the vDSO). Called at state changes only, never per exit.
 #[inline]
 pub(crate) fn current_cpu() -> u32 {
     // SAFETY: sched_getcpu has no preconditions; a negative result means failure.
@@ -145,6 +145,19 @@ impl KickableVcpu {
             unsafe { ptr::read_volatile(ptr::addr_of!((*self.run).__bindgen_anon_1.internal)) };
         let n = (internal.ndata as usize).min(internal.data.len());
         Some((internal.suberror, internal.data[..n].to_vec()))
+    }
+}
+
+impl KickableVcpu {
+    /// Unregisters the kick target and gives the vCPU fd back (for a caller that parks it:
+    /// KVM cannot destroy a vCPU, so a re-plugged vCPU must reuse its fd).
+    pub(crate) fn into_fd(self) -> VcpuFd {
+        let _ = KVM_RUN.try_with(|c| c.set(ptr::null_mut()));
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so `fd` is moved out exactly once; the other
+        // fields are a raw pointer into the fd's own mapping and a marker, which need no
+        // drop. The kick registration was cleared above, as Drop would have done.
+        unsafe { ptr::read(&this.fd) }
     }
 }
 

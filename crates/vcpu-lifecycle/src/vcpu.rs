@@ -1,6 +1,6 @@
 //! The vCPU thread: control phase (drain commands), run phase (KVM_RUN, dispatch one exit).
 
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 
@@ -22,7 +22,12 @@ const MAX_COMPLETION_RUNS: u32 = 16;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) state: AtomicU8,
+    /// Host CPU the thread recorded at its last state change (`u32::MAX`: none yet).
     pub(crate) last_cpu: AtomicU32,
+    /// Requests sent so far. The controller bumps it after each send and before the kick;
+    /// the running vCPU compares it with its own receive count, one plain load per exit,
+    /// and only touches the queue when they differ.
+    pub(crate) queued: AtomicU64,
     pub(crate) counters: ExitCounters,
 }
 
@@ -31,6 +36,7 @@ impl Shared {
         Shared {
             state: AtomicU8::new(VcpuState::Created.as_u8()),
             last_cpu: AtomicU32::new(u32::MAX),
+            queued: AtomicU64::new(0),
             counters: ExitCounters::default(),
         }
     }
@@ -41,6 +47,12 @@ impl Shared {
 
     fn set_state(&self, s: VcpuState) {
         self.state.store(s.as_u8(), Ordering::Release);
+    }
+
+    /// Records the host CPU the calling (vCPU) thread is on. Called at state changes, not
+    /// per exit: observers read the live value from the kernel while the thread exists.
+    fn note_cpu(&self) {
+        self.last_cpu.store(sys::current_cpu(), Ordering::Relaxed);
     }
 }
 
@@ -87,6 +99,8 @@ pub(crate) struct VcpuThread {
     pub(crate) shared: Arc<Shared>,
     pub(crate) requests: Receiver<Request>,
     pub(crate) replies: Sender<Reply>,
+    /// Requests taken from `requests` so far (compared with [`Shared::queued`]).
+    pub(crate) received: u64,
     /// The last exit was port I/O or MMIO: KVM completes it on the next KVM_RUN.
     pub(crate) io_pending: bool,
 }
@@ -101,8 +115,10 @@ impl VcpuThread {
         let _ = self.replies.send(Reply { seq, result });
     }
 
-    /// Runs the thread to its end and closes the vCPU fd before the final Stop reply.
-    pub(crate) fn run(mut self) {
+    /// Runs the thread to its end. After a Stop command the vCPU fd is handed back as the
+    /// thread's result (the handle closes or parks it when it joins); after a guest fault
+    /// or a panic it is closed here.
+    pub(crate) fn run(mut self) -> Option<VcpuFd> {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.main_loop()));
         let stop_seq = match result {
             Ok(LoopExit::Stop(seq)) => Some(seq),
@@ -123,7 +139,14 @@ impl VcpuThread {
             replies,
             ..
         } = self;
-        drop(vcpu);
+        let fd = match stop_seq {
+            Some(_) => Some(vcpu.into_fd()),
+            None => {
+                drop(vcpu);
+                None
+            }
+        };
+        shared.note_cpu();
         shared.set_state(VcpuState::Stopped);
         if let Some(seq) = stop_seq {
             let _ = replies.send(Reply {
@@ -131,29 +154,23 @@ impl VcpuThread {
                 result: Ok(VcpuState::Stopped),
             });
         }
+        fd
     }
 
     fn main_loop(&mut self) -> LoopExit {
         loop {
-            // Control phase. Clear immediate_exit *before* draining: a kick that arrives
-            // after this store either finds its command in the drain below or leaves
-            // immediate_exit set so the KVM_RUN below returns at once.
+            // Control phase. Clear immediate_exit *before* looking for commands: a kick that
+            // arrives after this store either finds its command counted in `queued` below or
+            // leaves immediate_exit set so the KVM_RUN below returns at once.
             self.vcpu.set_immediate_exit(0);
-            loop {
-                let request = if self.state() == VcpuState::Running {
-                    match self.requests.try_recv() {
-                        Ok(r) => r,
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Disconnected) => return self.orphaned(),
-                    }
-                } else {
-                    match self.requests.recv() {
-                        Ok(r) => r,
-                        Err(_) => return self.orphaned(),
-                    }
-                };
-                if let Some(exit) = self.handle(request) {
+            if self.state() != VcpuState::Running
+                || self.shared.queued.load(Ordering::Acquire) != self.received
+            {
+                if let Some(exit) = self.drain_requests() {
                     return exit;
+                }
+                if self.state() != VcpuState::Running {
+                    continue;
                 }
             }
             // Run phase: state is Running.
@@ -165,17 +182,49 @@ impl VcpuThread {
         }
     }
 
+    /// Applies queued commands: all of them while Running, and blocks for the next one
+    /// while not. Returns once the vCPU is Running with nothing queued; `Some` ends the
+    /// thread.
+    #[cold]
+    fn drain_requests(&mut self) -> Option<LoopExit> {
+        loop {
+            let request = if self.state() == VcpuState::Running {
+                if self.shared.queued.load(Ordering::Acquire) == self.received {
+                    return None;
+                }
+                match self.requests.try_recv() {
+                    Ok(r) => r,
+                    // Counted but not yet visible: nothing to do now; the kick that follows
+                    // every send brings the vCPU back here.
+                    Err(TryRecvError::Empty) => return None,
+                    Err(TryRecvError::Disconnected) => return Some(self.orphaned()),
+                }
+            } else {
+                match self.requests.recv() {
+                    Ok(r) => r,
+                    Err(_) => return Some(self.orphaned()),
+                }
+            };
+            self.received += 1;
+            if let Some(exit) = self.handle(request) {
+                return Some(exit);
+            }
+        }
+    }
+
     /// The handle was dropped without a Stop (e.g. it gave up waiting): end the thread.
     fn orphaned(&mut self) -> LoopExit {
         LoopExit::Done
     }
 
     fn halt(&mut self) {
+        self.shared.note_cpu();
         self.shared.set_state(VcpuState::Halted);
         self.events.send(VcpuEvent::Halted { vcpu: self.index });
     }
 
     fn stop_vm(&mut self, reason: StopReason) -> LoopExit {
+        self.shared.note_cpu();
         self.shared.set_state(VcpuState::Stopped);
         self.events.send(VcpuEvent::StopVm(VmStop {
             vcpu: self.index,
@@ -212,6 +261,7 @@ impl VcpuThread {
             },
             _ => self.shared.set_state(to),
         }
+        self.shared.note_cpu();
         self.reply(request.seq, Ok(self.state()));
         None
     }
@@ -235,89 +285,87 @@ impl VcpuThread {
         Flow::Continue
     }
 
-    /// One KVM_RUN and the dispatch of its exit. Hot path: no allocation, no logging.
+    /// One KVM_RUN and the dispatch of its exit. Hot path: no allocation, no logging, no
+    /// system call besides KVM_RUN; anything but a handled exit goes to [`Self::slow_exit`].
+    #[inline]
     fn run_once(&mut self) -> Flow {
         let index = self.index;
         let handler = &*self.handler;
         let counters = &self.shared.counters;
         // Any KVM_RUN call completes the previously pending I/O first.
         self.io_pending = false;
-        let mut io = false;
-        let outcome = match self.vcpu.run() {
-            Ok(exit) => match exit {
-                VcpuExit::IoIn(port, data) => {
-                    counters.count(ExitKind::IoIn);
-                    io = true;
-                    Outcome::Action(handler.io_in(index, port, data))
-                }
-                VcpuExit::IoOut(port, data) => {
-                    counters.count(ExitKind::IoOut);
-                    io = true;
-                    Outcome::Action(handler.io_out(index, port, data))
-                }
-                VcpuExit::MmioRead(addr, data) => {
-                    counters.count(ExitKind::MmioRead);
-                    io = true;
-                    Outcome::Action(handler.mmio_read(index, addr, data))
-                }
-                VcpuExit::MmioWrite(addr, data) => {
-                    counters.count(ExitKind::MmioWrite);
-                    io = true;
-                    Outcome::Action(handler.mmio_write(index, addr, data))
-                }
-                VcpuExit::Hlt => {
-                    counters.count(ExitKind::Hlt);
-                    Outcome::Action(ExitAction::Halt)
-                }
-                VcpuExit::Intr => {
-                    counters.count(ExitKind::Interrupted);
-                    Outcome::Action(ExitAction::Continue)
-                }
-                VcpuExit::Shutdown => {
-                    counters.count(ExitKind::Shutdown);
-                    Outcome::TripleFault
-                }
-                VcpuExit::InternalError => {
-                    counters.count(ExitKind::InternalError);
-                    Outcome::InternalError
-                }
-                VcpuExit::FailEntry(hardware_reason, host_cpu) => {
-                    counters.count(ExitKind::FailEntry);
-                    Outcome::FailEntry {
-                        hardware_reason,
-                        host_cpu,
-                    }
-                }
-                _ => {
-                    counters.count(ExitKind::Other);
-                    Outcome::Unexpected
-                }
-            },
-            Err(e) => match e.errno() {
-                libc::EINTR => {
-                    counters.count(ExitKind::Interrupted);
-                    Outcome::Action(ExitAction::Continue)
-                }
-                libc::EAGAIN => {
-                    counters.count(ExitKind::Retried);
-                    Outcome::Action(ExitAction::Continue)
-                }
-                _ => {
-                    counters.count(ExitKind::Other);
-                    Outcome::RunFailed(e)
-                }
-            },
+        let action = match self.vcpu.run() {
+            Ok(VcpuExit::IoOut(port, data)) => {
+                counters.count(ExitKind::IoOut);
+                self.io_pending = true;
+                handler.io_out(index, port, data)
+            }
+            Ok(VcpuExit::IoIn(port, data)) => {
+                counters.count(ExitKind::IoIn);
+                self.io_pending = true;
+                handler.io_in(index, port, data)
+            }
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                counters.count(ExitKind::MmioRead);
+                self.io_pending = true;
+                handler.mmio_read(index, addr, data)
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                counters.count(ExitKind::MmioWrite);
+                self.io_pending = true;
+                handler.mmio_write(index, addr, data)
+            }
+            Ok(VcpuExit::Hlt) => {
+                counters.count(ExitKind::Hlt);
+                ExitAction::Halt
+            }
+            Ok(VcpuExit::Intr) => {
+                counters.count(ExitKind::Interrupted);
+                ExitAction::Continue
+            }
+            Ok(VcpuExit::Shutdown) => return self.slow_exit(Outcome::TripleFault),
+            Ok(VcpuExit::InternalError) => return self.slow_exit(Outcome::InternalError),
+            Ok(VcpuExit::FailEntry(hardware_reason, host_cpu)) => {
+                return self.slow_exit(Outcome::FailEntry {
+                    hardware_reason,
+                    host_cpu,
+                })
+            }
+            Ok(_) => return self.slow_exit(Outcome::Unexpected),
+            Err(e) => return self.slow_exit(Outcome::RunFailed(e)),
         };
-        self.io_pending = io;
-        self.shared
-            .last_cpu
-            .store(sys::current_cpu(), Ordering::Relaxed);
+        match action {
+            ExitAction::Continue => Flow::Continue,
+            ExitAction::Halt => Flow::Halt,
+            ExitAction::StopVm(why) => Flow::Stop(StopReason::Requested(why)),
+        }
+    }
+
+    /// Every return of KVM_RUN that is not a handled exit: interruptions, retries and the
+    /// faults that stop the VM.
+    #[cold]
+    #[inline(never)]
+    fn slow_exit(&mut self, outcome: Outcome) -> Flow {
+        let counters = &self.shared.counters;
         match outcome {
-            Outcome::Action(ExitAction::Continue) => Flow::Continue,
-            Outcome::Action(ExitAction::Halt) => Flow::Halt,
-            Outcome::Action(ExitAction::StopVm(why)) => Flow::Stop(StopReason::Requested(why)),
-            Outcome::TripleFault => Flow::Stop(StopReason::TripleFault { rip: self.rip() }),
+            Outcome::RunFailed(e) if e.errno() == libc::EINTR => {
+                counters.count(ExitKind::Interrupted);
+                Flow::Continue
+            }
+            Outcome::RunFailed(e) if e.errno() == libc::EAGAIN => {
+                counters.count(ExitKind::Retried);
+                Flow::Continue
+            }
+            Outcome::RunFailed(e) => {
+                counters.count(ExitKind::Other);
+                Flow::Stop(StopReason::RunFailed(e))
+            }
+            Outcome::TripleFault => {
+                counters.count(ExitKind::Shutdown);
+                Flow::Stop(StopReason::TripleFault { rip: self.rip() })
+            }
             Outcome::InternalError => {
+                counters.count(ExitKind::InternalError);
                 let (suberror, data) = self.vcpu.internal_error().unwrap_or((0, Vec::new()));
                 Flow::Stop(StopReason::InternalError {
                     suberror,
@@ -328,12 +376,16 @@ impl VcpuThread {
             Outcome::FailEntry {
                 hardware_reason,
                 host_cpu,
-            } => Flow::Stop(StopReason::FailEntry {
-                hardware_reason,
-                host_cpu,
-                rip: self.rip(),
-            }),
+            } => {
+                counters.count(ExitKind::FailEntry);
+                Flow::Stop(StopReason::FailEntry {
+                    hardware_reason,
+                    host_cpu,
+                    rip: self.rip(),
+                })
+            }
             Outcome::Unexpected => {
+                counters.count(ExitKind::Other);
                 let exit_reason = self.vcpu.exit_reason();
                 Flow::Stop(StopReason::UnexpectedExit {
                     exit_reason,
@@ -341,7 +393,6 @@ impl VcpuThread {
                     rip: self.rip(),
                 })
             }
-            Outcome::RunFailed(e) => Flow::Stop(StopReason::RunFailed(e)),
         }
     }
 
@@ -351,9 +402,8 @@ impl VcpuThread {
     }
 }
 
-/// The exit, with the `kvm_run` borrow released.
+/// A KVM_RUN return that is not a handled exit, with the `kvm_run` borrow released.
 enum Outcome {
-    Action(ExitAction),
     TripleFault,
     InternalError,
     FailEntry { hardware_reason: u64, host_cpu: u32 },
