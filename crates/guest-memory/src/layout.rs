@@ -13,8 +13,9 @@
 //! one two. The hole is always listed in [`MemoryLayout::reserved`] so an e820 table can
 //! mark it.
 //!
-//! Regions carry an optional NUMA node ([`NodeId`]) so a later NUMA split can give each node
-//! its own regions without changing the types; [`MemoryLayout::x86_64`] leaves it `None`.
+//! Regions carry an optional NUMA node ([`NodeId`]): [`MemoryLayout::x86_64`] leaves it
+//! `None`; [`MemoryLayout::x86_64_numa`] lays the nodes out in order from address 0 and
+//! splits the node that straddles the hole into two regions with the same id.
 //!
 //! This module is pure: no mapping, no KVM.
 
@@ -200,6 +201,69 @@ impl MemoryLayout {
             });
         }
         Self::new(regions, vec![Self::mmio_hole()])
+    }
+
+    /// The x86-64 PC layout with RAM split into NUMA nodes: node sizes are laid out in the
+    /// order given from guest-physical 0, the 32-bit MMIO hole is skipped where it falls,
+    /// and a node that straddles it becomes two regions with the same node id. Nodes of
+    /// size 0 (memory-less nodes) get no region.
+    ///
+    /// The total must satisfy the rules of [`MemoryLayout::x86_64`]; every node size must
+    /// be a multiple of 4 KiB.
+    ///
+    /// ```
+    /// use guest_memory::layout::{MemoryLayout, NodeId};
+    /// const GIB: u64 = 1 << 30;
+    /// let layout = MemoryLayout::x86_64_numa(&[(NodeId(0), 2 * GIB), (NodeId(1), 2 * GIB)]).unwrap();
+    /// let spans: Vec<_> = layout.regions().iter().map(|r| (r.gpa.0, r.size, r.node)).collect();
+    /// assert_eq!(spans, [
+    ///     (0, 2 * GIB, Some(NodeId(0))),
+    ///     (2 * GIB, GIB, Some(NodeId(1))),     // node 1 below the hole
+    ///     (4 * GIB, GIB, Some(NodeId(1))),     // and the rest of node 1 above it
+    /// ]);
+    /// ```
+    pub fn x86_64_numa(nodes: &[(NodeId, u64)]) -> Result<Self, LayoutError> {
+        let total = nodes
+            .iter()
+            .try_fold(0u64, |acc, (_, size)| acc.checked_add(*size))
+            .ok_or(LayoutError::TooLarge(u64::MAX))?;
+        // Checks zero, alignment and the maximum of the whole.
+        Self::x86_64(total)?;
+        let mut regions = Vec::new();
+        let mut next = 0u64; // offset into RAM, not a GPA
+        for &(node, size) in nodes {
+            if size % PAGE_SIZE != 0 {
+                return Err(LayoutError::BadRegion { gpa: next, size });
+            }
+            let (start, end) = (next, next + size);
+            // Part below the hole.
+            if start < MMIO_HOLE_START {
+                let low_end = end.min(MMIO_HOLE_START);
+                if low_end > start {
+                    regions.push(RamRegion {
+                        gpa: GuestAddress(start),
+                        size: low_end - start,
+                        node: Some(node),
+                    });
+                }
+            }
+            // Part above the hole: RAM offset o >= 3 GiB sits at GPA o + 1 GiB.
+            let high_start = start.max(MMIO_HOLE_START);
+            if end > high_start {
+                regions.push(RamRegion {
+                    gpa: GuestAddress(high_start + (MMIO_HOLE_END - MMIO_HOLE_START)),
+                    size: end - high_start,
+                    node: Some(node),
+                });
+            }
+            next = end;
+        }
+        Self::new(regions, vec![Self::mmio_hole()])
+    }
+
+    /// RAM regions of one NUMA node, in address order.
+    pub fn node_regions(&self, node: NodeId) -> impl Iterator<Item = &RamRegion> + '_ {
+        self.regions.iter().filter(move |r| r.node == Some(node))
     }
 
     /// A custom layout, for example one region per NUMA node. Checks the invariants listed
@@ -427,5 +491,94 @@ mod tests {
         let nodes: Vec<_> = layout.regions().iter().map(|r| r.node).collect();
         assert_eq!(nodes, [Some(NodeId(0)), Some(NodeId(1))]);
         assert_eq!(layout.ram_size(), 2 * GIB);
+    }
+
+    #[test]
+    fn x86_64_numa_table() {
+        type Row = (&'static [(u32, u64)], &'static [(u64, u64, Option<NodeId>)]);
+        let rows: &[Row] = &[
+            (&[(0, GIB)], &[(0, GIB, Some(NodeId(0)))]),
+            (
+                &[(0, GIB), (1, GIB)],
+                &[(0, GIB, Some(NodeId(0))), (GIB, GIB, Some(NodeId(1)))],
+            ),
+            // Node 1 split across the hole.
+            (
+                &[(0, 2 * GIB), (1, 2 * GIB)],
+                &[
+                    (0, 2 * GIB, Some(NodeId(0))),
+                    (2 * GIB, GIB, Some(NodeId(1))),
+                    (4 * GIB, GIB, Some(NodeId(1))),
+                ],
+            ),
+            // Node 0 ends exactly at the hole: node 1 starts at 4 GiB.
+            (
+                &[(0, 3 * GIB), (1, GIB)],
+                &[
+                    (0, 3 * GIB, Some(NodeId(0))),
+                    (4 * GIB, GIB, Some(NodeId(1))),
+                ],
+            ),
+            // A memory-less node has no region.
+            (
+                &[(0, GIB), (1, 0), (2, 4 * GIB)],
+                &[
+                    (0, GIB, Some(NodeId(0))),
+                    (GIB, 2 * GIB, Some(NodeId(2))),
+                    (4 * GIB, 2 * GIB, Some(NodeId(2))),
+                ],
+            ),
+            // One node larger than the low part.
+            (
+                &[(0, 4 * GIB)],
+                &[
+                    (0, 3 * GIB, Some(NodeId(0))),
+                    (4 * GIB, GIB, Some(NodeId(0))),
+                ],
+            ),
+        ];
+        for (nodes, want) in rows {
+            let nodes: Vec<(NodeId, u64)> = nodes.iter().map(|&(i, s)| (NodeId(i), s)).collect();
+            let layout = MemoryLayout::x86_64_numa(&nodes).unwrap();
+            let got: Vec<_> = layout
+                .regions()
+                .iter()
+                .map(|r| (r.gpa.0, r.size, r.node))
+                .collect();
+            assert_eq!(got, *want, "nodes {nodes:?}");
+            assert_eq!(layout.ram_size(), nodes.iter().map(|n| n.1).sum::<u64>());
+            for (id, size) in &nodes {
+                assert_eq!(layout.node_regions(*id).map(|r| r.size).sum::<u64>(), *size);
+            }
+        }
+    }
+
+    #[test]
+    fn x86_64_numa_errors() {
+        let rows: &[(&[(u32, u64)], &str)] = &[
+            (
+                &[(0, 0), (1, 0)],
+                "guest RAM size must be greater than zero",
+            ),
+            (
+                &[(0, GIB), (1, 2048)],
+                "guest RAM size 0x40000800 is not a multiple of 4 KiB",
+            ),
+            (
+                &[(0, 2048), (1, 2048)],
+                "RAM region at 0x0 of size 0x800 is empty or not 4 KiB aligned",
+            ),
+            (
+                &[(0, 1 << 40), (1, 4096)],
+                "guest RAM size 1073741828 KiB exceeds the maximum of 1 TiB",
+            ),
+        ];
+        for (nodes, want) in rows {
+            let nodes: Vec<(NodeId, u64)> = nodes.iter().map(|&(i, s)| (NodeId(i), s)).collect();
+            assert_eq!(
+                MemoryLayout::x86_64_numa(&nodes).unwrap_err().to_string(),
+                *want
+            );
+        }
     }
 }

@@ -120,6 +120,11 @@ impl GuestRam {
         })
     }
 
+    /// Wraps an already mapped memory map that backs `layout` (used by the backends).
+    pub(crate) fn from_parts(layout: MemoryLayout, memory: GuestMemoryMmap) -> Self {
+        Self { layout, memory }
+    }
+
     /// The layout this RAM backs.
     pub fn layout(&self) -> &MemoryLayout {
         &self.layout
@@ -232,10 +237,12 @@ mod tests {
                 flags.split_whitespace().any(|f| f == "nr"),
                 "not MAP_NORESERVE: {flags}"
             );
-            // Neighbouring anonymous mappings with equal flags may share one VMA.
+            // Neighbouring anonymous mappings with equal flags may share one VMA: glibc's
+            // malloc arenas (also MAP_NORESERVE) of other test threads merge into it and
+            // bring their resident pages, so allow 1 MiB of them (of gigabytes untouched).
             assert!(smaps_kib(&entry, "Size:") >= size / 1024);
             assert!(
-                smaps_kib(&entry, "Rss:") <= 64,
+                smaps_kib(&entry, "Rss:") <= 1024,
                 "untouched RAM is resident:\n{entry}"
             );
         }

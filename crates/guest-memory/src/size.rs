@@ -202,7 +202,7 @@ fn suffix_multiplier(c: char) -> Option<u64> {
 }
 
 /// The shared number grammar; `default_unit` scales a number without suffix.
-fn parse_scaled(s: &str, default_unit: u64) -> Result<u64, SizeError> {
+pub(crate) fn parse_scaled(s: &str, default_unit: u64) -> Result<u64, SizeError> {
     let owned = || s.to_string();
     if s.is_empty() {
         return Err(SizeError::Empty);
