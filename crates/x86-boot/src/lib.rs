@@ -1,4 +1,5 @@
-//! x86-64 boot state for KVM guests: long-mode entry, page tables, GDT.
+//! x86-64 boot state for KVM guests: long-mode entry, page tables, GDT, and
+//! the firmware tables a Linux guest reads (zero page, e820, MP table, ACPI).
 //!
 //! This crate computes and writes the architectural state a VMM needs to start
 //! a vCPU directly in 64-bit mode:
@@ -9,6 +10,19 @@
 //!   every level;
 //! - [`long_mode`]: writes both into guest memory and turns a vCPU's
 //!   `kvm_sregs` into 64-bit CPL0 state.
+//!
+//! and describes CPU topology, NUMA and CPU hot-plug to a Linux guest booted
+//! through the 64-bit boot protocol:
+//!
+//! - [`e820`] and [`zero_page`]: the memory map and `boot_params`;
+//! - [`mptable`]: Intel MP specification 1.4 tables (xAPIC ids only);
+//! - [`acpi`]: RSDP, XSDT, FADT, MADT, DSDT (processor devices, hot-plug),
+//!   SRAT, SLIT, and [`acpi::hotplug`], the VMM side of the hot-plug registers;
+//! - [`platform`]: the CPU slot and IOAPIC inputs shared by both;
+//! - [`layout`]: a default guest memory map for all of the above.
+//!
+//! DESIGN.md in the crate explains the memory map, what Linux reads from each
+//! table and the hot-plug register interface.
 //!
 //! Everything is plain data plus [`vm_memory::GuestMemory`] writes: no ioctls,
 //! no unsafe code. The caller applies the returned `kvm_sregs` with
@@ -33,9 +47,17 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acpi;
+pub mod e820;
 pub mod gdt;
+pub mod layout;
 pub mod long_mode;
+pub mod mptable;
 pub mod paging;
+pub mod platform;
+pub mod zero_page;
+
+pub use platform::{CpuEntry, IoApicConfig};
 
 /// The README example, compiled as a doctest.
 #[doc = include_str!("../README.md")]

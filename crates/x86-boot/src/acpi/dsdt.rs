@@ -1,0 +1,265 @@
+//! DSDT AML: processor devices and the CPU hot-plug mechanism.
+//!
+//! Namespace generated (ASL pseudo-code; `N` = number of slots):
+//!
+//! ```text
+//! Scope (\_SB) {
+//!   Device (CPUS) {                       // processor container
+//!     Name (_HID, "ACPI0010")  Name (_CID, EisaId ("PNP0A05"))
+//!     // only with hot-plug:
+//!     OperationRegion (PRST, SystemIO, io_base, 12)
+//!     Field (PRST, DWordAcc, NoLock, WriteAsZeros) { CSEL, 32 }
+//!     Field (PRST, ByteAcc, NoLock, WriteAsZeros) {
+//!         Offset (4), CPEN, 1, CINS, 1, CRMV, 1, CEJF, 1 }
+//!     Mutex (CLCK, 0)
+//!     Method (CSTA, 1) { select Arg0; Return (CPEN ? 0xF : 0) }
+//!     Method (CEJ0, 1) { select Arg0; CEJF = 1 }
+//!     Method (CTFY, 2) { If (Arg0 == i) { Notify (Ci, Arg1) } ... }
+//!     Method (CSCN, 0) { for each slot: select it;
+//!         if CINS { CTFY (slot, 1 /* device check */); CINS = 1 /* ack */ }
+//!         elif CRMV { CTFY (slot, 3 /* eject request */); CRMV = 1 /* ack */ } }
+//!     Device (C000) { Name (_HID, "ACPI0007") Name (_UID, 0) [Name (_PXM, node)]
+//!         Method (_STA) { Return (CSTA (0)) }       // static 0xF/0 without hot-plug
+//!         Name (_MAT, Buffer { MADT entry, Enabled })
+//!         Method (_EJ0, 1) { CEJ0 (0) } }          // only with hot-plug
+//!     ...
+//!   }
+//!   Device (GED_) {                       // only with hot-plug
+//!     Name (_HID, "ACPI0013") Name (_UID, 0)
+//!     Name (_CRS, ResourceTemplate () { Interrupt (Consumer, Edge, ActiveHigh, Exclusive) { gsi } })
+//!     Method (_EVT, 1) { \_SB.CPUS.CSCN () }
+//!   }
+//! }
+//! ```
+
+use acpi_tables::aml::{
+    Acquire, Add, Arg, BufferData, Device, EISAName, Else, Equal, Field, FieldAccessType,
+    FieldEntry, FieldLockRule, FieldUpdateRule, If, Interrupt, LessThan, Local, Method, MethodCall,
+    Mutex, Name, Notify, OpRegion, OpRegionSpace, Path, Release, ResourceTemplate, Return, Scope,
+    Store, While, ONE, ZERO,
+};
+use acpi_tables::{Aml, AmlSink};
+
+use super::tables::{processor_structure, MADT_ENABLED};
+use super::{AcpiConfig, CpuHotplugConfig};
+
+/// Size of the hot-plug I/O port block.
+pub const HOTPLUG_IO_LEN: u16 = 12;
+
+/// Pre-encoded AML bytes, so per-CPU objects can be built in a loop.
+struct Raw(Vec<u8>);
+
+impl Aml for Raw {
+    fn to_aml_bytes(&self, sink: &mut dyn AmlSink) {
+        sink.vec(&self.0);
+    }
+}
+
+fn encode(aml: &dyn Aml) -> Raw {
+    let mut v = Vec::new();
+    aml.to_aml_bytes(&mut v);
+    Raw(v)
+}
+
+/// The 4-character device name of slot `uid` (`C000`..`CFFF`).
+pub fn cpu_device_name(uid: usize) -> String {
+    format!("C{uid:03X}")
+}
+
+const CPUS: &str = "\\_SB_.CPUS";
+const LOCK: &str = "\\_SB_.CPUS.CLCK";
+
+fn hotplug_methods(hp: &CpuHotplugConfig, slots: usize) -> Vec<Raw> {
+    let base = u64::from(hp.io_base);
+    let len = u64::from(HOTPLUG_IO_LEN);
+    let mut out = vec![
+        encode(&OpRegion::new(
+            "PRST".into(),
+            OpRegionSpace::SystemIO,
+            &base,
+            &len,
+        )),
+        encode(&Field::new(
+            "PRST".into(),
+            FieldAccessType::DWord,
+            FieldLockRule::NoLock,
+            FieldUpdateRule::WriteAsZeroes,
+            vec![FieldEntry::Named(*b"CSEL", 32)],
+        )),
+        encode(&Field::new(
+            "PRST".into(),
+            FieldAccessType::Byte,
+            FieldLockRule::NoLock,
+            FieldUpdateRule::WriteAsZeroes,
+            vec![
+                FieldEntry::Reserved(32),
+                FieldEntry::Named(*b"CPEN", 1),
+                FieldEntry::Named(*b"CINS", 1),
+                FieldEntry::Named(*b"CRMV", 1),
+                FieldEntry::Named(*b"CEJF", 1),
+                FieldEntry::Reserved(4),
+            ],
+        )),
+        encode(&Mutex::new("CLCK".into(), 0)),
+    ];
+
+    // CSTA(uid): 0xF when the selected slot is enabled, else 0.
+    let sel = Path::new("CSEL");
+    let enabled = Path::new("CPEN");
+    let sta_on = 0xfu8;
+    out.push(encode(&Method::new(
+        "CSTA".into(),
+        1,
+        true,
+        vec![
+            &Acquire::new(LOCK.into(), 0xffff),
+            &Store::new(&sel, &Arg(0)),
+            &Store::new(&Local(0), &ZERO),
+            &If::new(
+                &Equal::new(&enabled, &ONE),
+                vec![&Store::new(&Local(0), &sta_on)],
+            ),
+            &Release::new(LOCK.into()),
+            &Return::new(&Local(0)),
+        ],
+    )));
+
+    // CEJ0(uid): tell the VMM the guest has offlined the slot.
+    let eject = Path::new("CEJF");
+    out.push(encode(&Method::new(
+        "CEJ0".into(),
+        1,
+        true,
+        vec![
+            &Acquire::new(LOCK.into(), 0xffff),
+            &Store::new(&sel, &Arg(0)),
+            &Store::new(&eject, &ONE),
+            &Release::new(LOCK.into()),
+        ],
+    )));
+
+    // CTFY(uid, event): Notify the matching processor device.
+    let uids: Vec<u32> = (0..slots as u32).collect();
+    let targets: Vec<Path> = (0..slots)
+        .map(|i| Path::new(&format!("{CPUS}.{}", cpu_device_name(i))))
+        .collect();
+    let notifies: Vec<Notify> = targets.iter().map(|p| Notify::new(p, &Arg(1))).collect();
+    let equals: Vec<Equal> = uids.iter().map(|u| Equal::new(&Arg(0), u)).collect();
+    let ifs: Vec<If> = equals
+        .iter()
+        .zip(&notifies)
+        .map(|(eq, n)| If::new(eq, vec![n]))
+        .collect();
+    let body: Vec<&dyn Aml> = ifs.iter().map(|i| i as &dyn Aml).collect();
+    out.push(encode(&Method::new("CTFY".into(), 2, true, body)));
+
+    // CSCN(): walk every slot, deliver pending insert/remove events.
+    let inserting = Path::new("CINS");
+    let removing = Path::new("CRMV");
+    let count = slots as u32;
+    let device_check = 1u8;
+    let eject_request = 3u8;
+    let notify_insert = MethodCall::new(
+        format!("{CPUS}.CTFY").as_str().into(),
+        vec![&Local(0), &device_check],
+    );
+    let notify_remove = MethodCall::new(
+        format!("{CPUS}.CTFY").as_str().into(),
+        vec![&Local(0), &eject_request],
+    );
+    out.push(encode(&Method::new(
+        "CSCN".into(),
+        0,
+        true,
+        vec![
+            &Acquire::new(LOCK.into(), 0xffff),
+            &Store::new(&Local(0), &ZERO),
+            &While::new(
+                &LessThan::new(&Local(0), &count),
+                vec![
+                    &Store::new(&sel, &Local(0)),
+                    &If::new(
+                        &Equal::new(&inserting, &ONE),
+                        vec![&notify_insert, &Store::new(&inserting, &ONE)],
+                    ),
+                    &Else::new(vec![&If::new(
+                        &Equal::new(&removing, &ONE),
+                        vec![&notify_remove, &Store::new(&removing, &ONE)],
+                    )]),
+                    &Add::new(&Local(0), &Local(0), &ONE),
+                ],
+            ),
+            &Release::new(LOCK.into()),
+        ],
+    )));
+    out
+}
+
+fn cpu_device(config: &AcpiConfig, uid: usize) -> Raw {
+    let cpu = &config.cpus[uid];
+    let hid = Name::new("_HID".into(), &"ACPI0007");
+    let uid_val = uid as u32;
+    let uid_name = Name::new("_UID".into(), &uid_val);
+    let node = cpu.node;
+    let pxm = Name::new("_PXM".into(), &node);
+    let mat = BufferData::new(processor_structure(uid, cpu, MADT_ENABLED));
+    let mat_name = Name::new("_MAT".into(), &mat);
+    let sta_value: u8 = if cpu.present { 0xf } else { 0 };
+    let sta_static = Name::new("_STA".into(), &sta_value);
+    let csta = MethodCall::new(format!("{CPUS}.CSTA").as_str().into(), vec![&uid_val]);
+    let ret = Return::new(&csta);
+    let sta_method = Method::new("_STA".into(), 0, false, vec![&ret]);
+    let cej0 = MethodCall::new(format!("{CPUS}.CEJ0").as_str().into(), vec![&uid_val]);
+    let ej0 = Method::new("_EJ0".into(), 1, false, vec![&cej0]);
+
+    let mut children: Vec<&dyn Aml> = vec![&hid, &uid_name];
+    if config.numa.is_some() {
+        children.push(&pxm);
+    }
+    if config.hotplug.is_some() {
+        children.push(&sta_method);
+    } else {
+        children.push(&sta_static);
+    }
+    children.push(&mat_name);
+    if config.hotplug.is_some() {
+        children.push(&ej0);
+    }
+    encode(&Device::new(cpu_device_name(uid).as_str().into(), children))
+}
+
+/// The DSDT body (AML without the table header).
+pub(crate) fn dsdt_aml(config: &AcpiConfig) -> Vec<u8> {
+    let hid = Name::new("_HID".into(), &"ACPI0010");
+    let cid_id = EISAName::new("PNP0A05");
+    let cid = Name::new("_CID".into(), &cid_id);
+    let methods = config
+        .hotplug
+        .as_ref()
+        .map(|hp| hotplug_methods(hp, config.cpus.len()))
+        .unwrap_or_default();
+    let devices: Vec<Raw> = (0..config.cpus.len())
+        .map(|uid| cpu_device(config, uid))
+        .collect();
+    let mut children: Vec<&dyn Aml> = vec![&hid, &cid];
+    children.extend(methods.iter().map(|m| m as &dyn Aml));
+    children.extend(devices.iter().map(|d| d as &dyn Aml));
+    let container = Device::new("CPUS".into(), children);
+
+    let mut sb: Vec<&dyn Aml> = vec![&container];
+    let ged_hid = Name::new("_HID".into(), &"ACPI0013");
+    let ged_uid = Name::new("_UID".into(), &ZERO);
+    let gsi = config.hotplug.map(|hp| hp.ged_gsi).unwrap_or(0);
+    let irq = Interrupt::new(true, true, false, false, gsi);
+    let crs_tpl = ResourceTemplate::new(vec![&irq]);
+    let crs = Name::new("_CRS".into(), &crs_tpl);
+    let scan = MethodCall::new(format!("{CPUS}.CSCN").as_str().into(), vec![]);
+    let evt = Method::new("_EVT".into(), 1, true, vec![&scan]);
+    let ged = Device::new("GED_".into(), vec![&ged_hid, &ged_uid, &crs, &evt]);
+    if config.hotplug.is_some() {
+        sb.push(&ged);
+    }
+    let mut out = Vec::new();
+    Scope::new("\\_SB_".into(), sb).to_aml_bytes(&mut out);
+    out
+}

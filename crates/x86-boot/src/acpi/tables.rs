@@ -1,0 +1,178 @@
+//! Fixed-layout ACPI tables: FADT, MADT, SRAT, SLIT (byte images with valid
+//! checksums, built on `acpi_tables`' [`Sdt`] header helper).
+
+use acpi_tables::fadt::{FADTBuilder, Flags};
+use acpi_tables::sdt::Sdt;
+use acpi_tables::Aml;
+
+use super::{AcpiConfig, NumaConfig, OEM_ID, OEM_TABLE_ID};
+use crate::platform::{CpuEntry, LAPIC_ADDR, MAX_XAPIC_ID};
+
+/// MADT revision written: 5 (ACPI 6.3) so Linux honours the Online Capable flag.
+pub const MADT_REVISION: u8 = 5;
+/// SRAT revision written (ACPI 3.0+ layout with 32-bit proximity domains).
+pub const SRAT_REVISION: u8 = 3;
+/// SLIT revision.
+pub const SLIT_REVISION: u8 = 1;
+/// DSDT revision: 2 means 64-bit AML integers.
+pub const DSDT_REVISION: u8 = 2;
+
+/// MADT/SRAT structure type codes used here.
+pub mod madt_type {
+    /// Processor Local APIC (8 bytes).
+    pub const LOCAL_APIC: u8 = 0;
+    /// I/O APIC (12 bytes).
+    pub const IO_APIC: u8 = 1;
+    /// Interrupt Source Override (10 bytes).
+    pub const INTERRUPT_OVERRIDE: u8 = 2;
+    /// Local APIC NMI (6 bytes).
+    pub const LOCAL_APIC_NMI: u8 = 4;
+    /// Processor Local x2APIC (16 bytes).
+    pub const LOCAL_X2APIC: u8 = 9;
+    /// Local x2APIC NMI (12 bytes).
+    pub const LOCAL_X2APIC_NMI: u8 = 0xa;
+}
+
+/// MADT processor flag: enabled (running at boot).
+pub const MADT_ENABLED: u32 = 1;
+/// MADT processor flag (ACPI 6.3): disabled now, can be brought online later.
+pub const MADT_ONLINE_CAPABLE: u32 = 2;
+/// FADT IAPC_BOOT_ARCH: VGA not present.
+pub const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
+
+/// Whether a slot is described by a Local x2APIC structure: APIC ids above
+/// 254 and processor UIDs above 254 do not fit the 8-bit Local APIC fields
+/// (the ACPI rule, as QEMU does: x2APIC only where needed).
+pub fn uses_x2apic(uid: usize, apic_id: u32) -> bool {
+    apic_id > MAX_XAPIC_ID || uid > MAX_XAPIC_ID as usize
+}
+
+/// The MADT processor structure for slot `uid` with the given flags.
+pub fn processor_structure(uid: usize, cpu: &CpuEntry, flags: u32) -> Vec<u8> {
+    if uses_x2apic(uid, cpu.apic_id) {
+        let mut e = vec![madt_type::LOCAL_X2APIC, 16, 0, 0];
+        e.extend_from_slice(&cpu.apic_id.to_le_bytes());
+        e.extend_from_slice(&flags.to_le_bytes());
+        e.extend_from_slice(&(uid as u32).to_le_bytes());
+        e
+    } else {
+        let mut e = vec![madt_type::LOCAL_APIC, 8, uid as u8, cpu.apic_id as u8];
+        e.extend_from_slice(&flags.to_le_bytes());
+        e
+    }
+}
+
+fn sdt(signature: &[u8; 4], header_len: u32, revision: u8) -> Sdt {
+    Sdt::new(*signature, header_len, revision, OEM_ID, OEM_TABLE_ID, 1)
+}
+
+/// FADT: ACPI 6.5 layout, hardware-reduced, pointing at the DSDT (64-bit).
+pub fn fadt(dsdt_addr: u64) -> Vec<u8> {
+    let mut b = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, 1)
+        .dsdt_64(dsdt_addr)
+        .flag(Flags::HwReducedAcpi)
+        .flag(Flags::PwrButton)
+        .flag(Flags::SlpButton);
+    b.iapc_boot_arch = IAPC_VGA_NOT_PRESENT.into();
+    let mut out = Vec::new();
+    b.finalize().to_aml_bytes(&mut out);
+    out
+}
+
+/// MADT: one processor structure per slot (UID = slot index), the IOAPIC,
+/// the IRQ 0 override and the LINT1 NMI for every processor.
+pub fn madt(config: &AcpiConfig) -> Vec<u8> {
+    let mut t = sdt(b"APIC", 44, MADT_REVISION);
+    t.write_u32(36, LAPIC_ADDR);
+    t.write_u32(40, 0); // no PC-AT 8259 pair in hardware-reduced mode
+    let (mut any_xapic, mut any_x2apic) = (false, false);
+    for (uid, cpu) in config.cpus.iter().enumerate() {
+        let flags = if cpu.present {
+            MADT_ENABLED
+        } else {
+            MADT_ONLINE_CAPABLE
+        };
+        if uses_x2apic(uid, cpu.apic_id) {
+            any_x2apic = true;
+        } else {
+            any_xapic = true;
+        }
+        t.append_slice(&processor_structure(uid, cpu, flags));
+    }
+    let io = &config.ioapic;
+    let mut e = vec![madt_type::IO_APIC, 12, io.id, 0];
+    e.extend_from_slice(&io.address.to_le_bytes());
+    e.extend_from_slice(&0u32.to_le_bytes()); // GSI base
+    t.append_slice(&e);
+    if io.timer_pin != 0 {
+        // ISA IRQ 0 -> GSI timer_pin, flags 0 (conforms to the bus: edge, high).
+        let mut e = vec![madt_type::INTERRUPT_OVERRIDE, 10, 0, 0];
+        e.extend_from_slice(&u32::from(io.timer_pin).to_le_bytes());
+        e.extend_from_slice(&0u16.to_le_bytes());
+        t.append_slice(&e);
+    }
+    if any_xapic {
+        // All processors (UID 0xff), flags conform, LINT1.
+        t.append_slice(&[madt_type::LOCAL_APIC_NMI, 6, 0xff, 0, 0, 1]);
+    }
+    if any_x2apic {
+        let mut e = vec![madt_type::LOCAL_X2APIC_NMI, 12, 0, 0];
+        e.extend_from_slice(&u32::MAX.to_le_bytes());
+        e.extend_from_slice(&[1, 0, 0, 0]);
+        t.append_slice(&e);
+    }
+    t.as_slice().to_vec()
+}
+
+/// SRAT: processor affinity for every slot (present or hot-pluggable, all
+/// flagged enabled so Linux records their node) and memory affinity per range.
+pub fn srat(cpus: &[CpuEntry], numa: &NumaConfig) -> Vec<u8> {
+    let mut t = sdt(b"SRAT", 48, SRAT_REVISION);
+    t.write_u32(36, 1); // reserved, must be 1
+    for cpu in cpus {
+        let pd = cpu.node.to_le_bytes();
+        if cpu.apic_id > MAX_XAPIC_ID {
+            let mut e = vec![2, 24, 0, 0];
+            e.extend_from_slice(&pd);
+            e.extend_from_slice(&cpu.apic_id.to_le_bytes());
+            e.extend_from_slice(&1u32.to_le_bytes()); // enabled
+            e.extend_from_slice(&[0; 8]); // clock domain, reserved
+            t.append_slice(&e);
+        } else {
+            let mut e = vec![0, 16, pd[0], cpu.apic_id as u8];
+            e.extend_from_slice(&1u32.to_le_bytes()); // enabled
+            e.push(0); // local SAPIC EID
+            e.extend_from_slice(&pd[1..4]);
+            e.extend_from_slice(&[0; 4]); // clock domain
+            t.append_slice(&e);
+        }
+    }
+    for m in &numa.memory {
+        let mut e = vec![1, 40];
+        e.extend_from_slice(&m.node.to_le_bytes());
+        e.extend_from_slice(&[0, 0]);
+        e.extend_from_slice(&m.start.to_le_bytes());
+        e.extend_from_slice(&m.size.to_le_bytes());
+        e.extend_from_slice(&[0; 4]);
+        e.extend_from_slice(&1u32.to_le_bytes()); // enabled
+        e.extend_from_slice(&[0; 8]);
+        t.append_slice(&e);
+    }
+    t.as_slice().to_vec()
+}
+
+/// SLIT: the `n x n` distance matrix, row-major.
+pub fn slit(distances: &[Vec<u8>]) -> Vec<u8> {
+    let mut t = sdt(b"SLIT", 44, SLIT_REVISION);
+    t.write_u64(36, distances.len() as u64);
+    let flat: Vec<u8> = distances.iter().flatten().copied().collect();
+    t.append_slice(&flat);
+    t.as_slice().to_vec()
+}
+
+/// DSDT: header plus the AML body.
+pub fn dsdt(aml: &[u8]) -> Vec<u8> {
+    let mut t = sdt(b"DSDT", 36, DSDT_REVISION);
+    t.append_slice(aml);
+    t.as_slice().to_vec()
+}
