@@ -1,7 +1,8 @@
 //! Named CPU models (QEMU's `-cpu` models) as data.
 //!
 //! Each model is one JSON file in `crates/cpuid-model/models/`, embedded at
-//! build time and parsed on first use. A model names the vendor it was defined
+//! build time; a file is parsed when its model is first looked up ([`find`]),
+//! and every file when [`all`] is first called. A model names the vendor it was defined
 //! for, its family/model/stepping, the brand string (`model_id`), the minimum
 //! basic and extended leaf levels, and its feature list, using names from the
 //! [`features`](mod@crate::features) catalogue. The feature lists follow QEMU's
@@ -298,16 +299,9 @@ fn database() -> &'static Database {
                 Err(e) => errors.push(e),
             }
         }
-        models.push(passthrough(
-            "host",
-            ModelKind::Host,
-            "KVM processor with all supported host features",
-        ));
-        models.push(passthrough(
-            "max",
-            ModelKind::Max,
-            "Enables all features supported by the accelerator in the current host",
-        ));
+        for m in passthrough_models() {
+            models.push(passthrough(m.name.as_str(), m.kind, &m.description));
+        }
         Database { models, errors }
     })
 }
@@ -325,8 +319,44 @@ pub fn data_errors() -> &'static [ModelDataError] {
 
 /// The model with exactly this name (model names are case-sensitive, as in
 /// QEMU).
+///
+/// Parses only the file of the model asked for (`<name>.json`), so a VM start
+/// pays for one model, not for all of them; [`all`] parses every file.
 pub fn find(name: &str) -> Option<&'static CpuModel> {
-    all().iter().find(|m| m.name == name)
+    if let Some(m) = passthrough_models().iter().find(|m| m.name == name) {
+        return Some(m);
+    }
+    let i = MODEL_FILES
+        .iter()
+        .position(|(file, _)| file.strip_suffix(".json") == Some(name))?;
+    one_model(i).as_ref().ok().filter(|m| m.name == name)
+}
+
+/// The embedded file `MODEL_FILES[i]`, parsed on first use.
+fn one_model(i: usize) -> &'static Result<CpuModel, ModelDataError> {
+    static PARSED: [OnceLock<Result<CpuModel, ModelDataError>>; MODEL_FILES.len()] =
+        [const { OnceLock::new() }; MODEL_FILES.len()];
+    let (file, text) = MODEL_FILES[i];
+    PARSED[i].get_or_init(|| parse_model(file, text))
+}
+
+/// `host` and `max`, which need no parsing.
+fn passthrough_models() -> &'static [CpuModel; 2] {
+    static MODELS: OnceLock<[CpuModel; 2]> = OnceLock::new();
+    MODELS.get_or_init(|| {
+        [
+            passthrough(
+                "host",
+                ModelKind::Host,
+                "KVM processor with all supported host features",
+            ),
+            passthrough(
+                "max",
+                ModelKind::Max,
+                "Enables all features supported by the accelerator in the current host",
+            ),
+        ]
+    })
 }
 
 /// A model whose name is close to `name` (case-insensitive match or a small
@@ -391,6 +421,22 @@ mod tests {
     }
 
     #[test]
+    fn find_parses_the_same_model_as_all() {
+        for m in all() {
+            let found = find(&m.name).unwrap();
+            assert_eq!(found.name, m.name);
+            assert_eq!(found.kind, m.kind);
+            assert_eq!(
+                (found.family, found.model, found.stepping),
+                (m.family, m.model, m.stepping)
+            );
+            assert_eq!((found.level, found.xlevel), (m.level, m.xlevel));
+            let names = |x: &CpuModel| x.features.iter().map(|f| f.name).collect::<Vec<_>>();
+            assert_eq!(names(found), names(m), "{}", m.name);
+        }
+    }
+
+    #[test]
     fn bad_model_files_are_rejected_with_the_reason() {
         let bad = r#"{"name":"X","vendor":"GenuineIntel","family":6,"model":1,"stepping":1,
             "level":"0xd","xlevel":"0x80000008","model_id":"x","description":"d",
@@ -407,6 +453,9 @@ mod tests {
     #[test]
     fn model_lookup_is_exact_with_hints() {
         assert_eq!(find("Haswell").unwrap().family, 6);
+        assert_eq!(find("host").unwrap().kind, ModelKind::Host);
+        assert_eq!(find("max").unwrap().kind, ModelKind::Max);
+        assert!(find("Haswell.json").is_none());
         assert!(find("haswell").is_none());
         assert_eq!(suggest("haswell"), Some("Haswell"));
         assert_eq!(suggest("Skylake-Srever"), Some("Skylake-Server"));
