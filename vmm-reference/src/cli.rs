@@ -11,10 +11,11 @@ use cpuid_model::spec::ModelSpec;
 use probe_guest::ProbeMode;
 use vcpu_placement::{CpuSpec, OvercommitPolicy, PlacementConfig, PlacementPolicy, VcpuPin};
 
+use crate::monitor::{parse_qmp_option, QmpOption};
 use crate::placement::PlacementOptions;
 
 /// Long options QEMU users type with a single dash.
-const QEMU_SINGLE_DASH: &[&str] = &["smp", "cpu", "memory", "timeout", "probe", "name"];
+const QEMU_SINGLE_DASH: &[&str] = &["smp", "cpu", "memory", "timeout", "probe", "name", "qmp"];
 
 /// Rewrite QEMU-style single-dash long options (`-smp 4`, `-smp=4`) to `--smp`.
 /// Everything after a bare `--` is left alone.
@@ -170,6 +171,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub timeout: u64,
 
+    /// Open a QMP monitor: unix:PATH,server,wait=off (QEMU's spelling) or a plain PATH.
+    /// With a monitor the VM stays up after the guest finishes, until `quit`.
+    #[arg(long, value_name = "SPEC", value_parser = parse_qmp)]
+    pub qmp: Option<QmpOption>,
+
     /// VM name, shown in the host ledger and messages (QEMU's -name).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -232,6 +238,10 @@ impl PlacementArgs {
             ledger_dir: self.ledger_dir,
         }
     }
+}
+
+fn parse_qmp(s: &str) -> Result<QmpOption, String> {
+    parse_qmp_option(s).map_err(|e| e.to_string())
 }
 
 fn parse_vcpupin(s: &str) -> Result<VcpuPin, String> {

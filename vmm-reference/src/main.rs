@@ -5,10 +5,14 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::Parser;
+use vcpu_lifecycle::VcpuEvent;
 use vmm_reference::cli::{normalize_args, AdviceArgs, Cli, Command, CpuArg, PlanArgs};
+use vmm_reference::machine::Machine;
+use vmm_reference::monitor::{EventSink, Monitor, QmpOption, QmpServer};
 use vmm_reference::{advisor, error_chain, host_check, planner, Vmm, VmmConfig};
 
 fn main() -> ExitCode {
@@ -41,7 +45,12 @@ fn main() -> ExitCode {
             CpuArg::Help => cpu_help(),
             CpuArg::Spec(spec) => {
                 let plan_only = cli.run.placement.placement_plan;
-                run(VmmConfig::from_args(cli.run, spec), plan_only)
+                match cli.run.qmp.clone() {
+                    Some(qmp) if !plan_only => {
+                        run_with_monitor(VmmConfig::from_args(cli.run, spec), &qmp)
+                    }
+                    _ => run(VmmConfig::from_args(cli.run, spec), plan_only),
+                }
             }
         },
     }
@@ -105,6 +114,46 @@ fn overcommit_advice(args: AdviceArgs) -> ExitCode {
         }
         Err(e) => fail(&e, e.is_bad_input()),
     }
+}
+
+/// With a monitor: start the VM, serve QMP, and stay up until a client sends `quit`.
+/// Guest faults stop the vCPUs and are reported to clients; the process stays for
+/// inspection, as QEMU does with `-no-shutdown`.
+fn run_with_monitor(config: VmmConfig, qmp: &QmpOption) -> ExitCode {
+    let mut vmm = match Vmm::new(config) {
+        Ok(vmm) => vmm,
+        Err(e) => return fail(&e, e.is_bad_input()),
+    };
+    let lifecycle = vmm.take_events();
+    let (quit_tx, quit_rx) = std::sync::mpsc::channel();
+    let sink = EventSink::new();
+    let machine = Machine::new(vmm, quit_tx, sink.clone());
+    let server = match QmpServer::start(&qmp.path, Monitor::new(machine.clone(), sink)) {
+        Ok(server) => server,
+        Err(e) => {
+            machine.into_exit();
+            return fail(&e, true);
+        }
+    };
+    if qmp.wait {
+        while !server.wait_for_client(Duration::from_secs(60)) {}
+    }
+    if let Err(e) = machine.start() {
+        server.shutdown();
+        machine.into_exit();
+        return fail(&e, e.is_bad_input());
+    }
+    loop {
+        if quit_rx.try_recv().is_ok() {
+            break;
+        }
+        if let Ok(VcpuEvent::StopVm(stop)) = lifecycle.recv_timeout(Duration::from_millis(50)) {
+            machine.guest_stopped(&stop);
+        }
+    }
+    server.join();
+    machine.into_exit();
+    ExitCode::SUCCESS
 }
 
 fn cpu_help() -> ExitCode {

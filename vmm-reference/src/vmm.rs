@@ -1,8 +1,8 @@
 //! `Vmm`: one VM built from a [`VmmConfig`], running the probe guest on every vCPU.
 //!
-//! Build order: KVM limits, VM and in-kernel irqchip, guest RAM and its slots, CPUID
-//! (supported -> CPU model -> per-vCPU topology), the probe image, then one configured
-//! vCPU thread per present vCPU. [`Vmm::run`] starts them together and waits, on the
+//! Build order: KVM limits, VM, guest RAM and its slots, in-kernel local APICs (split
+//! irqchip where available), CPUID (supported -> CPU model -> per-vCPU topology), the probe
+//! image, then one configured vCPU thread per present vCPU. [`Vmm::run`] starts them together and waits, on the
 //! lifecycle event channel, until every vCPU is done, the guest faults, or time runs out.
 
 use std::collections::BTreeSet;
@@ -20,8 +20,11 @@ use cpuid_model::kvm::KvmCpuidError;
 use cpuid_model::normalize::{NormalizeError, Normalizer};
 use cpuid_model::{dump, hwloc, CpuidEntry, CpuidKey, CpuidRegs, CpuidTable};
 use guest_memory::{GuestRam, LayoutError, MemoryError, MemoryLayout, MemorySlots, SlotError};
-use kvm_bindings::{kvm_mp_state, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_bindings::{
+    kvm_enable_cap, kvm_mp_state, KVM_CAP_SPLIT_IRQCHIP, KVM_MAX_CPUID_ENTRIES,
+    KVM_MP_STATE_RUNNABLE,
+};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use probe_guest::{ProbeError, ProbeGuest, ProbeLayout, ProbeMode, ProbeReport};
 use vcpu_lifecycle::{
     event_channel, VcpuContext, VcpuError, VcpuEvent, VcpuSet, VcpuSetError, VmStop,
@@ -151,6 +154,23 @@ pub enum VmmError {
     /// A cpuset did not parse.
     #[error("cpuset")]
     CpuSet(#[from] cpu_topology::CpuSetError),
+    /// A hot-plug request was refused.
+    #[error("{0}")]
+    Hotplug(#[from] crate::hotplug::HotplugError),
+    /// A page-table walk hit guest memory it could not read.
+    #[error("page-table walk")]
+    Walk(#[source] guest_memory::WalkError),
+    /// Guest memory could not be read.
+    #[error("read {len} bytes of guest memory at {gpa:#x}")]
+    ReadMemory {
+        /// Where.
+        gpa: u64,
+        /// How much.
+        len: usize,
+        /// Why.
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
 }
 
 impl VmmError {
@@ -165,6 +185,7 @@ impl VmmError {
                 | VmmError::Probe(ProbeError::RamTooSmall { .. } | ProbeError::TooManyVcpus { .. })
                 | VmmError::NoSuchVcpu(_)
                 | VmmError::CpuSet(_)
+                | VmmError::Hotplug(_)
         ) || matches!(self, VmmError::Placement(e) if e.is_bad_input())
     }
 }
@@ -180,15 +201,23 @@ fn vcpu_op(vcpu: VcpuIndex, op: &'static str) -> impl FnOnce(kvm_ioctls::Error) 
 /// A VM running the probe guest. Fields drop in order: vCPU threads first, then memory.
 #[derive(Debug)]
 pub struct Vmm {
-    vcpus: VcpuSet,
-    events: Receiver<VcpuEvent>,
-    bus: Arc<ProbeBus>,
-    cpuid: Vec<CpuidTable>,
-    config: VmmConfig,
-    placement: VmPlacement,
+    pub(crate) vcpus: VcpuSet,
+    pub(crate) events: Receiver<VcpuEvent>,
+    pub(crate) bus: Arc<ProbeBus>,
+    pub(crate) cpuid: Vec<CpuidTable>,
+    pub(crate) config: VmmConfig,
+    pub(crate) placement: VmPlacement,
+    /// Spawns vCPU threads (boot and hot-plugged) with the VM's exit handler.
+    pub(crate) ctx: VcpuContext,
+    /// Per-vCPU CPUID for any slot, hot-pluggable ones included.
+    pub(crate) normalizer: Normalizer,
+    /// Hot-plugged vCPUs by `device_add` id.
+    pub(crate) plugged: std::collections::BTreeMap<VcpuIndex, String>,
+    /// vCPU fds of unplugged slots: KVM cannot destroy a vCPU, so a re-plug reuses it.
+    pub(crate) parked: std::collections::BTreeMap<VcpuIndex, VcpuFd>,
     _slots: MemorySlots,
     _ram: GuestRam,
-    _vm: Arc<VmFd>,
+    pub(crate) vm: Arc<VmFd>,
 }
 
 impl Vmm {
@@ -212,7 +241,7 @@ impl Vmm {
         // Slots before the irqchip: with the irqchip in place KVM also maps its APIC
         // access page, and every later slot change costs milliseconds (measured).
         let slots = ram.register(Arc::clone(&vm))?;
-        vm.create_irq_chip().map_err(kvm_op("KVM_CREATE_IRQCHIP"))?;
+        create_irqchip(&vm)?;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -247,7 +276,7 @@ impl Vmm {
             let fd = vm
                 .create_vcpu(u64::from(id.0))
                 .map_err(vcpu_op(index, "KVM_CREATE_VCPU"))?;
-            configure_vcpu(&fd, index, table, &probe)?;
+            configure_vcpu(&fd, index, Some(table), &probe)?;
             vcpus.insert(ctx.spawn(index, fd, Some(placement.hook()))?);
         }
         // After the vCPU threads exist: they inherit the creating thread's affinity.
@@ -259,9 +288,13 @@ impl Vmm {
             cpuid,
             config,
             placement,
+            ctx,
+            normalizer,
+            plugged: Default::default(),
+            parked: Default::default(),
             _slots: slots,
             _ram: ram,
-            _vm: vm,
+            vm,
         })
     }
 
@@ -345,14 +378,21 @@ impl Vmm {
         let Vmm {
             vcpus,
             placement,
+            parked,
             _slots,
             _ram,
-            _vm,
+            vm,
             ..
         } = self;
         drop(vcpus);
         drop(placement);
-        std::mem::forget((_slots, _ram, _vm));
+        std::mem::forget((parked, _slots, _ram, vm));
+    }
+
+    /// Take the lifecycle event channel, for a caller that waits on it without holding the
+    /// VM (the monitor's main loop). [`Vmm::run`] and [`Vmm::next_event`] see no events after.
+    pub fn take_events(&mut self) -> Receiver<VcpuEvent> {
+        std::mem::replace(&mut self.events, std::sync::mpsc::channel().1)
     }
 
     /// The next lifecycle event (a vCPU halted, or the guest stopped the VM), if one
@@ -484,15 +524,43 @@ fn check_kvm_limits(kvm: &Kvm, topo: &CpuTopology) -> Result<(), VmmError> {
     Ok(())
 }
 
-/// Give one vCPU its CPUID, long-mode registers and a runnable MP state.
-fn configure_vcpu(
+/// IOAPIC pins reserved in KVM's GSI routing for a user-space IOAPIC (split irqchip).
+const IOAPIC_PINS: u64 = 24;
+
+/// The in-kernel local APICs every vCPU needs (INIT/SIPI, x2APIC, in-kernel HLT).
+///
+/// Split irqchip where KVM offers it (Linux 4.4+): the local APICs stay in the kernel while
+/// the PIC and IOAPIC would live in user space. The probe guest uses neither, and the full
+/// in-kernel irqchip costs about 10 ms more to tear down (the kernel waits for SRCU grace
+/// periods while it unregisters the PIC and IOAPIC devices; measured in
+/// docs/PERFORMANCE.md). Hosts without it get the full in-kernel irqchip.
+fn create_irqchip(vm: &VmFd) -> Result<(), VmmError> {
+    if vm.check_extension(Cap::SplitIrqchip) {
+        let mut cap = kvm_enable_cap {
+            cap: KVM_CAP_SPLIT_IRQCHIP,
+            ..Default::default()
+        };
+        cap.args[0] = IOAPIC_PINS;
+        vm.enable_cap(&cap)
+            .map_err(kvm_op("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"))
+    } else {
+        vm.create_irq_chip().map_err(kvm_op("KVM_CREATE_IRQCHIP"))
+    }
+}
+
+/// Give one vCPU its CPUID (`None` for a re-plugged vCPU, which keeps the CPUID it was
+/// created with: KVM refuses KVM_SET_CPUID2 once a vCPU has run), long-mode registers and
+/// a runnable MP state.
+pub(crate) fn configure_vcpu(
     fd: &VcpuFd,
     index: VcpuIndex,
-    table: &CpuidTable,
+    table: Option<&CpuidTable>,
     probe: &ProbeGuest,
 ) -> Result<(), VmmError> {
-    fd.set_cpuid2(&cpuid_model::kvm::to_kvm(table)?)
-        .map_err(vcpu_op(index, "KVM_SET_CPUID2"))?;
+    if let Some(table) = table {
+        fd.set_cpuid2(&cpuid_model::kvm::to_kvm(table)?)
+            .map_err(vcpu_op(index, "KVM_SET_CPUID2"))?;
+    }
     let base = fd.get_sregs().map_err(vcpu_op(index, "KVM_GET_SREGS"))?;
     fd.set_sregs(&probe.vcpu_sregs(&base))
         .map_err(vcpu_op(index, "KVM_SET_SREGS"))?;

@@ -6,7 +6,11 @@
 //!    seconds, so the figure repeats on a busy machine), from the difference between a
 //!    short and a long run so that start-up cost cancels out;
 //! 2. whole-process wall time (median) and peak RSS (largest) of a trivial guest:
-//!    start, one exit, stop.
+//!    start, one exit, stop. The runners take turns (one run of each per round, after one
+//!    warm-up round), so a busy machine slows them alike instead of skewing one of them.
+//!
+//! The header names the machine (CPUs, model, kernel) so the tables can be compared with
+//! docs/PERFORMANCE.md.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -61,6 +65,7 @@ fn main() {
     ];
 
     let mut out = String::new();
+    let _ = writeln!(out, "Machine: {}\n", machine());
     let _ = writeln!(
         out,
         "## User-space instructions per port-I/O exit (callgrind, {SHORT} vs {LONG} exits)\n"
@@ -99,31 +104,37 @@ fn main() {
         "| runner | wall time median (ms) | vs raw loop | peak RSS (MiB) | target |"
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---|");
-    let mut wall_raw = None;
     let mut rows: Vec<(&str, Vec<String>)> =
         runners.iter().map(|r| (r.name, (r.argv)(1))).collect();
     let qemu = qemu_command();
     if let Some(q) = &qemu {
         rows.push(("qemu-system-x86_64", q.clone()));
     }
-    let mut vmm_wall = None;
-    for (name, argv) in &rows {
-        match measure(argv, RUNS) {
+    let argvs: Vec<Vec<String>> = rows.iter().map(|(_, a)| a.clone()).collect();
+    let results = measure_interleaved(&argvs, RUNS);
+    let wall_of = |name: &str| {
+        rows.iter()
+            .zip(&results)
+            .find(|((n, _), _)| *n == name)
+            .and_then(|(_, r)| r.as_ref().ok().map(|(w, _)| *w))
+    };
+    let wall_raw = wall_of("raw ioctl loop");
+    let wall_qemu = wall_of("qemu-system-x86_64");
+    for ((name, _), result) in rows.iter().zip(&results) {
+        match result {
             Ok((wall, rss)) => {
-                let base = *wall_raw.get_or_insert(wall);
-                let target = match *name {
-                    "vmm-reference" => {
-                        vmm_wall = Some(wall);
-                        "<= 1.5x raw, <= 0.1x QEMU, <= 2.5 MiB"
-                    }
-                    _ => "",
+                let target = if *name == "vmm-reference" {
+                    "<= 1.5x raw, <= 0.1x QEMU, <= 2.5 MiB"
+                } else {
+                    ""
                 };
+                let vs_raw =
+                    wall_raw.map_or(String::new(), |b| format!("{:.2}x", ms(*wall) / ms(b)));
                 let _ = writeln!(
                     out,
-                    "| {name} | {:.2} | {:.2}x | {:.2} | {target} |",
-                    ms(wall),
-                    ms(wall) / ms(base),
-                    rss as f64 / 1024.0
+                    "| {name} | {:.2} | {vs_raw} | {:.2} | {target} |",
+                    ms(*wall),
+                    *rss as f64 / 1024.0
                 );
             }
             Err(e) => {
@@ -131,17 +142,21 @@ fn main() {
             }
         }
     }
-    if let (Some(v), Some(q)) = (vmm_wall, qemu.as_ref().and_then(|q| measure(q, RUNS).ok())) {
-        let _ = writeln!(
-            out,
-            "\nvmm-reference / QEMU wall time: {:.3}x (target <= 0.1x)",
-            ms(v) / ms(q.0)
-        );
-    } else if qemu.is_none() {
-        let _ = writeln!(
-            out,
-            "\nqemu-system-x86_64 not found: `benches/run` installs it (Debian qemu-system-x86)."
-        );
+    match (wall_of("vmm-reference"), wall_qemu) {
+        (Some(v), Some(q)) => {
+            let _ = writeln!(
+                out,
+                "\nvmm-reference / QEMU wall time: {:.3}x (target <= 0.1x)",
+                ms(v) / ms(q)
+            );
+        }
+        _ if qemu.is_none() => {
+            let _ = writeln!(
+                out,
+                "\nqemu-system-x86_64 not found: `benches/run` installs it (Debian qemu-system-x86)."
+            );
+        }
+        _ => {}
     }
     print!("{out}");
 }
@@ -182,27 +197,72 @@ fn per_exit_instructions(argv: &dyn Fn(u64) -> Vec<String>) -> Result<f64, Strin
     Ok(long.saturating_sub(short) as f64 / (LONG - SHORT) as f64)
 }
 
-/// Median wall time and largest peak RSS (KiB) over `runs` runs of `argv`.
-fn measure(argv: &[String], runs: usize) -> Result<(Duration, i64), String> {
-    let mut walls = Vec::with_capacity(runs);
-    let mut peak = 0;
-    for _ in 0..runs {
-        let start = Instant::now();
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("{}: {e}", argv[0]))?;
-        let (status, rss) = rusage::wait(child.id())?;
-        walls.push(start.elapsed());
-        if !status_ok(argv, status) {
-            return Err(format!("{} exited with status {status}", argv[0]));
+/// Median wall time and largest peak RSS (KiB) of each command over `runs` rounds. Each
+/// round runs every command once, in turn; one warm-up round (page cache, first-use
+/// kernel work) is not counted.
+fn measure_interleaved(argvs: &[Vec<String>], runs: usize) -> Vec<Result<(Duration, i64), String>> {
+    let mut walls: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); argvs.len()];
+    let mut peaks = vec![0i64; argvs.len()];
+    let mut errors: Vec<Option<String>> = vec![None; argvs.len()];
+    for round in 0..=runs {
+        for (i, argv) in argvs.iter().enumerate() {
+            if errors[i].is_some() {
+                continue;
+            }
+            match run_once(argv) {
+                Ok((wall, rss)) => {
+                    if round > 0 {
+                        walls[i].push(wall);
+                        peaks[i] = peaks[i].max(rss);
+                    }
+                }
+                Err(e) => errors[i] = Some(e),
+            }
         }
-        peak = peak.max(rss);
     }
-    walls.sort();
-    Ok((walls[runs / 2], peak))
+    walls
+        .into_iter()
+        .zip(peaks)
+        .zip(errors)
+        .map(|((mut w, peak), err)| match err {
+            Some(e) => Err(e),
+            None => {
+                w.sort();
+                Ok((w[w.len() / 2], peak))
+            }
+        })
+        .collect()
+}
+
+/// One run: wall time from spawn to reaped exit, and peak RSS (KiB).
+fn run_once(argv: &[String]) -> Result<(Duration, i64), String> {
+    let start = Instant::now();
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", argv[0]))?;
+    let (status, rss) = rusage::wait(child.id())?;
+    let wall = start.elapsed();
+    if !status_ok(argv, status) {
+        return Err(format!("{} exited with status {status}", argv[0]));
+    }
+    Ok((wall, rss))
+}
+
+/// `N CPUs, <model name>, Linux <release>` from /proc.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim())
+        .to_string();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} CPUs, {model}, Linux {}", release.trim())
 }
 
 /// QEMU's isa-debug-exit turns a write of V into exit status (V << 1) | 1.

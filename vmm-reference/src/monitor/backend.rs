@@ -244,7 +244,10 @@ pub trait MonitorBackend: Send + Sync {
             operation: "system_reset",
         })
     }
-    /// Ask the VMM to exit (`quit`). Called after the reply has been sent.
+    /// Ask the VMM to exit (`quit`). Called on a monitor client thread after the reply has
+    /// been sent; the server then stops by itself. Signal the VMM's main thread and return:
+    /// dropping the [`QmpServer`](super::QmpServer) from inside this call would wait for the
+    /// calling thread and never finish.
     fn quit(&self);
     /// Whether KVM is used. The default is what this VMM always does: yes.
     fn kvm(&self) -> KvmState {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use cpu_topology::VcpuIndex;
 use serde_json::{json, Map, Value};
 
 use super::backend::{BackendError, CpuInfo, CpuPlugRequest, CpuProps, MonitorBackend, Unplug};
@@ -200,8 +201,7 @@ impl Monitor {
             }
             "query-status" => {
                 let s = self.backend.status();
-                json!({"running": s.is_running(), "singlestep": false, "status": s.as_str()})
-                    .into()
+                json!({"running": s.is_running(), "singlestep": false, "status": s.as_str()}).into()
             }
             "query-kvm" => {
                 let k = self.backend.kvm();
@@ -250,10 +250,11 @@ impl Monitor {
             }
             "human-monitor-command" => {
                 let line = args.str("command-line")?;
-                // Accepted for compatibility; there is only one CPU context per monitor.
-                let _ = args.opt_u32("cpu-index")?;
+                let cpu = args
+                    .opt_u32("cpu-index")?
+                    .map_or(hmp::DEFAULT_CPU, VcpuIndex);
                 args.finish()?;
-                let out = hmp::run(self, &line);
+                let out = hmp::run(self, &line, cpu);
                 Done {
                     value: Value::String(out.text),
                     events_after: out.events_after,

@@ -77,7 +77,9 @@ impl std::fmt::Debug for EventSink {
             .lock()
             .map(|s| s.len())
             .unwrap_or_default();
-        f.debug_struct("EventSink").field("subscribers", &n).finish()
+        f.debug_struct("EventSink")
+            .field("subscribers", &n)
+            .finish()
     }
 }
 

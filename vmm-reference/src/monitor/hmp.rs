@@ -16,20 +16,38 @@ pub const MAX_XP_BYTES: u64 = 64 * 1024;
 pub const HELP: &[(&str, &str)] = &[
     ("cont", "resume emulation"),
     ("cpu-add N", "hot-plug the CPU with index N"),
-    ("device_del ID", "remove the device (CPU) plugged with id ID"),
-    ("gva2gpa ADDR", "translate a guest virtual address of the current CPU"),
+    (
+        "device_del ID",
+        "remove the device (CPU) plugged with id ID",
+    ),
+    (
+        "gva2gpa ADDR",
+        "translate a guest virtual address of the current CPU",
+    ),
     ("help", "show this help"),
     ("info cpus", "show the vCPUs and their host thread ids"),
     ("info kvm", "show KVM information"),
     ("info numa", "show NUMA information"),
-    ("info registers [-a]", "show the current CPU's registers (-a: every CPU)"),
+    (
+        "info registers [-a]",
+        "show the current CPU's registers (-a: every CPU)",
+    ),
     ("info status", "show the VM status (running|paused)"),
     ("quit", "quit the VMM"),
     ("stop", "stop emulation"),
     ("system_reset", "reset the system"),
-    ("vcpuinfo", "show per-vCPU host CPU, state, time and affinity"),
-    ("vcpupin VCPU CPUSET", "pin a vCPU to host CPUs (e.g. 2-3,^3 or r for all)"),
-    ("xp /FMT ADDR", "dump guest physical memory (FMT: count, x|d|u|o|c, b|h|w|g)"),
+    (
+        "vcpuinfo",
+        "show per-vCPU host CPU, state, time and affinity",
+    ),
+    (
+        "vcpupin VCPU CPUSET",
+        "pin a vCPU to host CPUs (e.g. 2-3,^3 or r for all)",
+    ),
+    (
+        "xp /FMT ADDR",
+        "dump guest physical memory (FMT: count, x|d|u|o|c, b|h|w|g)",
+    ),
 ];
 
 /// Result of one HMP command line.
@@ -53,23 +71,24 @@ impl From<String> for HmpOutput {
 }
 
 /// The CPU HMP commands act on when none is named: the boot CPU.
-pub const CURRENT_CPU: VcpuIndex = VcpuIndex(0);
+pub const DEFAULT_CPU: VcpuIndex = VcpuIndex(0);
 
-/// Runs one HMP command line against the monitor's backend.
-pub fn run(monitor: &Monitor, line: &str) -> HmpOutput {
-    match run_inner(monitor, line) {
+/// Runs one HMP command line against the monitor's backend. `current` is the CPU that
+/// `info cpus` marks and `info registers` and `gva2gpa` use (QMP's `cpu-index`).
+pub fn run(monitor: &Monitor, line: &str, current: VcpuIndex) -> HmpOutput {
+    match run_inner(monitor, line, current) {
         Ok(out) => out,
         Err(msg) => format!("Error: {msg}\n").into(),
     }
 }
 
-fn run_inner(monitor: &Monitor, line: &str) -> Result<HmpOutput, String> {
+fn run_inner(monitor: &Monitor, line: &str, current: VcpuIndex) -> Result<HmpOutput, String> {
     let b = monitor.backend();
     let words: Vec<&str> = line.split_whitespace().collect();
     let text = match words.as_slice() {
         [] => String::new(),
         ["help" | "?"] => format_help(),
-        ["info", "cpus"] => format_info_cpus(&b.cpus(), CURRENT_CPU),
+        ["info", "cpus"] => format_info_cpus(&b.cpus(), current),
         ["info", "kvm"] => {
             let k = b.kvm();
             if k.present {
@@ -84,7 +103,7 @@ fn run_inner(monitor: &Monitor, line: &str) -> Result<HmpOutput, String> {
         ["info", "status"] => format_status(b.status().as_str()),
         ["info", "numa"] => format_numa(&b.numa()),
         ["info", "registers"] => {
-            let r = b.registers(CURRENT_CPU).map_err(|e| backend_error(&e).desc)?;
+            let r = b.registers(current).map_err(|e| backend_error(&e).desc)?;
             format_registers(&r)
         }
         ["info", "registers", "-a"] => {
@@ -129,7 +148,7 @@ fn run_inner(monitor: &Monitor, line: &str) -> Result<HmpOutput, String> {
         ["gva2gpa", addr] => {
             let gva = parse_address(addr)?;
             match b
-                .gva2gpa(CURRENT_CPU, gva)
+                .gva2gpa(current, gva)
                 .map_err(|e| backend_error(&e).desc)?
             {
                 Some(gpa) => format!("gpa: {gpa:#x}\n"),
@@ -144,6 +163,14 @@ fn run_inner(monitor: &Monitor, line: &str) -> Result<HmpOutput, String> {
             String::new()
         }
         ["vcpuinfo"] => b.vcpuinfo().map_err(|e| backend_error(&e).desc)?,
+        ["info"] => HELP
+            .iter()
+            .filter(|(usage, _)| usage.starts_with("info "))
+            .map(|(usage, what)| format!("{usage} -- {what}\n"))
+            .collect(),
+        ["info", "registers", ..] => {
+            return Err("invalid arguments for 'info registers' (expected nothing or -a)".into())
+        }
         [cmd, ..] if is_known(cmd) => return Err(format!("invalid arguments for '{cmd}'")),
         ["info", sub, ..] => format!("unknown command: 'info {sub}'\n"),
         [cmd, ..] => format!("unknown command: '{cmd}'\n"),
@@ -245,10 +272,18 @@ pub fn format_numa(nodes: &[NumaNode]) -> String {
 }
 
 fn flag_string(rflags: u64) -> String {
-    [(11, 'O'), (10, 'D'), (7, 'S'), (6, 'Z'), (4, 'A'), (2, 'P'), (0, 'C')]
-        .iter()
-        .map(|&(bit, c)| if rflags & (1 << bit) != 0 { c } else { '-' })
-        .collect()
+    [
+        (11, 'O'),
+        (10, 'D'),
+        (7, 'S'),
+        (6, 'Z'),
+        (4, 'A'),
+        (2, 'P'),
+        (0, 'C'),
+    ]
+    .iter()
+    .map(|&(bit, c)| if rflags & (1 << bit) != 0 { c } else { '-' })
+    .collect()
 }
 
 fn segment_line(name: &str, s: &Segment) -> String {
@@ -262,10 +297,25 @@ fn segment_line(name: &str, s: &Segment) -> String {
 pub fn format_registers(r: &Registers) -> String {
     let mut out = String::new();
     let rows = [
-        [("RAX", r.rax), ("RBX", r.rbx), ("RCX", r.rcx), ("RDX", r.rdx)],
-        [("RSI", r.rsi), ("RDI", r.rdi), ("RBP", r.rbp), ("RSP", r.rsp)],
+        [
+            ("RAX", r.rax),
+            ("RBX", r.rbx),
+            ("RCX", r.rcx),
+            ("RDX", r.rdx),
+        ],
+        [
+            ("RSI", r.rsi),
+            ("RDI", r.rdi),
+            ("RBP", r.rbp),
+            ("RSP", r.rsp),
+        ],
         [("R8", r.r8), ("R9", r.r9), ("R10", r.r10), ("R11", r.r11)],
-        [("R12", r.r12), ("R13", r.r13), ("R14", r.r14), ("R15", r.r15)],
+        [
+            ("R12", r.r12),
+            ("R13", r.r13),
+            ("R14", r.r14),
+            ("R15", r.r15),
+        ],
     ];
     for row in rows {
         let cells: Vec<String> = row
@@ -390,7 +440,7 @@ pub fn format_memory(addr: u64, bytes: &[u8], fmt: XpFormat) -> String {
             let cell = match fmt.format {
                 'c' => char_cell(unit[0]),
                 'o' => {
-                    let w = (bits as usize + 2) / 3;
+                    let w = (bits as usize).div_ceil(3);
                     let s = if v == 0 {
                         "0".to_owned()
                     } else {
@@ -398,11 +448,11 @@ pub fn format_memory(addr: u64, bytes: &[u8], fmt: XpFormat) -> String {
                     };
                     format!("{s:>w$}")
                 }
-                'u' => format!("{v:>w$}", w = (bits as usize * 10 + 32) / 33),
+                'u' => format!("{v:>w$}", w = (bits as usize * 10).div_ceil(33)),
                 'd' => {
                     let shift = 64 - bits;
                     let signed = ((v << shift) as i64) >> shift;
-                    format!("{signed:>w$}", w = (bits as usize * 10 + 32) / 33)
+                    format!("{signed:>w$}", w = (bits as usize * 10).div_ceil(33))
                 }
                 _ => format!("0x{v:0w$x}", w = size * 2),
             };
@@ -507,7 +557,7 @@ mod tests {
         );
         assert_eq!(
             format_memory(0, &[0xff, 0x7f], parse_xp_format("/2db").unwrap()),
-            "0000000000000000:   -1  127\n"
+            "0000000000000000:  -1 127\n"
         );
         assert_eq!(
             format_memory(0, &[0xff, 0xff], parse_xp_format("/1uh").unwrap()),
@@ -522,7 +572,11 @@ mod tests {
             "0000000000000010: 'H' 'i' '\\n' '\\'' '\\x00'\n"
         );
         assert_eq!(
-            format_memory(0, &[1, 0, 0, 0, 0, 0, 0, 0], parse_xp_format("/1xg").unwrap()),
+            format_memory(
+                0,
+                &[1, 0, 0, 0, 0, 0, 0, 0],
+                parse_xp_format("/1xg").unwrap()
+            ),
             "0000000000000000: 0x0000000000000001\n"
         );
     }

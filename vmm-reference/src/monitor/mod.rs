@@ -9,6 +9,7 @@
 //! - [`hmp`]: the human monitor commands behind `human-monitor-command`.
 //! - [`server`]: [`QmpServer`], the Unix-socket server; [`option`]: the `--qmp` grammar.
 //! - [`events`]: [`EventSink`], the fan-out of asynchronous events to clients.
+//! - [`fake`]: [`FakeBackend`], an in-memory backend for tests and client development.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -37,12 +38,12 @@ pub use backend::{
 };
 pub use commands::{run_script, Monitor, Outcome, COMMANDS};
 pub use events::{EventSink, QmpEvent};
+pub use fake::FakeBackend;
 pub use option::{parse_qmp_option, QmpOption, QmpOptionError};
 pub use protocol::{ErrorClass, JsonStream, QmpError, QmpVersion, Session};
 pub use server::{QmpServer, ServerError};
 
-#[cfg(test)]
-pub(crate) mod fake;
+pub mod fake;
 
 #[cfg(test)]
 mod tests;

@@ -43,8 +43,24 @@ pub enum QmpOptionError {
 
 /// Chardev backends QEMU knows that this monitor does not serve.
 const OTHER_BACKENDS: &[&str] = &[
-    "tcp", "telnet", "tn3270", "websocket", "udp", "stdio", "pty", "null", "vc", "file",
-    "pipe", "serial", "tty", "mon", "chardev", "vsock", "fd", "none",
+    "tcp",
+    "telnet",
+    "tn3270",
+    "websocket",
+    "udp",
+    "stdio",
+    "pty",
+    "null",
+    "vc",
+    "file",
+    "pipe",
+    "serial",
+    "tty",
+    "mon",
+    "chardev",
+    "vsock",
+    "fd",
+    "none",
 ];
 
 fn split_escaped(s: &str) -> Vec<String> {
@@ -90,7 +106,9 @@ pub fn parse_qmp_option(s: &str) -> Result<QmpOption, QmpOptionError> {
         Some("unix") => {}
         Some(other) => return Err(QmpOptionError::Transport(other.to_owned())),
         None if OTHER_BACKENDS.contains(&s.split(',').next().unwrap_or_default()) => {
-            return Err(QmpOptionError::Transport(s.split(',').next().unwrap_or_default().into()))
+            return Err(QmpOptionError::Transport(
+                s.split(',').next().unwrap_or_default().into(),
+            ))
         }
         None => {}
     }
@@ -138,7 +156,11 @@ mod tests {
             ("unix:rel/q.sock,wait=no,server=yes", "rel/q.sock", false),
             ("/run/vmm/qmp.sock", "/run/vmm/qmp.sock", false),
             ("qmp.sock", "qmp.sock", false),
-            ("unix:/tmp/a,,b.sock,server,wait=off", "/tmp/a,b.sock", false),
+            (
+                "unix:/tmp/a,,b.sock,server,wait=off",
+                "/tmp/a,b.sock",
+                false,
+            ),
             ("/tmp/x:y.sock", "/tmp/x:y.sock", false),
         ];
         for (input, path, wait) in ok {

@@ -196,24 +196,18 @@ impl Session {
             )),
             (false, true) => {
                 let mut a = Args::new(args.clone());
-                if let Some(list) = a.opt_array("enable")? {
-                    for (i, cap) in list.iter().enumerate() {
-                        match cap.as_str() {
-                            Some("oob") => {
-                                return Err(QmpError::generic("Capability oob not available"))
-                            }
-                            Some(other) => {
-                                return Err(QmpError::generic(format!(
-                                    "Parameter 'enable[{i}]' does not accept value '{other}'"
-                                )))
-                            }
-                            None => {
-                                return Err(QmpError::generic(format!(
-                                    "Invalid parameter type for 'enable[{i}]', expected: string"
-                                )))
-                            }
-                        }
-                    }
+                // No capability is offered, so any entry of `enable` is refused.
+                let enable = a.opt_array("enable")?.unwrap_or_default();
+                if let Some(cap) = enable.first() {
+                    return Err(match cap.as_str() {
+                        Some("oob") => QmpError::generic("Capability oob not available"),
+                        Some(other) => QmpError::generic(format!(
+                            "Parameter 'enable[0]' does not accept value '{other}'"
+                        )),
+                        None => QmpError::generic(
+                            "Invalid parameter type for 'enable[0]', expected: string",
+                        ),
+                    });
                 }
                 a.finish()?;
                 self.negotiated = true;
@@ -258,6 +252,14 @@ impl JsonStream {
     /// it when no newline has arrived yet: a newline-delimited client loses only the bad
     /// line.
     pub fn next_value(&mut self) -> Option<Result<Value, QmpError>> {
+        // Drop separators first, so resynchronisation looks for the newline that ends the
+        // bad value rather than the one before it.
+        let start = self
+            .buf
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(self.buf.len());
+        self.buf.drain(..start);
         let mut it = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
         match it.next() {
             None => {
@@ -380,23 +382,36 @@ mod tests {
         .greeting();
         assert_eq!(
             g,
-            v(r#"{"QMP": {"version": {"qemu": {"major": 9, "minor": 2, "micro": 0},
-                  "package": "vmm-reference 0.1.0"}, "capabilities": []}}"#)
+            v(
+                r#"{"QMP": {"version": {"qemu": {"major": 9, "minor": 2, "micro": 0},
+                  "package": "vmm-reference 0.1.0"}, "capabilities": []}}"#
+            )
         );
     }
 
     #[test]
     fn envelope_table() {
-        let rows: &[(&str, Result<(&str, &str, Option<&str>), (&str, Option<&str>)>)] = &[
+        /// Input, then (command, arguments, id) or (error, id).
+        type Row<'a> = (
+            &'a str,
+            Result<(&'a str, &'a str, Option<&'a str>), (&'a str, Option<&'a str>)>,
+        );
+        let rows: &[Row] = &[
             (r#"{"execute": "stop"}"#, Ok(("stop", "{}", None))),
             (
                 r#"{"execute": "x", "arguments": {"a": 1}, "id": {"k": [1, "two"]}}"#,
                 Ok(("x", r#"{"a": 1}"#, Some(r#"{"k": [1, "two"]}"#))),
             ),
-            (r#"{"execute": "x", "id": null}"#, Ok(("x", "{}", Some("null")))),
+            (
+                r#"{"execute": "x", "id": null}"#,
+                Ok(("x", "{}", Some("null"))),
+            ),
             (r#"[1, 2]"#, Err(("QMP input must be a JSON object", None))),
             (r#""stop""#, Err(("QMP input must be a JSON object", None))),
-            (r#"{"id": 7}"#, Err(("QMP input lacks member 'execute'", Some("7")))),
+            (
+                r#"{"id": 7}"#,
+                Err(("QMP input lacks member 'execute'", Some("7"))),
+            ),
             (
                 r#"{"execute": 3, "id": "a"}"#,
                 Err(("QMP input member 'execute' must be a string", Some("\"a\""))),
@@ -493,6 +508,29 @@ mod tests {
     }
 
     #[test]
+    fn stream_yields_the_same_values_for_every_split() {
+        let input = "{\"execute\": \"a\", \"id\": [1, {\"x\": \"}\"}]}\n{\"execute\":\"b\"}  \r\n{\"c\": 1.5}";
+        let mut whole = JsonStream::new();
+        whole.push(input.as_bytes());
+        let mut want = Vec::new();
+        while let Some(v) = whole.next_value() {
+            want.push(v.unwrap());
+        }
+        assert_eq!(want.len(), 3);
+        for split in 0..=input.len() {
+            let mut s = JsonStream::new();
+            let mut got = Vec::new();
+            for part in [&input.as_bytes()[..split], &input.as_bytes()[split..]] {
+                s.push(part);
+                while let Some(v) = s.next_value() {
+                    got.push(v.unwrap());
+                }
+            }
+            assert_eq!(got, want, "split at {split}");
+        }
+    }
+
+    #[test]
     fn stream_resynchronises_after_garbage_line() {
         let mut s = JsonStream::new();
         s.push(b"{\"execute\": nonsense}\n{\"execute\": \"stop\"}\n");
@@ -510,7 +548,7 @@ mod tests {
     fn stream_caps_pending_input() {
         let mut s = JsonStream::new();
         s.push(b"[");
-        s.push(&vec![b'1'; MAX_PENDING_INPUT + 1]);
+        s.push(&b"1,".repeat(MAX_PENDING_INPUT / 2 + 1));
         let e = s.next_value().unwrap().unwrap_err();
         assert!(e.desc.contains("too long"));
         assert_eq!(s.pending(), 0);
@@ -543,9 +581,15 @@ mod tests {
             a.opt_str("t").unwrap_err().desc,
             "Invalid parameter type for 't', expected: string"
         );
-        assert_eq!(a.str("gone").unwrap_err().desc, "Parameter 'gone' is missing");
+        assert_eq!(
+            a.str("gone").unwrap_err().desc,
+            "Parameter 'gone' is missing"
+        );
         a.finish().unwrap();
         let b = Args::new(v(r#"{"zzz": 1}"#).as_object().unwrap().clone());
-        assert_eq!(b.finish().unwrap_err().desc, "Parameter 'zzz' is unexpected");
+        assert_eq!(
+            b.finish().unwrap_err().desc,
+            "Parameter 'zzz' is unexpected"
+        );
     }
 }

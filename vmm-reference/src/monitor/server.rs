@@ -318,15 +318,44 @@ fn spawn_client(stream: UnixStream, monitor: &Monitor, stop: &Arc<EventFd>) -> i
     })
 }
 
-/// Writes one message and its newline in one go; a failure shuts the connection down so
-/// its reader ends too.
-fn write_message(writer: &Mutex<UnixStream>, line: &str) -> bool {
-    let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
-    let ok = w.write_all(line.as_bytes()).is_ok();
+/// One client's outgoing side. Events that arrive between subscribing and the end of
+/// the `qmp_capabilities` reply are held back, so they follow that reply and none is lost.
+struct Conn {
+    stream: UnixStream,
+    ready: bool,
+    held: Vec<String>,
+}
+
+/// Events held for a client whose negotiation reply is still being written.
+const MAX_HELD_EVENTS: usize = 64;
+
+/// Writes one whole message; a failure shuts the connection down so its reader ends too.
+fn write_locked(conn: &mut Conn, line: &str) -> bool {
+    let ok = conn.stream.write_all(line.as_bytes()).is_ok();
     if !ok {
-        let _ = w.shutdown(std::net::Shutdown::Both);
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
     }
     ok
+}
+
+fn write_message(conn: &Mutex<Conn>, line: &str) -> bool {
+    write_locked(
+        &mut conn.lock().unwrap_or_else(PoisonError::into_inner),
+        line,
+    )
+}
+
+/// Delivers an event to one client (the [`EventSink`](super::EventSink) subscriber).
+fn deliver_event(conn: &Mutex<Conn>, line: &str) -> bool {
+    let mut c = conn.lock().unwrap_or_else(PoisonError::into_inner);
+    if c.ready {
+        write_locked(&mut c, line)
+    } else if c.held.len() < MAX_HELD_EVENTS {
+        c.held.push(line.to_owned());
+        true
+    } else {
+        false
+    }
 }
 
 fn to_line(v: &Value) -> String {
@@ -336,11 +365,15 @@ fn to_line(v: &Value) -> String {
 }
 
 fn serve_client(mut reader: UnixStream, monitor: &Monitor, stop: &EventFd) {
-    let writer = match reader.try_clone() {
-        Ok(w) => Arc::new(Mutex::new(w)),
+    let conn = match reader.try_clone() {
+        Ok(stream) => Arc::new(Mutex::new(Conn {
+            stream,
+            ready: false,
+            held: Vec::new(),
+        })),
         Err(_) => return,
     };
-    if !write_message(&writer, &to_line(&monitor.greeting())) {
+    if !write_message(&conn, &to_line(&monitor.greeting())) {
         return;
     }
     let mut session = Session::new();
@@ -357,16 +390,29 @@ fn serve_client(mut reader: UnixStream, monitor: &Monitor, stop: &EventFd) {
         framer.push(&buf[..n]);
         while let Some(item) = framer.next_value() {
             let out = monitor.handle(&mut session, item);
-            if !write_message(&writer, &to_line(&out.reply)) {
-                break 'conn;
-            }
-            if session.negotiated() && subscription.is_none() {
-                let w = writer.clone();
+            let newly_negotiated = session.negotiated() && subscription.is_none();
+            if newly_negotiated {
+                // Subscribe before the reply goes out, so no event emitted after the
+                // client has seen the reply can miss it; held events follow the reply.
+                let c = conn.clone();
                 subscription = Some(
                     monitor
                         .events()
-                        .subscribe(Box::new(move |line| write_message(&w, line))),
+                        .subscribe(Box::new(move |line| deliver_event(&c, line))),
                 );
+            }
+            {
+                let mut c = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut ok = write_locked(&mut c, &to_line(&out.reply));
+                if newly_negotiated {
+                    for line in std::mem::take(&mut c.held) {
+                        ok = ok && write_locked(&mut c, &line);
+                    }
+                    c.ready = true;
+                }
+                if !ok {
+                    break 'conn;
+                }
             }
             for e in &out.events_after {
                 monitor.events().send(e);
