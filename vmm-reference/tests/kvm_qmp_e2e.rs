@@ -1,0 +1,102 @@
+//! End-to-end through QEMU's own QMP client (`qemu.qmp` from PyPI): the real binary with
+//! `--qmp`, scenarios in tests/qmp/vmm_scenarios.py. Needs /dev/kvm and python3 with
+//! qemu.qmp (scripts/install-deps installs it).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use probe_guest::abi;
+
+fn layout_json() -> String {
+    format!(
+        r#"{{"vcpu_areas": {}, "vcpu_area_size": {}, "progress": {}, "count": {}, "results": {}, "control": {}, "query_count": {}, "query_list": {}}}"#,
+        abi::VCPU_AREAS_GPA,
+        abi::VCPU_AREA_SIZE,
+        abi::VA_PROGRESS,
+        abi::VA_COUNT,
+        abi::VA_RESULTS,
+        abi::CONTROL_GPA,
+        abi::CTL_QUERY_COUNT,
+        abi::QUERY_LIST_GPA
+    )
+}
+
+fn start_vmm(socket: &Path, args: &[&str]) -> Child {
+    vmm_reference::testing::require_kvm();
+    let child = Command::new(env!("CARGO_BIN_EXE_vmm-reference"))
+        .args(args)
+        .arg("--qmp")
+        .arg(format!("unix:{},server,wait=off", socket.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "the QMP socket never appeared");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
+/// Run one scenario; it ends with `quit`, so the VMM must then exit 0 by itself.
+fn scenario(name: &str, args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket: PathBuf = dir.path().join("qmp.sock");
+    let mut vmm = start_vmm(&socket, args);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/qmp/vmm_scenarios.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args([
+            name,
+            socket.to_str().unwrap(),
+            &vmm.id().to_string(),
+            &layout_json(),
+        ])
+        .output()
+        .expect("python3 is missing: scripts/install-deps installs it and qemu.qmp");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("No module named 'qemu'") {
+        let _ = vmm.kill();
+        panic!("pip install qemu.qmp (scripts/install-deps)");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let _ = vmm.kill();
+        let vmm_err = vmm
+            .wait_with_output()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned());
+        panic!("scenario {name} failed:\n{stdout}\n{stderr}\nVMM stderr: {vmm_err:?}");
+    }
+    assert!(stdout.contains(&format!("{name}: ok")), "{stdout}");
+    // quit ends the process with status 0 and removes the socket.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = vmm.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the VMM did not exit after quit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(!socket.exists(), "the QMP socket was left behind");
+}
+
+#[test]
+fn kvm_qmp_thread_ids_and_stop_cont() {
+    scenario("basic", &["--smp", "2,sockets=2", "--probe", "spin"]);
+}
+
+#[test]
+fn kvm_qmp_hotplug_several_vcpus_each_reports() {
+    scenario("hotplug", &["--smp", "2,maxcpus=6,sockets=2,cores=3"]);
+}
+
+#[test]
+fn kvm_qmp_stress_plug_unplug_stop_cont_leaks_nothing() {
+    scenario(
+        "stress",
+        &["--smp", "2,maxcpus=6,sockets=2,cores=3", "--probe", "spin"],
+    );
+}
