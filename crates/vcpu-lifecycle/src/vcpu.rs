@@ -75,11 +75,19 @@ pub(crate) struct Reply {
     pub(crate) result: Result<VcpuState, VcpuState>,
 }
 
-/// What the run phase decided.
+/// What the run phase decided. The stop reason is boxed so that `Flow` stays two words and
+/// comes back in registers on every exit; only the cold paths allocate.
 enum Flow {
     Continue,
     Halt,
-    Stop(StopReason),
+    Stop(Box<StopReason>),
+}
+
+impl Flow {
+    #[cold]
+    fn stop(reason: StopReason) -> Flow {
+        Flow::Stop(Box::new(reason))
+    }
 }
 
 /// Why the thread leaves its loop.
@@ -177,7 +185,7 @@ impl VcpuThread {
             match self.run_once() {
                 Flow::Continue => {}
                 Flow::Halt => self.halt(),
-                Flow::Stop(reason) => return self.stop_vm(reason),
+                Flow::Stop(reason) => return self.stop_vm(*reason),
             }
         }
     }
@@ -254,7 +262,7 @@ impl VcpuThread {
                 Flow::Continue => self.shared.set_state(VcpuState::Paused),
                 Flow::Halt => self.halt(),
                 Flow::Stop(reason) => {
-                    let exit = self.stop_vm(reason);
+                    let exit = self.stop_vm(*reason);
                     self.reply(request.seq, Ok(VcpuState::Stopped));
                     return Some(exit);
                 }
@@ -337,7 +345,7 @@ impl VcpuThread {
         match action {
             ExitAction::Continue => Flow::Continue,
             ExitAction::Halt => Flow::Halt,
-            ExitAction::StopVm(why) => Flow::Stop(StopReason::Requested(why)),
+            ExitAction::StopVm(why) => Flow::stop(StopReason::Requested(why)),
         }
     }
 
@@ -358,16 +366,16 @@ impl VcpuThread {
             }
             Outcome::RunFailed(e) => {
                 counters.count(ExitKind::Other);
-                Flow::Stop(StopReason::RunFailed(e))
+                Flow::stop(StopReason::RunFailed(e))
             }
             Outcome::TripleFault => {
                 counters.count(ExitKind::Shutdown);
-                Flow::Stop(StopReason::TripleFault { rip: self.rip() })
+                Flow::stop(StopReason::TripleFault { rip: self.rip() })
             }
             Outcome::InternalError => {
                 counters.count(ExitKind::InternalError);
                 let (suberror, data) = self.vcpu.internal_error().unwrap_or((0, Vec::new()));
-                Flow::Stop(StopReason::InternalError {
+                Flow::stop(StopReason::InternalError {
                     suberror,
                     data,
                     rip: self.rip(),
@@ -378,7 +386,7 @@ impl VcpuThread {
                 host_cpu,
             } => {
                 counters.count(ExitKind::FailEntry);
-                Flow::Stop(StopReason::FailEntry {
+                Flow::stop(StopReason::FailEntry {
                     hardware_reason,
                     host_cpu,
                     rip: self.rip(),
@@ -387,7 +395,7 @@ impl VcpuThread {
             Outcome::Unexpected => {
                 counters.count(ExitKind::Other);
                 let exit_reason = self.vcpu.exit_reason();
-                Flow::Stop(StopReason::UnexpectedExit {
+                Flow::stop(StopReason::UnexpectedExit {
                     exit_reason,
                     name: exit_reason_name(exit_reason),
                     rip: self.rip(),
