@@ -17,28 +17,6 @@ fn vmm(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Objects of `kind` hwloc finds in a hwloc-gather-cpuid directory.
-fn hwloc_count(dir: &Path, kind: &str) -> usize {
-    let out = Command::new("hwloc-calc")
-        .args(["--number-of", kind, "all"])
-        .env("HWLOC_CPUID_PATH", dir)
-        .env("HWLOC_COMPONENTS", "x86,stop")
-        .output()
-        .expect("hwloc-calc is missing: install the Debian package hwloc (scripts/install-deps)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // hwloc prints nothing for a level it did not find (e.g. no Die object with one die).
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if text.is_empty() {
-        0
-    } else {
-        text.parse().unwrap()
-    }
-}
-
 fn plan(host: &str, smp: &str, cpu: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let hw = dir.path().join("hw");
@@ -81,12 +59,28 @@ fn hwloc_finds_the_planned_topology_on_both_vendors() {
             let dir = plan(host, smp, cpu);
             let hw = dir.path().join("hw");
             let what = format!("{host} --smp {smp}");
-            assert_eq!(hwloc_count(&hw, "package"), packages, "{what}: packages");
-            assert_eq!(hwloc_count(&hw, "core"), cores, "{what}: cores");
-            assert_eq!(hwloc_count(&hw, "pu"), pus, "{what}: PUs");
+            assert_eq!(
+                vmm_reference::testing::hwloc_count(&hw, "package"),
+                packages,
+                "{what}: packages"
+            );
+            assert_eq!(
+                vmm_reference::testing::hwloc_count(&hw, "core"),
+                cores,
+                "{what}: cores"
+            );
+            assert_eq!(
+                vmm_reference::testing::hwloc_count(&hw, "pu"),
+                pus,
+                "{what}: PUs"
+            );
             // Intel guests describe dies in leaf 0x1F, present only with more than one die.
             if host.contains("intel") && dies > packages {
-                assert_eq!(hwloc_count(&hw, "die"), dies, "{what}: dies");
+                assert_eq!(
+                    vmm_reference::testing::hwloc_count(&hw, "die"),
+                    dies,
+                    "{what}: dies"
+                );
             }
         }
     }

@@ -1,7 +1,6 @@
 //! End-to-end: the real binary runs the probe guest and every vCPU reports its own view.
 //! These tests need /dev/kvm and fail loudly without it.
 
-use std::path::Path;
 use std::process::{Command, Output};
 
 use cpu_topology::smp::parse_smp;
@@ -167,17 +166,6 @@ fn kvm_dump_decodes_with_the_cpuid_tool() {
     );
 }
 
-fn hwloc_count(dir: &Path, kind: &str) -> usize {
-    let out = Command::new("hwloc-calc")
-        .args(["--number-of", kind, "all"])
-        .env("HWLOC_CPUID_PATH", dir)
-        .env("HWLOC_COMPONENTS", "x86,stop")
-        .output()
-        .expect("hwloc-calc is missing: install the Debian package hwloc (scripts/install-deps)");
-    assert!(out.status.success(), "hwloc-calc: {}", stderr(&out));
-    stdout(&out).trim().parse().unwrap()
-}
-
 #[test]
 fn kvm_hwloc_sees_the_guest_topology() {
     let dir = tempfile::tempdir().unwrap();
@@ -189,9 +177,9 @@ fn kvm_hwloc_sees_the_guest_topology() {
         hw.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(hwloc_count(&hw, "package"), 2);
-    assert_eq!(hwloc_count(&hw, "core"), 4);
-    assert_eq!(hwloc_count(&hw, "pu"), 8);
+    assert_eq!(vmm_reference::testing::hwloc_count(&hw, "package"), 2);
+    assert_eq!(vmm_reference::testing::hwloc_count(&hw, "core"), 4);
+    assert_eq!(vmm_reference::testing::hwloc_count(&hw, "pu"), 8);
 }
 
 #[test]

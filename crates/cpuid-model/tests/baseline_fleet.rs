@@ -8,35 +8,9 @@ use cpuid_model::{CpuidEntry, CpuidKey, CpuidRegs, CpuidTable};
 
 const ZEN4: &str = include_str!("data/host-amd-zen4.txt");
 
-/// Minimal reader for `cpuid -r` output (first CPU only).
+/// The first CPU section of a `cpuid -r` dump.
 fn parse_cpuid_r(text: &str) -> CpuidTable {
-    let mut t = CpuidTable::new();
-    for line in text.lines() {
-        let Some((head, regs)) = line.trim().split_once(": ") else {
-            continue;
-        };
-        let hex = |v: &str| u32::from_str_radix(v.trim_start_matches("0x"), 16).unwrap();
-        let mut hs = head.split_whitespace().map(hex);
-        let (Some(leaf), Some(subleaf)) = (hs.next(), hs.next()) else {
-            continue;
-        };
-        let r: Vec<u32> = regs
-            .split_whitespace()
-            .map(|kv| hex(kv.split_once('=').unwrap().1))
-            .collect();
-        let regs = CpuidRegs {
-            eax: r[0],
-            ebx: r[1],
-            ecx: r[2],
-            edx: r[3],
-        };
-        let indexed = subleaf > 0 || matches!(leaf, 4 | 7 | 0xb | 0xd | 0x8000_001d);
-        t.insert(
-            CpuidKey::subleaf(leaf, subleaf),
-            CpuidEntry { regs, indexed },
-        );
-    }
-    t
+    cpuid_model::dump::parse_raw(text).unwrap().remove(0).table
 }
 
 fn zen4() -> CpuidTable {

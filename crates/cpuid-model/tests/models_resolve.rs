@@ -8,59 +8,9 @@ use cpuid_model::{CpuidEntry, CpuidKey, CpuidRegs, CpuidTable};
 
 const ZEN4: &str = include_str!("data/host-amd-zen4.txt");
 
-/// Minimal reader for `cpuid -r` output (first CPU only), kept local so these
-/// tests do not depend on the dump module.
+/// The first CPU section of a `cpuid -r` dump.
 fn parse_cpuid_r(text: &str) -> CpuidTable {
-    let mut t = CpuidTable::new();
-    for line in text.lines() {
-        let line = line.trim();
-        let Some((head, regs)) = line.split_once(": ") else {
-            continue;
-        };
-        let mut hs = head.split_whitespace();
-        let (Some(l), Some(s)) = (hs.next(), hs.next()) else {
-            continue;
-        };
-        let hex = |v: &str| u32::from_str_radix(v.trim_start_matches("0x"), 16).unwrap();
-        let mut r = [0u32; 4];
-        for (i, kv) in regs.split_whitespace().enumerate() {
-            r[i] = hex(kv.split_once('=').unwrap().1);
-        }
-        let (leaf, subleaf) = (hex(l), hex(s));
-        let indexed = matches!(
-            leaf,
-            4 | 7
-                | 0xb
-                | 0xd
-                | 0xf
-                | 0x10
-                | 0x12
-                | 0x14
-                | 0x17
-                | 0x18
-                | 0x1b
-                | 0x1d
-                | 0x1e
-                | 0x1f
-                | 0x20
-                | 0x8000_001d
-                | 0x8000_0020
-        );
-        if subleaf > 0 && !indexed {
-            continue;
-        }
-        let regs = CpuidRegs {
-            eax: r[0],
-            ebx: r[1],
-            ecx: r[2],
-            edx: r[3],
-        };
-        t.insert(
-            CpuidKey::subleaf(leaf, subleaf),
-            CpuidEntry { regs, indexed },
-        );
-    }
-    t
+    cpuid_model::dump::parse_raw(text).unwrap().remove(0).table
 }
 
 fn vendor_regs(v: &str) -> (u32, u32, u32) {
