@@ -15,7 +15,10 @@ use crate::monitor::{parse_qmp_option, QmpOption};
 use crate::placement::PlacementOptions;
 
 /// Long options QEMU users type with a single dash.
-const QEMU_SINGLE_DASH: &[&str] = &["smp", "cpu", "memory", "timeout", "probe", "name", "qmp"];
+const QEMU_SINGLE_DASH: &[&str] = &[
+    "smp", "cpu", "memory", "timeout", "probe", "name", "qmp", "kernel", "initrd", "append",
+    "numa", "object", "serial",
+];
 
 /// Rewrite QEMU-style single-dash long options (`-smp 4`, `-smp=4`) to `--smp`.
 /// Everything after a bare `--` is left alone.
@@ -183,6 +186,42 @@ pub struct RunArgs {
     /// Placement and over-commit options.
     #[command(flatten)]
     pub placement: PlacementArgs,
+
+    /// Linux guest options (`--kernel` boots a kernel instead of the probe guest).
+    #[command(flatten)]
+    pub linux: LinuxArgs,
+}
+
+/// Options of a Linux guest (docs/LINUX.md).
+#[derive(Debug, Args)]
+pub struct LinuxArgs {
+    /// Boot this Linux kernel (uncompressed vmlinux ELF, or bzImage) instead of the probe.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk for the kernel.
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "CMDLINE", requires = "kernel", default_value = crate::linux::boot::DEFAULT_CMDLINE)]
+    pub append: String,
+    /// NUMA node or distance, QEMU syntax (repeatable): node[,nodeid=N][,cpus=A[-B]][,mem=SIZE|,memdev=ID]
+    /// or dist,src=A,dst=B,val=V.
+    #[arg(long, value_name = "SPEC", requires = "kernel", value_parser = parse_numa)]
+    pub numa: Vec<guest_memory::numa::NumaOption>,
+    /// Memory backend object, QEMU syntax (repeatable): memory-backend-{ram,memfd,file},id=ID,size=SIZE[,...].
+    #[arg(long, value_name = "SPEC", requires = "kernel", value_parser = parse_object)]
+    pub object: Vec<guest_memory::MemoryBackendConfig>,
+    /// Where the guest's COM1 output goes: stdio (default), file:PATH or null.
+    #[arg(long, value_name = "BACKEND", requires = "kernel", default_value = "stdio", value_parser = crate::linux::parse_serial)]
+    pub serial: crate::linux::SerialOutput,
+}
+
+fn parse_numa(s: &str) -> Result<guest_memory::numa::NumaOption, String> {
+    guest_memory::parse_numa(s).map_err(|e| e.to_string())
+}
+
+fn parse_object(s: &str) -> Result<guest_memory::MemoryBackendConfig, String> {
+    guest_memory::parse_memory_backend(s).map_err(|e| e.to_string())
 }
 
 /// Where vCPU threads run (libvirt's vcpupin/cpuset/emulatorpin) and over-commit admission.

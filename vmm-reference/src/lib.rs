@@ -19,6 +19,7 @@ pub mod cli;
 mod config;
 pub mod host_check;
 pub mod hotplug;
+pub mod linux;
 pub mod logger;
 pub mod machine;
 pub mod monitor;

@@ -11,6 +11,7 @@ use clap::error::ErrorKind;
 use clap::Parser;
 use vcpu_lifecycle::VcpuEvent;
 use vmm_reference::cli::{normalize_args, AdviceArgs, Cli, Command, CpuArg, PlanArgs};
+use vmm_reference::linux::{GuestExit, LinuxConfig, LinuxVm};
 use vmm_reference::machine::Machine;
 use vmm_reference::monitor::{EventSink, Monitor, QmpOption, QmpServer};
 use vmm_reference::{advisor, error_chain, host_check, planner, Vmm, VmmConfig};
@@ -43,6 +44,19 @@ fn main() -> ExitCode {
         },
         None => match cli.run.cpu.clone() {
             CpuArg::Help => cpu_help(),
+            CpuArg::Spec(spec) if cli.run.linux.kernel.is_some() => {
+                if let Some(option) = probe_only_option(&cli.run) {
+                    eprintln!("vmm-reference: {option} is not supported with --kernel yet");
+                    return ExitCode::from(2);
+                }
+                match LinuxConfig::from_args(cli.run, spec) {
+                    Some(config) => run_linux(config),
+                    None => {
+                        eprintln!("vmm-reference: --kernel is missing");
+                        ExitCode::from(2)
+                    }
+                }
+            }
             CpuArg::Spec(spec) => {
                 let plan_only = cli.run.placement.placement_plan;
                 match cli.run.qmp.clone() {
@@ -73,6 +87,32 @@ fn run(config: VmmConfig, plan_only: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e, e.is_bad_input()),
+    }
+}
+
+/// Boot a Linux kernel: exit 0 when the guest reboots (its `reboot=k` reset), 1 with one
+/// report (vCPU, reason, RIP, the last console lines) when it stops otherwise or times out.
+fn run_linux(config: LinuxConfig) -> ExitCode {
+    let result = LinuxVm::new(config).and_then(|mut vm| {
+        let exit = vm.run();
+        vm.exit();
+        exit
+    });
+    match result {
+        Ok(GuestExit::Reboot) => {
+            eprintln!("vmm-reference: guest reboot");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let code = fail(&e, e.is_bad_input());
+            if !e.console().is_empty() {
+                eprintln!("vmm-reference: last console lines:");
+                for line in e.console() {
+                    eprintln!("    {line}");
+                }
+            }
+            code
+        }
     }
 }
 
@@ -154,6 +194,29 @@ fn run_with_monitor(config: VmmConfig, qmp: &QmpOption) -> ExitCode {
     server.join();
     machine.into_exit();
     ExitCode::SUCCESS
+}
+
+/// The first option given that a Linux VM (`--kernel`) does not implement yet: refused
+/// rather than silently ignored.
+fn probe_only_option(run: &vmm_reference::cli::RunArgs) -> Option<&'static str> {
+    let p = &run.placement;
+    [
+        (run.qmp.is_some(), "--qmp"),
+        (p.placement_plan, "--placement-plan"),
+        (!p.vcpupin.is_empty(), "--vcpupin"),
+        (p.cpuset.is_some(), "--cpuset"),
+        (p.emulatorpin.is_some(), "--emulatorpin"),
+        (
+            p.placement != vcpu_placement::PlacementPolicy::Unpinned,
+            "--placement",
+        ),
+        (p.overcommit != "warn", "--overcommit"),
+        (run.probe != probe_guest::ProbeMode::Report, "--probe"),
+        (run.dump_cpuid.is_some(), "--dump-cpuid"),
+        (run.dump_cpuid_hwloc.is_some(), "--dump-cpuid-hwloc"),
+    ]
+    .into_iter()
+    .find_map(|(given, name)| given.then_some(name))
 }
 
 fn cpu_help() -> ExitCode {
