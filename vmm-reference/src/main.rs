@@ -273,9 +273,12 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
+            // clap's message is the paragraph before "Usage:"; some name the argument on
+            // the following lines ("required arguments were not provided:\n  --kernel").
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let msg = first.strip_prefix("error: ").unwrap_or(first);
+            let paragraph = rendered.split("\n\n").next().unwrap_or("invalid arguments");
+            let msg = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
+            let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
             eprintln!("vmm-reference: {msg} (see --help)");
             ExitCode::from(2)
         }
