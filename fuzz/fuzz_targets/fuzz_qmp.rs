@@ -1,0 +1,25 @@
+#![no_main]
+//! The QMP monitor's input side: the JSON stream framer, request validation, the `--qmp`
+//! option and the HMP `xp` format/address parsers. None may panic on any input.
+use libfuzzer_sys::fuzz_target;
+use vmm_reference::monitor::hmp::{parse_address, parse_xp_format};
+use vmm_reference::monitor::protocol::{parse_request, JsonStream};
+use vmm_reference::monitor::parse_qmp_option;
+
+fuzz_target!(|data: &[u8]| {
+    // Feed the stream in two pieces, as a socket may deliver it.
+    let split = data.first().map_or(0, |&b| usize::from(b)).min(data.len());
+    let mut stream = JsonStream::new();
+    stream.push(&data[..split]);
+    stream.push(&data[split..]);
+    while let Some(value) = stream.next_value() {
+        if let Ok(v) = value {
+            let _ = parse_request(v);
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = parse_qmp_option(text);
+        let _ = parse_xp_format(text);
+        let _ = parse_address(text);
+    }
+});
