@@ -17,6 +17,7 @@
 pub mod advisor;
 pub mod cli;
 mod config;
+pub mod guest_setup;
 pub mod host_check;
 pub mod hotplug;
 pub mod linux;

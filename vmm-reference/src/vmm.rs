@@ -13,23 +13,20 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cpu_topology::{CpuTopology, TopologyError, VcpuIndex};
-use cpuid_model::check::{self, CheckError};
+use cpu_topology::{TopologyError, VcpuIndex};
 use cpuid_model::decode::{self, DecodeError};
 use cpuid_model::kvm::KvmCpuidError;
 use cpuid_model::normalize::{NormalizeError, Normalizer};
 use cpuid_model::{dump, hwloc, CpuidEntry, CpuidKey, CpuidRegs, CpuidTable};
 use guest_memory::{GuestRam, LayoutError, MemoryError, MemoryLayout, MemorySlots, SlotError};
-use kvm_bindings::{
-    kvm_enable_cap, kvm_mp_state, KVM_CAP_SPLIT_IRQCHIP, KVM_MAX_CPUID_ENTRIES,
-    KVM_MP_STATE_RUNNABLE,
-};
+use kvm_bindings::{kvm_enable_cap, kvm_mp_state, KVM_CAP_SPLIT_IRQCHIP, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use probe_guest::{ProbeError, ProbeGuest, ProbeLayout, ProbeMode, ProbeReport};
 use vcpu_lifecycle::{
     event_channel, VcpuContext, VcpuError, VcpuEvent, VcpuSet, VcpuSetError, VmStop,
 };
 
+use crate::guest_setup::{check_kvm_limits, guest_cpuid, GuestCpuidError, KvmLimitError};
 use crate::placement::{PlacementSetupError, VmPlacement};
 use crate::probe_bus::ProbeBus;
 use crate::summary::{Summary, VcpuView, WorkloadView};
@@ -44,22 +41,9 @@ pub enum VmmError {
     /// /dev/kvm could not be opened.
     #[error("cannot open /dev/kvm (see `vmm-reference host-check`)")]
     OpenKvm(#[source] kvm_ioctls::Error),
-    /// The topology has more vCPU slots than KVM allows.
-    #[error("--smp: maxcpus {max_cpus} exceeds this host's KVM limit of {limit} vCPUs per VM (KVM_CAP_MAX_VCPUS)")]
-    TooManyVcpus {
-        /// Slots asked for.
-        max_cpus: u32,
-        /// KVM_CAP_MAX_VCPUS.
-        limit: usize,
-    },
-    /// The packed APIC ids reach KVM's vCPU id limit.
-    #[error("--smp: the last vCPU's APIC id {apic_id} is not below KVM's vCPU id limit {limit} (KVM_CAP_MAX_VCPU_ID); APIC ids are sparse for non-power-of-two levels, try power-of-two cores/threads")]
-    ApicIdTooLarge {
-        /// Largest APIC id of the topology.
-        apic_id: u32,
-        /// KVM_CAP_MAX_VCPU_ID.
-        limit: usize,
-    },
+    /// The topology does not fit this host's KVM.
+    #[error(transparent)]
+    Limits(#[from] KvmLimitError),
     /// A KVM ioctl failed.
     #[error("{op} failed")]
     Kvm {
@@ -89,9 +73,9 @@ pub enum VmmError {
     /// Guest RAM could not be registered with KVM.
     #[error("KVM memory slots")]
     Slots(#[from] SlotError),
-    /// The CPU model cannot run on this host (`enforce`) or is inconsistent.
-    #[error("--cpu")]
-    Model(#[from] CheckError),
+    /// The guest CPUID could not be computed (`--cpu` with `enforce`, ...).
+    #[error(transparent)]
+    Cpuid(#[from] GuestCpuidError),
     /// Per-vCPU CPUID could not be computed.
     #[error("CPUID")]
     Normalize(#[from] NormalizeError),
@@ -178,10 +162,9 @@ impl VmmError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            VmmError::TooManyVcpus { .. }
-                | VmmError::ApicIdTooLarge { .. }
+            VmmError::Limits(_)
+                | VmmError::Cpuid(GuestCpuidError::Model(_))
                 | VmmError::Layout(_)
-                | VmmError::Model(_)
                 | VmmError::Probe(ProbeError::RamTooSmall { .. } | ProbeError::TooManyVcpus { .. })
                 | VmmError::NoSuchVcpu(_)
                 | VmmError::CpuSet(_)
@@ -243,14 +226,7 @@ impl Vmm {
         let slots = ram.register(Arc::clone(&vm))?;
         create_irqchip(&vm)?;
 
-        let supported = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_op("KVM_GET_SUPPORTED_CPUID"))?;
-        let resolved = check::resolve(&config.cpu, &cpuid_model::kvm::from_kvm(&supported))?;
-        for w in &resolved.warnings {
-            log::warn!("{w}");
-        }
-        let normalizer = Normalizer::new(&resolved.table, &topo)?;
+        let normalizer = guest_cpuid(&kvm, &config.cpu, &topo)?;
         let cpuid = topo
             .present()
             .map(|i| normalizer.for_vcpu(i))
@@ -501,27 +477,6 @@ impl Vmm {
         }
         Ok(())
     }
-}
-
-/// Refuse topologies KVM cannot hold.
-fn check_kvm_limits(kvm: &Kvm, topo: &CpuTopology) -> Result<(), VmmError> {
-    let limit = kvm.get_max_vcpus();
-    if topo.max_cpus() as usize > limit {
-        return Err(VmmError::TooManyVcpus {
-            max_cpus: topo.max_cpus(),
-            limit,
-        });
-    }
-    let apic_id = topo.apic_layout().max_apic_id().0;
-    let id_limit = kvm.get_max_vcpu_id();
-    if apic_id as usize >= id_limit {
-        return Err(VmmError::ApicIdTooLarge {
-            apic_id,
-            limit: id_limit,
-        });
-    }
-    // Above KVM_CAP_NR_VCPUS is a warning of the over-commit admission (placement.rs).
-    Ok(())
 }
 
 /// IOAPIC pins reserved in KVM's GSI routing for a user-space IOAPIC (split irqchip).

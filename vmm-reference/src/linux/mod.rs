@@ -136,9 +136,9 @@ pub enum LinuxError {
     /// /dev/kvm could not be opened.
     #[error("cannot open /dev/kvm (see `vmm-reference host-check`)")]
     OpenKvm(#[source] kvm_ioctls::Error),
-    /// The topology does not fit KVM.
-    #[error("--smp: {0}")]
-    KvmLimit(String),
+    /// The topology does not fit this host's KVM.
+    #[error(transparent)]
+    Limits(#[from] crate::guest_setup::KvmLimitError),
     /// A VM-wide KVM ioctl failed.
     #[error("{op} failed")]
     Kvm {
@@ -183,9 +183,9 @@ pub enum LinuxError {
     /// A topology computation failed.
     #[error("topology")]
     Topology(#[from] cpu_topology::TopologyError),
-    /// The CPU model cannot run on this host or is inconsistent.
-    #[error("--cpu")]
-    Model(#[from] cpuid_model::check::CheckError),
+    /// The guest CPUID could not be computed (`--cpu` with `enforce`, ...).
+    #[error(transparent)]
+    Cpuid(#[from] crate::guest_setup::GuestCpuidError),
     /// Per-vCPU CPUID could not be computed.
     #[error("CPUID")]
     Normalize(#[from] cpuid_model::normalize::NormalizeError),
@@ -232,10 +232,10 @@ impl LinuxError {
     /// True when the user's input is at fault (the binary exits with status 2).
     pub fn is_bad_input(&self) -> bool {
         match self {
-            LinuxError::KvmLimit(_)
+            LinuxError::Limits(_)
             | LinuxError::Numa(_)
             | LinuxError::Layout(_)
-            | LinuxError::Model(_)
+            | LinuxError::Cpuid(crate::guest_setup::GuestCpuidError::Model(_))
             | LinuxError::Loader(_)
             | LinuxError::SerialFile { .. } => true,
             LinuxError::Boot(e) => e.is_bad_input(),

@@ -11,14 +11,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cpu_topology::{CpuTopology, VcpuIndex};
-use cpuid_model::normalize::Normalizer;
+use cpu_topology::VcpuIndex;
 use guest_memory::{
     GuestRam, MemoryLayout, MemorySlots, NumaMachine, NumaTopology, UnassignedCpus,
 };
-use kvm_bindings::{
-    kvm_fpu, kvm_pit_config, kvm_regs, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
-};
+use kvm_bindings::{kvm_fpu, kvm_pit_config, kvm_regs, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vcpu_lifecycle::{event_channel, StopReason, VcpuContext, VcpuEvent, VcpuSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -29,6 +26,7 @@ use super::boot::{self, BootInput, BootTables};
 use super::bus::{ConsoleSink, IrqTrigger, LinuxBus, WriteDebug, COM1_IRQ, REBOOT_REASON};
 use super::loader::{self, LoadedKernel};
 use super::{GuestExit, LinuxConfig, LinuxError, SerialOutput};
+use crate::guest_setup::{check_kvm_limits, guest_cpuid};
 
 /// How long a vCPU may take to answer a start or stop command.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,25 +60,6 @@ pub struct LinuxVm {
     _slots: MemorySlots,
     _ram: GuestRam,
     _vm: Arc<VmFd>,
-}
-
-/// Refuse topologies KVM cannot hold.
-fn check_kvm_limits(kvm: &Kvm, topo: &CpuTopology) -> Result<(), LinuxError> {
-    let limit = kvm.get_max_vcpus();
-    if topo.max_cpus() as usize > limit {
-        return Err(LinuxError::KvmLimit(format!(
-            "maxcpus {} exceeds this host's KVM limit of {limit} vCPUs per VM",
-            topo.max_cpus()
-        )));
-    }
-    let apic_id = topo.apic_layout().max_apic_id().0;
-    let id_limit = kvm.get_max_vcpu_id();
-    if apic_id as usize >= id_limit {
-        return Err(LinuxError::KvmLimit(format!(
-            "the last vCPU's APIC id {apic_id} is not below KVM's vCPU id limit {id_limit}"
-        )));
-    }
-    Ok(())
 }
 
 fn resolve_numa(config: &LinuxConfig) -> Result<Option<NumaTopology>, LinuxError> {
@@ -186,15 +165,7 @@ impl LinuxVm {
             tables.hotplug.map(|h| (h, cpus.as_slice())),
         ));
 
-        let supported = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_op("KVM_GET_SUPPORTED_CPUID"))?;
-        let resolved =
-            cpuid_model::check::resolve(&config.cpu, &cpuid_model::kvm::from_kvm(&supported))?;
-        for w in &resolved.warnings {
-            log::warn!("{w}");
-        }
-        let normalizer = Normalizer::new(&resolved.table, &topo)?;
+        let normalizer = guest_cpuid(&kvm, &config.cpu, &topo)?;
 
         let (events_tx, events) = event_channel(None);
         let ctx = VcpuContext::new(Arc::clone(&bus) as _, events_tx)?;

@@ -1,0 +1,80 @@
+//! Steps every VM of this VMM takes the same way, whatever its guest (the probe or Linux):
+//! refusing topologies KVM cannot hold, and the guest CPUID pipeline (what KVM supports ->
+//! the CPU model -> a per-vCPU normaliser).
+
+use cpu_topology::CpuTopology;
+use cpuid_model::check::{self, CheckError};
+use cpuid_model::normalize::{NormalizeError, Normalizer};
+use cpuid_model::spec::ModelSpec;
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::Kvm;
+
+/// A topology this host's KVM cannot hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvmLimitError {
+    /// More vCPU slots than KVM allows.
+    #[error("--smp: maxcpus {max_cpus} exceeds this host's KVM limit of {limit} vCPUs per VM (KVM_CAP_MAX_VCPUS)")]
+    TooManyVcpus {
+        /// Slots asked for.
+        max_cpus: u32,
+        /// KVM_CAP_MAX_VCPUS.
+        limit: usize,
+    },
+    /// The packed APIC ids reach KVM's vCPU id limit.
+    #[error("--smp: the last vCPU's APIC id {apic_id} is not below KVM's vCPU id limit {limit} (KVM_CAP_MAX_VCPU_ID); APIC ids are sparse for non-power-of-two levels, try power-of-two cores/threads")]
+    ApicIdTooLarge {
+        /// Largest APIC id of the topology.
+        apic_id: u32,
+        /// KVM_CAP_MAX_VCPU_ID.
+        limit: usize,
+    },
+}
+
+/// Refuse topologies KVM cannot hold. (More vCPUs than KVM_CAP_NR_VCPUS is only a warning,
+/// given by the over-commit admission.)
+pub fn check_kvm_limits(kvm: &Kvm, topo: &CpuTopology) -> Result<(), KvmLimitError> {
+    let limit = kvm.get_max_vcpus();
+    if topo.max_cpus() as usize > limit {
+        return Err(KvmLimitError::TooManyVcpus {
+            max_cpus: topo.max_cpus(),
+            limit,
+        });
+    }
+    let apic_id = topo.apic_layout().max_apic_id().0;
+    let limit = kvm.get_max_vcpu_id();
+    if apic_id as usize >= limit {
+        return Err(KvmLimitError::ApicIdTooLarge { apic_id, limit });
+    }
+    Ok(())
+}
+
+/// Why the guest's CPUID could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestCpuidError {
+    /// KVM did not say what it supports.
+    #[error("KVM_GET_SUPPORTED_CPUID failed")]
+    Supported(#[source] kvm_ioctls::Error),
+    /// The CPU model cannot run on this host (`enforce`) or is inconsistent (bad input).
+    #[error("--cpu")]
+    Model(#[from] CheckError),
+    /// The topology does not fit the vendor's CPUID leaves.
+    #[error("CPUID")]
+    Normalize(#[from] NormalizeError),
+}
+
+/// The per-vCPU CPUID of a guest: KVM's supported CPUID, the model `spec` applied (its
+/// warnings logged, as QEMU prints them), normalised for `topo`.
+pub fn guest_cpuid(
+    kvm: &Kvm,
+    spec: &ModelSpec,
+    topo: &CpuTopology,
+) -> Result<Normalizer, GuestCpuidError> {
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(GuestCpuidError::Supported)?;
+    let resolved = check::resolve(spec, &cpuid_model::kvm::from_kvm(&supported))?;
+    for w in &resolved.warnings {
+        log::warn!("{w}");
+    }
+    Ok(Normalizer::new(&resolved.table, topo)?)
+}
