@@ -36,7 +36,10 @@ fn main() -> ExitCode {
         Some(Command::CpuidPlan(args)) => cpuid_plan(args),
         Some(Command::OvercommitAdvice(args)) => overcommit_advice(args),
         Some(Command::CpuidBaseline { dumps }) => match planner::fleet_baseline(&dumps) {
-            Ok(b) => {
+            Ok((b, warnings)) => {
+                for w in warnings {
+                    log::warn!("{w}");
+                }
                 emit(&format!("{b}\n"));
                 ExitCode::SUCCESS
             }

@@ -165,13 +165,31 @@ pub fn write_plan(
     Ok(())
 }
 
-/// The largest named model (plus common extra features) every host can run.
-pub fn fleet_baseline(paths: &[PathBuf]) -> Result<Baseline, PlanError> {
+/// The largest named model (plus common extra features) every host can run, and warnings
+/// about the fleet (hosts of different vendors cannot migrate guests between them: a KVM
+/// guest always sees its host's vendor).
+pub fn fleet_baseline(paths: &[PathBuf]) -> Result<(Baseline, Vec<String>), PlanError> {
     let hosts = paths
         .iter()
         .map(|p| read_host_dump(p))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(baseline::baseline(&hosts)?)
+    let baseline = baseline::baseline(&hosts)?;
+    let mut vendors: Vec<String> = hosts
+        .iter()
+        .filter_map(|t| t.vendor())
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .collect();
+    vendors.sort();
+    vendors.dedup();
+    let mut warnings = Vec::new();
+    if vendors.len() > 1 {
+        warnings.push(format!(
+            "the hosts have different CPU vendors ({}): a KVM guest always sees its host's vendor, \
+             so guests cannot live-migrate between them whatever the model",
+            vendors.join(", ")
+        ));
+    }
+    Ok((baseline, warnings))
 }
 
 #[cfg(test)]
@@ -222,7 +240,14 @@ mod tests {
 
     #[test]
     fn baseline_of_one_host_runs_on_it() {
-        let b = fleet_baseline(&[fixture("host-amd-zen4.txt")]).unwrap();
+        let (b, warnings) = fleet_baseline(&[fixture("host-amd-zen4.txt")]).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (_, mixed) = fleet_baseline(&[
+            fixture("host-amd-zen4.txt"),
+            fixture("host-intel-cascadelake-synth.txt"),
+        ])
+        .unwrap();
+        assert!(mixed[0].contains("AuthenticAMD, GenuineIntel"), "{mixed:?}");
         let host = read_host_dump(&fixture("host-amd-zen4.txt")).unwrap();
         let spec = b.spec.clone();
         // The baseline resolves on its host even under enforce.
