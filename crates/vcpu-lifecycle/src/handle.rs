@@ -271,12 +271,10 @@ impl VcpuContext {
             }
         };
         Ok(VcpuHandle {
-            index,
-            tid,
+            view: VcpuObserver { index, tid, shared },
             requests: req_tx,
             replies: rep_rx,
             next_seq: 0,
-            shared,
             thread: Some(thread),
             returned_fd: None,
             kick_signal: signum,
@@ -298,12 +296,12 @@ pub(crate) struct Pending {
 /// Dropping the handle stops the thread (waiting at most [`DROP_TIMEOUT`]).
 #[derive(Debug)]
 pub struct VcpuHandle {
-    index: VcpuIndex,
-    tid: HostTid,
+    /// Index, thread id and the state shared with the thread: the read side, which a
+    /// handle shares with every [`VcpuObserver`].
+    view: VcpuObserver,
     requests: Sender<Request>,
     replies: Receiver<Reply>,
     next_seq: u64,
-    shared: Arc<Shared>,
     thread: Option<JoinHandle<Option<VcpuFd>>>,
     /// The vCPU fd the thread handed back after a Stop, until closed or taken.
     returned_fd: Option<VcpuFd>,
@@ -313,46 +311,39 @@ pub struct VcpuHandle {
 impl VcpuHandle {
     /// The vCPU index.
     pub fn index(&self) -> VcpuIndex {
-        self.index
+        self.view.index
     }
 
     /// The host thread id of the vCPU thread.
     pub fn thread_id(&self) -> HostTid {
-        self.tid
+        self.view.tid
     }
 
     /// The current state, as last published by the vCPU thread.
     pub fn state(&self) -> VcpuState {
-        self.shared.state()
+        self.view.state()
     }
 
     /// A snapshot of the exit counters.
     pub fn stats(&self) -> ExitStats {
-        self.shared.counters.snapshot()
+        self.view.stats()
     }
 
-    /// The host CPU the vCPU thread last ran on: read from the kernel while the thread
-    /// exists (`/proc/self/task/<tid>/stat`, field `processor`, so it is current even for
-    /// a guest that never exits), else the CPU the thread recorded at its last state
-    /// change. `None` if neither is known.
+    /// The host CPU the vCPU thread last ran on (see [`VcpuObserver::last_host_cpu`]).
     pub fn last_host_cpu(&self) -> Option<u32> {
-        last_cpu(self.tid, &self.shared)
+        self.view.last_host_cpu()
     }
 
     /// A cheap, cloneable read-only view for other threads (a monitor, statistics).
     pub fn observer(&self) -> VcpuObserver {
-        VcpuObserver {
-            index: self.index,
-            tid: self.tid,
-            shared: Arc::clone(&self.shared),
-        }
+        self.view.clone()
     }
 
     /// Makes the thread leave KVM_RUN now (it re-enters unless a command says otherwise).
     pub fn kick(&self) -> Result<(), VcpuError> {
         match &self.thread {
             Some(t) => t.kill(self.kick_signal).map_err(|source| VcpuError::Kick {
-                vcpu: self.index,
+                vcpu: self.view.index,
                 source,
             }),
             None => Ok(()),
@@ -388,9 +379,9 @@ impl VcpuHandle {
     /// its registers anew).
     pub fn stop_and_take_fd(mut self, timeout: Duration) -> Result<VcpuFd, VcpuError> {
         self.command(VcpuCommand::Stop, timeout)?;
-        self.returned_fd
-            .take()
-            .ok_or(VcpuError::FdNotReturned { vcpu: self.index })
+        self.returned_fd.take().ok_or(VcpuError::FdNotReturned {
+            vcpu: self.view.index,
+        })
     }
 
     /// Runs `f` with the vCPU fd on the vCPU thread and returns its result: read or set
@@ -411,7 +402,7 @@ impl VcpuHandle {
         self.wait(pending, deadline, timeout)?;
         // The thread ran `f` before replying, so the result is already queued.
         rx.try_recv().map_err(|_| VcpuError::Stopped {
-            vcpu: self.index,
+            vcpu: self.view.index,
             command: VcpuCommand::FdAccess,
         })
     }
@@ -436,7 +427,7 @@ impl VcpuHandle {
         if !gone {
             // Counted after the send and before the kick: a running vCPU looks at its queue
             // only when this count moved (see DESIGN.md, "Kick protocol").
-            self.shared.queued.fetch_add(1, Ordering::Release);
+            self.view.shared.queued.fetch_add(1, Ordering::Release);
         }
         if !gone && command != VcpuCommand::Start {
             match self.kick() {
@@ -477,12 +468,12 @@ impl VcpuHandle {
                 Ok(state)
             }
             Ok(Err(state)) => Err(VcpuError::InvalidTransition {
-                vcpu: self.index,
+                vcpu: self.view.index,
                 command,
                 state,
             }),
             Err(RecvTimeoutError::Timeout) => Err(VcpuError::Timeout {
-                vcpu: self.index,
+                vcpu: self.view.index,
                 command,
                 timeout,
             }),
@@ -493,7 +484,7 @@ impl VcpuHandle {
                     Ok(VcpuState::Stopped)
                 } else {
                     Err(VcpuError::Stopped {
-                        vcpu: self.index,
+                        vcpu: self.view.index,
                         command,
                     })
                 }
@@ -506,7 +497,10 @@ impl VcpuHandle {
         if let Some(t) = self.thread.take() {
             match t.join() {
                 Ok(fd) => self.returned_fd = fd,
-                Err(_) => log::warn!("vcpu-lifecycle: thread of vCPU {} panicked", self.index),
+                Err(_) => log::warn!(
+                    "vcpu-lifecycle: thread of vCPU {} panicked",
+                    self.view.index
+                ),
             }
         }
     }
@@ -522,7 +516,7 @@ impl Drop for VcpuHandle {
             // it reads its (now closed) command channel.
             log::warn!(
                 "vcpu-lifecycle: dropping vCPU {}: {e}; detaching its thread",
-                self.index
+                self.view.index
             );
         }
     }
@@ -616,7 +610,10 @@ impl VcpuObserver {
         self.shared.counters.snapshot()
     }
 
-    /// The host CPU the vCPU thread last ran on (see [`VcpuHandle::last_host_cpu`]).
+    /// The host CPU the vCPU thread last ran on: read from the kernel while the thread
+    /// exists (`/proc/self/task/<tid>/stat`, field `processor`, so it is current even for
+    /// a guest that never exits), else the CPU the thread recorded at its last state
+    /// change. `None` if neither is known.
     pub fn last_host_cpu(&self) -> Option<u32> {
         last_cpu(self.tid, &self.shared)
     }
