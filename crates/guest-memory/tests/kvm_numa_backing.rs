@@ -1,5 +1,7 @@
 //! Backed NUMA RAM under a real KVM guest: needs /dev/kvm and fails when it cannot be opened.
 
+mod common;
+
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -29,17 +31,7 @@ fn kvm_guest_writes_land_in_the_memfd_of_their_node() {
     ram.memory()
         .write_slice(&code, GuestAddress(0x1000))
         .unwrap();
-    let mut vcpu = vm.create_vcpu(0).unwrap();
-    let mut sregs = vcpu.get_sregs().unwrap();
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    sregs.ds.base = 0x80000;
-    sregs.ds.selector = 0x8000;
-    vcpu.set_sregs(&sregs).unwrap();
-    let mut regs = vcpu.get_regs().unwrap();
-    regs.rip = 0x1000;
-    regs.rflags = 2;
-    vcpu.set_regs(&regs).unwrap();
+    let mut vcpu = common::real_mode_vcpu(&vm, 0x8000);
     assert!(matches!(vcpu.run().unwrap(), VcpuExit::Hlt));
 
     // The byte is in node 1's memfd at offset 0x2000, and not in node 0's.

@@ -1,5 +1,7 @@
 //! KVM memory slots for real: these tests need /dev/kvm and fail when it cannot be opened.
 
+mod common;
+
 use std::sync::Arc;
 
 use guest_memory::{GuestRam, MemoryLayout, SlotError, SlotId};
@@ -76,17 +78,7 @@ fn kvm_guest_reads_and_writes_the_same_ram() {
         .write_obj(0x5au8, GuestAddress(0x3000))
         .unwrap();
 
-    let mut vcpu = vm.create_vcpu(0).unwrap();
-    let mut sregs = vcpu.get_sregs().unwrap();
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    sregs.ds.base = 0;
-    sregs.ds.selector = 0;
-    vcpu.set_sregs(&sregs).unwrap();
-    let mut regs = vcpu.get_regs().unwrap();
-    regs.rip = 0x1000;
-    regs.rflags = 2;
-    vcpu.set_regs(&regs).unwrap();
+    let mut vcpu = common::real_mode_vcpu(&vm, 0);
 
     match vcpu.run().unwrap() {
         VcpuExit::IoOut(port, data) => {
@@ -172,15 +164,7 @@ fn kvm_mapping_outlives_guest_ram_while_registered() {
     let slots = ram.register(Arc::clone(&vm)).unwrap();
     drop(ram);
     // The guest still runs from the mapping the slots keep alive.
-    let mut vcpu = vm.create_vcpu(0).unwrap();
-    let mut sregs = vcpu.get_sregs().unwrap();
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    vcpu.set_sregs(&sregs).unwrap();
-    let mut regs = vcpu.get_regs().unwrap();
-    regs.rip = 0x1000;
-    regs.rflags = 2;
-    vcpu.set_regs(&regs).unwrap();
+    let mut vcpu = common::real_mode_vcpu(&vm, 0);
     assert!(matches!(vcpu.run().unwrap(), VcpuExit::Hlt));
     drop(slots);
 }
