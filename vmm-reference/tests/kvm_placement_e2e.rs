@@ -132,7 +132,7 @@ fn kvm_overcommit_advice_explains_and_measures_each_width() {
             "--smp",
             "4",
             "--window-ms",
-            "50",
+            "250",
             "--barrier-work",
             "1000",
         ])
