@@ -55,7 +55,8 @@ impl ProbeBus {
         let Some(slot) = self.slots.get(vcpu.0 as usize) else {
             return ExitAction::StopVm(format!(
                 "probe doorbell from vCPU {vcpu}, which has no slot"
-            ));
+            )
+            .into());
         };
         match self.probe.read_report(&self.mem, vcpu) {
             Ok(report) => {
@@ -64,7 +65,7 @@ impl ProbeBus {
                 }
                 ExitAction::Continue
             }
-            Err(e) => ExitAction::StopVm(format!("malformed probe report: {e}")),
+            Err(e) => ExitAction::StopVm(format!("malformed probe report: {e}").into()),
         }
     }
 }

@@ -191,7 +191,7 @@ pub struct Vmm {
     pub(crate) config: VmmConfig,
     pub(crate) placement: VmPlacement,
     /// Spawns vCPU threads (boot and hot-plugged) with the VM's exit handler.
-    pub(crate) ctx: VcpuContext,
+    pub(crate) ctx: VcpuContext<ProbeBus>,
     /// Per-vCPU CPUID for any slot, hot-pluggable ones included.
     pub(crate) normalizer: Normalizer,
     /// Hot-plugged vCPUs by `device_add` id.
@@ -244,7 +244,7 @@ impl Vmm {
 
         let bus = Arc::new(ProbeBus::new(probe, ram.memory().clone(), topo.max_cpus()));
         let (events_tx, events) = event_channel(None);
-        let ctx = VcpuContext::new(Arc::clone(&bus) as _, events_tx)?;
+        let ctx = VcpuContext::new(Arc::clone(&bus), events_tx)?;
         let apic = topo.apic_layout();
         let mut vcpus = VcpuSet::new();
         for (index, table) in topo.present().zip(&cpuid) {

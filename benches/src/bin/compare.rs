@@ -8,6 +8,9 @@
 //! 2. whole-process wall time (median) and peak RSS (largest) of a trivial guest:
 //!    start, one exit, stop. The runners take turns (one run of each per round, after one
 //!    warm-up round), so a busy machine slows them alike instead of skewing one of them.
+//!    Peak RSS is the program's own VmHWM, read from /proc when it exits (see [`peak`]):
+//!    `ru_maxrss` of a spawned child also counts the parent's RSS, which exec records from
+//!    the address space it replaces.
 //!
 //! The header names the machine (CPUs, model, kernel) so the tables can be compared with
 //! docs/PERFORMANCE.md.
@@ -20,6 +23,8 @@ use std::time::{Duration, Instant};
 const SHORT: u64 = 500;
 const LONG: u64 = 5500;
 const RUNS: usize = 20;
+/// Traced runs per command for the memory columns (the largest figures are kept).
+const RSS_RUNS: usize = 3;
 
 struct Runner {
     name: &'static str,
@@ -101,9 +106,9 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "| runner | wall time median (ms) | vs raw loop | peak RSS (MiB) | target |"
+        "| runner | wall time median (ms) | vs raw loop | peak RSS (MiB) | private at exit (MiB) | target |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---|");
     let mut rows: Vec<(&str, Vec<String>)> =
         runners.iter().map(|r| (r.name, (r.argv)(1))).collect();
     let qemu = qemu_command();
@@ -122,7 +127,7 @@ fn main() {
     let wall_qemu = wall_of("qemu-system-x86_64");
     for ((name, _), result) in rows.iter().zip(&results) {
         match result {
-            Ok((wall, rss)) => {
+            Ok((wall, mem)) => {
                 let target = if *name == "vmm-reference" {
                     "<= 1.5x raw, <= 0.1x QEMU, <= 2.5 MiB"
                 } else {
@@ -132,13 +137,14 @@ fn main() {
                     wall_raw.map_or(String::new(), |b| format!("{:.2}x", ms(*wall) / ms(b)));
                 let _ = writeln!(
                     out,
-                    "| {name} | {:.2} | {vs_raw} | {:.2} | {target} |",
+                    "| {name} | {:.2} | {vs_raw} | {:.2} | {:.2} | {target} |",
                     ms(*wall),
-                    *rss as f64 / 1024.0
+                    mem.peak_kib as f64 / 1024.0,
+                    mem.anon_kib as f64 / 1024.0
                 );
             }
             Err(e) => {
-                let _ = writeln!(out, "| {name} | error: {e} | | | |");
+                let _ = writeln!(out, "| {name} | error: {e} | | | | |");
             }
         }
     }
@@ -197,12 +203,15 @@ fn per_exit_instructions(argv: &dyn Fn(u64) -> Vec<String>) -> Result<f64, Strin
     Ok(long.saturating_sub(short) as f64 / (LONG - SHORT) as f64)
 }
 
-/// Median wall time and largest peak RSS (KiB) of each command over `runs` rounds. Each
-/// round runs every command once, in turn; one warm-up round (page cache, first-use
-/// kernel work) is not counted.
-fn measure_interleaved(argvs: &[Vec<String>], runs: usize) -> Vec<Result<(Duration, i64), String>> {
+/// Median wall time of each command over `runs` rounds, and its largest memory figures over
+/// [`RSS_RUNS`] traced runs. Each round runs every command once, in turn; one warm-up round
+/// (page cache, first-use kernel work) is not counted. Traced runs are separate: tracing
+/// slows the exit path, so they never count for time.
+fn measure_interleaved(
+    argvs: &[Vec<String>],
+    runs: usize,
+) -> Vec<Result<(Duration, peak::Memory), String>> {
     let mut walls: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); argvs.len()];
-    let mut peaks = vec![0i64; argvs.len()];
     let mut errors: Vec<Option<String>> = vec![None; argvs.len()];
     for round in 0..=runs {
         for (i, argv) in argvs.iter().enumerate() {
@@ -210,45 +219,49 @@ fn measure_interleaved(argvs: &[Vec<String>], runs: usize) -> Vec<Result<(Durati
                 continue;
             }
             match run_once(argv) {
-                Ok((wall, rss)) => {
-                    if round > 0 {
-                        walls[i].push(wall);
-                        peaks[i] = peaks[i].max(rss);
-                    }
-                }
+                Ok(wall) if round > 0 => walls[i].push(wall),
+                Ok(_) => {}
                 Err(e) => errors[i] = Some(e),
             }
         }
     }
     walls
         .into_iter()
-        .zip(peaks)
         .zip(errors)
-        .map(|((mut w, peak), err)| match err {
-            Some(e) => Err(e),
-            None => {
-                w.sort();
-                Ok((w[w.len() / 2], peak))
+        .zip(argvs)
+        .map(|((mut w, err), argv)| {
+            if let Some(e) = err {
+                return Err(e);
             }
+            let mut mem = peak::Memory::default();
+            for _ in 0..RSS_RUNS {
+                let (status, m) = peak::run(argv)?;
+                if !status_ok(argv, status) {
+                    return Err(format!("{} exited with status {status} (traced)", argv[0]));
+                }
+                mem = mem.max(m);
+            }
+            w.sort();
+            Ok((w[w.len() / 2], mem))
         })
         .collect()
 }
 
-/// One run: wall time from spawn to reaped exit, and peak RSS (KiB).
-fn run_once(argv: &[String]) -> Result<(Duration, i64), String> {
+/// One run: wall time from spawn to reaped exit.
+fn run_once(argv: &[String]) -> Result<Duration, String> {
     let start = Instant::now();
-    let child = Command::new(&argv[0])
+    let status = Command::new(&argv[0])
         .args(&argv[1..])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .status()
         .map_err(|e| format!("{}: {e}", argv[0]))?;
-    let (status, rss) = rusage::wait(child.id())?;
     let wall = start.elapsed();
-    if !status_ok(argv, status) {
-        return Err(format!("{} exited with status {status}", argv[0]));
+    let code = status.code().unwrap_or(-1);
+    if !status_ok(argv, code) {
+        return Err(format!("{} exited with status {code}", argv[0]));
     }
-    Ok((wall, rss))
+    Ok(wall)
 }
 
 /// `N CPUs, <model name>, Linux <release>` from /proc.
@@ -310,23 +323,110 @@ fn qemu_command() -> Option<Vec<String>> {
     )
 }
 
-mod rusage {
-    /// Wait for `pid` and return its exit status and peak RSS in KiB (ru_maxrss).
-    pub fn wait(pid: u32) -> Result<(i32, i64), String> {
-        let mut status = 0;
-        // SAFETY: rusage is plain old data; all-zero is a valid value.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: wait4 writes only to the two locals passed by pointer, which live
-        // across the call; pid is our own child.
-        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
-        if r < 0 {
-            return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+/// A program's own peak RSS: run it under ptrace, stop it at its exit (PTRACE_EVENT_EXIT,
+/// before its address space is torn down) and read VmHWM and RssAnon from
+/// /proc/<pid>/status.
+///
+/// `ru_maxrss` from wait4 cannot be used: exec records the peak of the address space it
+/// replaces into the new program's maxrss, and for a spawned child that is the spawning
+/// process's (posix_spawn shares it; fork copies it). A small program then reads as large
+/// as its parent.
+mod peak {
+    use std::os::unix::process::CommandExt as _;
+    use std::process::{Command, Stdio};
+
+    /// Memory of one run, KiB.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Memory {
+        /// VmHWM: the largest resident set of the program's address space.
+        pub peak_kib: u64,
+        /// RssAnon at exit: private anonymous memory (heap, stacks, ...).
+        pub anon_kib: u64,
+    }
+
+    impl Memory {
+        pub fn max(self, other: Memory) -> Memory {
+            Memory {
+                peak_kib: self.peak_kib.max(other.peak_kib),
+                anon_kib: self.anon_kib.max(other.anon_kib),
+            }
         }
-        let code = if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            -1
-        };
-        Ok((code, usage.ru_maxrss))
+    }
+
+    fn field(status: &str, name: &str) -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    fn ptrace(request: libc::c_uint, pid: libc::pid_t, data: usize) -> Result<(), String> {
+        // SAFETY: the requests used here (SETOPTIONS, CONT) take no pointer; `addr` is
+        // unused and `data` is an integer (options or a signal number).
+        let r = unsafe { libc::ptrace(request, pid, 0usize, data) };
+        if r < 0 {
+            return Err(format!("ptrace: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    fn wait(pid: libc::pid_t) -> Result<i32, String> {
+        let mut status = 0;
+        // SAFETY: waitpid writes only to the local passed by pointer; pid is our child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r < 0 {
+            return Err(format!("waitpid: {}", std::io::Error::last_os_error()));
+        }
+        Ok(status)
+    }
+
+    /// Run `argv` to its end; its exit status and memory.
+    pub fn run(argv: &[String]) -> Result<(i32, Memory), String> {
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: the closure runs in the forked child before exec and only makes one
+        // async-signal-safe system call.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::ptrace(libc::PTRACE_TRACEME, 0, 0usize, 0usize) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| format!("{}: {e}", argv[0]))?;
+        let pid = child.id() as libc::pid_t;
+        // The child stops with SIGTRAP at its exec.
+        let status = wait(pid)?;
+        if !libc::WIFSTOPPED(status) {
+            return Err(format!("{} did not stop at exec", argv[0]));
+        }
+        let options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL;
+        ptrace(libc::PTRACE_SETOPTIONS, pid, options as usize)?;
+        ptrace(libc::PTRACE_CONT, pid, 0)?;
+        let mut mem = Memory::default();
+        loop {
+            let status = wait(pid)?;
+            if libc::WIFEXITED(status) {
+                return Ok((libc::WEXITSTATUS(status), mem));
+            }
+            if libc::WIFSIGNALED(status) {
+                return Ok((-1, mem));
+            }
+            let exit_event = libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8);
+            if status >> 8 == exit_event {
+                let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+                mem.peak_kib = field(&text, "VmHWM:").unwrap_or(0);
+                mem.anon_kib = field(&text, "RssAnon:").unwrap_or(0);
+                ptrace(libc::PTRACE_CONT, pid, 0)?;
+            } else {
+                // Any other stop is a signal for the program: deliver it.
+                let sig = libc::WSTOPSIG(status) as usize;
+                ptrace(libc::PTRACE_CONT, pid, sig)?;
+            }
+        }
     }
 }

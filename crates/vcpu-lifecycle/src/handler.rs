@@ -13,7 +13,54 @@ pub enum ExitAction {
     Halt,
     /// Stop the whole VM: this vCPU moves to [`crate::VcpuState::Stopped`] and reports
     /// [`crate::VcpuEvent::StopVm`] with this reason; the VMM then stops the other vCPUs.
-    StopVm(String),
+    /// Build one with `ExitAction::StopVm("reason".into())`.
+    StopVm(StopRequest),
+}
+
+/// The reason an exit handler gives for stopping the VM.
+///
+/// The text sits behind one thin pointer so that an [`ExitAction`] is two machine words:
+/// handlers return it in registers on every exit, and only the rare stop pays for the
+/// allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopRequest(Box<Reason>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Reason(String);
+
+impl StopRequest {
+    /// A stop with this reason.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self(Box::new(Reason(reason.into())))
+    }
+
+    /// The reason.
+    pub fn reason(&self) -> &str {
+        &self.0 .0
+    }
+
+    /// The reason, owned.
+    pub fn into_reason(self) -> String {
+        self.0 .0
+    }
+}
+
+impl From<String> for StopRequest {
+    fn from(reason: String) -> Self {
+        Self::new(reason)
+    }
+}
+
+impl From<&str> for StopRequest {
+    fn from(reason: &str) -> Self {
+        Self::new(reason)
+    }
+}
+
+impl std::fmt::Display for StopRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
 }
 
 /// Receives the port-I/O and MMIO exits of every vCPU of a VM (typically the VMM's bus,

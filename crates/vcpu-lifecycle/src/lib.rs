@@ -84,7 +84,7 @@ pub use handle::{
     HookError, HostTid, PreRunHook, VcpuContext, VcpuError, VcpuHandle, VcpuObserver,
     DEFAULT_SPAWN_TIMEOUT, DROP_TIMEOUT,
 };
-pub use handler::{ExitAction, ExitHandler};
+pub use handler::{ExitAction, ExitHandler, StopRequest};
 pub use set::{VcpuSet, VcpuSetError};
 pub use state::{transition, VcpuCommand, VcpuState};
 pub use stats::ExitStats;

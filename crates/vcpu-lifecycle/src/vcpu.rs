@@ -5,13 +5,13 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 
 use cpu_topology::VcpuIndex;
-use kvm_ioctls::{VcpuExit, VcpuFd};
+use kvm_ioctls::VcpuFd;
 
 use crate::event::{EventSender, Rip, StopReason, VcpuEvent, VmStop};
 use crate::handler::{ExitAction, ExitHandler};
 use crate::state::{transition, VcpuCommand, VcpuState};
 use crate::stats::{ExitCounters, ExitKind};
-use crate::sys::{self, KickableVcpu};
+use crate::sys::{self, KickableVcpu, RunExit};
 
 /// Upper bound on the extra KVM_RUN calls a pause makes to complete pending I/O. One is
 /// normally enough; a `rep ins/outs` may need one per chunk. Past the bound the vCPU pauses
@@ -99,10 +99,10 @@ enum LoopExit {
 }
 
 /// Everything the vCPU thread owns.
-pub(crate) struct VcpuThread {
+pub(crate) struct VcpuThread<H: ExitHandler + ?Sized> {
     pub(crate) index: VcpuIndex,
     pub(crate) vcpu: KickableVcpu,
-    pub(crate) handler: Arc<dyn ExitHandler>,
+    pub(crate) handler: Arc<H>,
     pub(crate) events: EventSender,
     pub(crate) shared: Arc<Shared>,
     pub(crate) requests: Receiver<Request>,
@@ -113,7 +113,7 @@ pub(crate) struct VcpuThread {
     pub(crate) io_pending: bool,
 }
 
-impl VcpuThread {
+impl<H: ExitHandler + ?Sized> VcpuThread<H> {
     fn state(&self) -> VcpuState {
         self.shared.state()
     }
@@ -303,49 +303,52 @@ impl VcpuThread {
         // Any KVM_RUN call completes the previously pending I/O first.
         self.io_pending = false;
         let action = match self.vcpu.run() {
-            Ok(VcpuExit::IoOut(port, data)) => {
+            Ok(RunExit::IoOut(port, data)) => {
                 counters.count(ExitKind::IoOut);
                 self.io_pending = true;
                 handler.io_out(index, port, data)
             }
-            Ok(VcpuExit::IoIn(port, data)) => {
+            Ok(RunExit::IoIn(port, data)) => {
                 counters.count(ExitKind::IoIn);
                 self.io_pending = true;
                 handler.io_in(index, port, data)
             }
-            Ok(VcpuExit::MmioRead(addr, data)) => {
+            Ok(RunExit::MmioRead(addr, data)) => {
                 counters.count(ExitKind::MmioRead);
                 self.io_pending = true;
                 handler.mmio_read(index, addr, data)
             }
-            Ok(VcpuExit::MmioWrite(addr, data)) => {
+            Ok(RunExit::MmioWrite(addr, data)) => {
                 counters.count(ExitKind::MmioWrite);
                 self.io_pending = true;
                 handler.mmio_write(index, addr, data)
             }
-            Ok(VcpuExit::Hlt) => {
+            Ok(RunExit::Hlt) => {
                 counters.count(ExitKind::Hlt);
                 ExitAction::Halt
             }
-            Ok(VcpuExit::Intr) => {
+            Ok(RunExit::Intr) => {
                 counters.count(ExitKind::Interrupted);
                 ExitAction::Continue
             }
-            Ok(VcpuExit::Shutdown) => return self.slow_exit(Outcome::TripleFault),
-            Ok(VcpuExit::InternalError) => return self.slow_exit(Outcome::InternalError),
-            Ok(VcpuExit::FailEntry(hardware_reason, host_cpu)) => {
+            Ok(RunExit::Shutdown) => return self.slow_exit(Outcome::TripleFault),
+            Ok(RunExit::InternalError) => return self.slow_exit(Outcome::InternalError),
+            Ok(RunExit::FailEntry {
+                hardware_reason,
+                host_cpu,
+            }) => {
                 return self.slow_exit(Outcome::FailEntry {
                     hardware_reason,
                     host_cpu,
                 })
             }
-            Ok(_) => return self.slow_exit(Outcome::Unexpected),
+            Ok(RunExit::Other) => return self.slow_exit(Outcome::Unexpected),
             Err(e) => return self.slow_exit(Outcome::RunFailed(e)),
         };
         match action {
             ExitAction::Continue => Flow::Continue,
             ExitAction::Halt => Flow::Halt,
-            ExitAction::StopVm(why) => Flow::stop(StopReason::Requested(why)),
+            ExitAction::StopVm(why) => Flow::stop(StopReason::Requested(why.into_reason())),
         }
     }
 

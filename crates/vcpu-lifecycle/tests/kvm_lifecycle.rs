@@ -10,12 +10,17 @@ use std::time::Duration;
 use common::{entry, recv_events, thread_comm, wait_until, TestBus, TestVm, LONG};
 use cpu_topology::VcpuIndex;
 use vcpu_lifecycle::{
-    event_channel, ExitStats, Rip, StopReason, VcpuCommand, VcpuContext, VcpuError, VcpuEvent,
-    VcpuSet, VcpuState, VmStop,
+    event_channel, ExitHandler, ExitStats, Rip, StopReason, VcpuCommand, VcpuContext, VcpuError,
+    VcpuEvent, VcpuSet, VcpuState, VmStop,
 };
 use vmm_sys_util::eventfd::EventFd;
 
-fn spawn_set(vm: &TestVm, ctx: &VcpuContext, n: u32, program: &str) -> VcpuSet {
+fn spawn_set<H: ExitHandler + ?Sized + 'static>(
+    vm: &TestVm,
+    ctx: &VcpuContext<H>,
+    n: u32,
+    program: &str,
+) -> VcpuSet {
     (0..n)
         .map(|i| {
             let fd = vm.vcpu(u64::from(i), entry(program));

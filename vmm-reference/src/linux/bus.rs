@@ -225,7 +225,7 @@ impl ExitHandler for LinuxBus {
             }
         } else if port == I8042_COMMAND && data.first() == Some(&I8042_RESET) {
             self.reboot.store(true, Ordering::Release);
-            return ExitAction::StopVm(REBOOT_REASON.to_string());
+            return ExitAction::StopVm(REBOOT_REASON.into());
         } else if let Some((offset, ctl)) = self.hotplug_offset(port) {
             // Eject needs a monitor to act on; without one the slot simply empties.
             let _ = lock(ctl).write(offset, data);
@@ -325,7 +325,7 @@ mod tests {
         assert!(!bus.reboot_requested());
         assert_eq!(
             outb(&bus, I8042_COMMAND, I8042_RESET),
-            ExitAction::StopVm(REBOOT_REASON.to_string())
+            ExitAction::StopVm(REBOOT_REASON.into())
         );
         assert!(bus.reboot_requested());
     }

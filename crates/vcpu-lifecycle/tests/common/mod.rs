@@ -262,7 +262,7 @@ impl ExitHandler for TestBus {
             .fetch_add(1, Ordering::Relaxed);
         match port {
             0x11 => ExitAction::Halt,
-            0x12 => ExitAction::StopVm(format!("guest wrote {:#x} to port 0x12", data[0])),
+            0x12 => ExitAction::StopVm(format!("guest wrote {:#x} to port 0x12", data[0]).into()),
             0x13 => {
                 let mut open = self.gate.lock().unwrap();
                 if !*open {
