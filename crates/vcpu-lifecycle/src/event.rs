@@ -79,6 +79,10 @@ pub enum StopReason {
         data: Vec<u64>,
         /// Where.
         rip: Rip,
+        /// Guest-physical address of the instruction at RIP (KVM_TRANSLATE under the
+        /// guest's own paging), so that the VMM can show the instruction's bytes; `None`
+        /// when RIP is unknown or not mapped.
+        code_gpa: Option<u64>,
     },
     /// KVM_EXIT_FAIL_ENTRY: the hardware refused to enter the guest.
     FailEntry {
@@ -115,12 +119,16 @@ impl fmt::Display for StopReason {
                 suberror,
                 data,
                 rip,
+                code_gpa,
             } => {
                 write!(
                     f,
                     "KVM internal error (KVM_EXIT_INTERNAL_ERROR) suberror {suberror} ({}) at {rip}",
                     internal_suberror_name(*suberror)
                 )?;
+                if let Some(gpa) = code_gpa {
+                    write!(f, " (GPA {gpa:#x})")?;
+                }
                 if !data.is_empty() {
                     f.write_str(", data")?;
                     for d in data {
@@ -222,9 +230,20 @@ mod tests {
                     suberror: 1,
                     data: vec![0x10, 0x0],
                     rip: Rip(Some(0xfff0)),
+                    code_gpa: None,
                 },
                 "vCPU 3: KVM internal error (KVM_EXIT_INTERNAL_ERROR) suberror 1 \
                  (emulation failure) at RIP 0xfff0, data 0x10 0x0",
+            ),
+            (
+                StopReason::InternalError {
+                    suberror: 1,
+                    data: vec![],
+                    rip: Rip(Some(0xffffffff81000000)),
+                    code_gpa: Some(0x1000000),
+                },
+                "vCPU 3: KVM internal error (KVM_EXIT_INTERNAL_ERROR) suberror 1 \
+                 (emulation failure) at RIP 0xffffffff81000000 (GPA 0x1000000)",
             ),
             (
                 StopReason::FailEntry {

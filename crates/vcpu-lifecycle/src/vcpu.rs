@@ -378,10 +378,12 @@ impl<H: ExitHandler + ?Sized> VcpuThread<H> {
             Outcome::InternalError => {
                 counters.count(ExitKind::InternalError);
                 let (suberror, data) = self.vcpu.internal_error().unwrap_or((0, Vec::new()));
+                let rip = self.rip();
                 Flow::stop(StopReason::InternalError {
                     suberror,
                     data,
-                    rip: self.rip(),
+                    rip,
+                    code_gpa: rip.0.and_then(|rip| self.translate(rip)),
                 })
             }
             Outcome::FailEntry {
@@ -410,6 +412,12 @@ impl<H: ExitHandler + ?Sized> VcpuThread<H> {
     /// Guest RIP, read on this thread (fault path only).
     fn rip(&self) -> Rip {
         Rip(self.vcpu.fd().get_regs().ok().map(|r| r.rip))
+    }
+
+    /// The guest-physical address of `gva` under the vCPU's current paging.
+    fn translate(&self, gva: u64) -> Option<u64> {
+        let t = self.vcpu.fd().translate_gva(gva).ok()?;
+        (t.valid != 0).then_some(t.physical_address)
     }
 }
 

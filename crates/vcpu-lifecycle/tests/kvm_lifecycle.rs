@@ -533,11 +533,19 @@ fn kvm_internal_error_stops_the_vm_with_suberror_and_rip() {
         set.stop_all(LONG).unwrap();
         return;
     }
-    let StopReason::InternalError { suberror, rip, .. } = reason else {
+    let StopReason::InternalError {
+        suberror,
+        rip,
+        code_gpa,
+        ..
+    } = reason
+    else {
         panic!("expected an internal error, got {reason}");
     };
     assert_eq!(*suberror, 1);
     assert_eq!(*rip, Rip(Some(u64::from(entry("xgetbv")))));
+    // Real mode, no paging: the code's physical address is its linear address.
+    assert_eq!(*code_gpa, Some(u64::from(entry("xgetbv"))));
     assert!(event.to_string().starts_with(
         "vCPU 0: KVM internal error (KVM_EXIT_INTERNAL_ERROR) suberror 1 (emulation failure) \
          at RIP 0x1800"
