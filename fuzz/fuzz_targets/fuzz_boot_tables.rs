@@ -3,26 +3,46 @@
 //! ranges and register accesses give tables or typed errors, never a panic, and every
 //! table built is checksummed.
 use libfuzzer_sys::fuzz_target;
-use x86_boot::acpi::{build_acpi, AcpiConfig, AcpiLayout, CpuHotplugController};
+use x86_boot::acpi::{
+    build_acpi, AcpiConfig, AcpiLayout, CpuHotplugConfig, CpuHotplugController, PowerConfig,
+};
 use x86_boot::e820::{build_e820_map, E820Type};
 use x86_boot::mptable::build_mptable;
 use x86_boot::{CpuEntry, IoApicConfig};
 
 fuzz_target!(|data: &[u8]| {
-    let mut words = data.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    let mut words = data
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
     let n = words.next().unwrap_or(0) % 300;
     let cpus: Vec<CpuEntry> = (0..n)
         .map(|_| {
             let w = words.next().unwrap_or(0);
-            CpuEntry { apic_id: w >> 2, present: w & 1 == 1, node: (w >> 1) & 1 }
+            CpuEntry {
+                apic_id: w >> 2,
+                present: w & 1 == 1,
+                node: (w >> 1) & 1,
+            }
         })
         .collect();
     let ioapic = IoApicConfig::default();
     let _ = build_mptable(0xf0000, &cpus, &ioapic);
-    let config = AcpiConfig { cpus: cpus.clone(), ioapic, numa: None, hotplug: None };
+    let flags = words.next().unwrap_or(0);
+    let config = AcpiConfig {
+        cpus: cpus.clone(),
+        ioapic,
+        numa: None,
+        hotplug: (flags & 1 == 1).then(CpuHotplugConfig::default),
+        power: (flags & 2 == 2).then(PowerConfig::default),
+    };
     if let Ok(tables) = build_acpi(&config, &AcpiLayout::default()) {
         for t in &tables.tables {
-            assert_eq!(t.bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0, "{:?}", t.signature);
+            assert_eq!(
+                t.bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b)),
+                0,
+                "{:?}",
+                t.signature
+            );
         }
     }
     let ranges: Vec<(u64, u64, E820Type)> = (0..words.next().unwrap_or(0) % 8)

@@ -3,8 +3,8 @@
 //! option and the HMP `xp` format/address parsers. None may panic on any input.
 use libfuzzer_sys::fuzz_target;
 use vmm_reference::monitor::hmp::{parse_address, parse_xp_format};
-use vmm_reference::monitor::protocol::{parse_request, JsonStream};
 use vmm_reference::monitor::parse_qmp_option;
+use vmm_reference::monitor::protocol::{parse_request, JsonStream};
 
 fuzz_target!(|data: &[u8]| {
     // Feed the stream in two pieces, as a socket may deliver it.

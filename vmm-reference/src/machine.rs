@@ -1,46 +1,189 @@
 //! The running machine behind the monitor: a [`Vmm`] shared between the main thread and
 //! the monitor's client threads, its run state, and the quit signal.
+//!
+//! The pieces every monitor backend needs, whatever its guest, live here too and are
+//! shared with the Linux VM's backend ([`crate::linux::machine`]): [`RunControl`] (run
+//! state, quit signal, events, the stop/cont/guest-fault transitions) and the conversions
+//! from KVM and topology types to the monitor's plain data ([`cpu_props`],
+//! [`plug_position`], [`qom_path`], [`registers`]).
 
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cpu_topology::{TopologyPosition, VcpuIndex};
+use cpu_topology::{CpuTopology, TopologyPosition, VcpuIndex};
 use vcpu_lifecycle::{StopReason, VcpuState, VmStop};
 
+use crate::hotplug::VcpuRegisters;
 use crate::monitor::{
     BackendError, CpuInfo, CpuPlugRequest, CpuProps, CpuSlot, DescriptorTable, EventSink,
     MonitorBackend, NumaNode, Registers, RunState, Segment, Unplug,
 };
 use crate::{error_chain, Vmm, VmmError};
 
-/// A VM driven by a monitor.
+/// Run state, quit signal and event sink of a VM behind a monitor, with the state
+/// transitions every backend makes the same way.
 #[derive(Debug)]
-pub struct Machine {
-    vmm: Mutex<Vmm>,
+pub struct RunControl {
     state: Mutex<RunState>,
+    /// Held across a whole `stop` or `cont`, so two clients cannot both pause (or both
+    /// resume) the VM. Taken before the VM's lock, never while holding it.
+    transition: Mutex<()>,
     quit: Mutex<Sender<()>>,
     events: EventSink,
 }
 
-fn failed(operation: &'static str, e: VmmError) -> BackendError {
-    if e.is_bad_input() {
-        BackendError::Rejected(error_chain(&e))
+impl RunControl {
+    /// A VM in `prelaunch`; `quit` is signalled when a client asks to quit.
+    pub fn new(quit: Sender<()>, events: EventSink) -> Self {
+        Self {
+            state: Mutex::new(RunState::Prelaunch),
+            transition: Mutex::new(()),
+            quit: Mutex::new(quit),
+            events,
+        }
+    }
+
+    /// The current run state.
+    pub fn status(&self) -> RunState {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record a new run state.
+    pub fn set(&self, s: RunState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    /// Where the backend emits the events it originates.
+    pub fn events(&self) -> &EventSink {
+        &self.events
+    }
+
+    /// Tell the main thread that a client asked to quit.
+    pub fn quit(&self) {
+        let _ = self.quit.lock().unwrap_or_else(|p| p.into_inner()).send(());
+    }
+
+    /// `stop`: `pause` every vCPU when the VM runs; a VM in any other state is left alone.
+    pub fn stop(
+        &self,
+        pause: impl FnOnce() -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        if self.status() == RunState::Running {
+            pause()?;
+            self.set(RunState::Paused);
+        }
+        Ok(())
+    }
+
+    /// `cont`: `resume` a paused VM; a VM the guest stopped cannot be resumed.
+    pub fn cont(
+        &self,
+        resume: impl FnOnce() -> Result<(), BackendError>,
+    ) -> Result<(), BackendError> {
+        let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
+        match self.status() {
+            RunState::Paused => {
+                resume()?;
+                self.set(RunState::Running);
+                Ok(())
+            }
+            RunState::Shutdown | RunState::InternalError => Err(BackendError::Rejected(
+                "the guest stopped the VM; it cannot be resumed (quit, and start it again)"
+                    .to_string(),
+            )),
+            RunState::Running | RunState::Prelaunch => Ok(()),
+        }
+    }
+
+    /// The guest faulted and its vCPUs were stopped: record the state and tell clients, as
+    /// QEMU does with `-no-shutdown` (the process stays up for inspection until `quit`).
+    /// A triple fault is a reset request (`SHUTDOWN`, `guest-reset`); anything else is an
+    /// internal error (`STOP`).
+    pub fn guest_fault(&self, stop: &VmStop) {
+        match stop.reason {
+            StopReason::TripleFault { .. } => {
+                self.set(RunState::Shutdown);
+                self.events.emit(
+                    "SHUTDOWN",
+                    serde_json::json!({"guest": true, "reason": "guest-reset"}),
+                );
+            }
+            _ => {
+                self.set(RunState::InternalError);
+                self.events.emit("STOP", serde_json::json!({}));
+            }
+        }
+    }
+
+    /// The guest ended the VM itself (`reason` in QMP's `ShutdownCause` spelling, e.g.
+    /// `guest-reset`, `guest-shutdown`): record it and emit `SHUTDOWN` with `guest: true`.
+    pub fn guest_shutdown(&self, reason: &str) {
+        self.set(RunState::Shutdown);
+        self.events.emit(
+            "SHUTDOWN",
+            serde_json::json!({"guest": true, "reason": reason}),
+        );
+    }
+}
+
+/// A failed VMM call as a backend error: the user's fault is shown as is, anything else
+/// names the operation and keeps the cause.
+pub fn backend_failure(
+    operation: &'static str,
+    e: &(dyn std::error::Error + 'static),
+    bad_input: bool,
+) -> BackendError {
+    if bad_input {
+        BackendError::Rejected(error_chain(e))
     } else {
         BackendError::Failed {
             operation,
-            source: error_chain(&e).into(),
+            source: error_chain(e).into(),
         }
     }
 }
 
-fn props(p: TopologyPosition) -> CpuProps {
+fn failed(operation: &'static str, e: VmmError) -> BackendError {
+    backend_failure(operation, &e, e.is_bad_input())
+}
+
+/// QMP `CpuInstanceProperties` of a topology position on NUMA node `node`.
+pub fn cpu_props(p: TopologyPosition, node: Option<u32>) -> CpuProps {
     CpuProps {
         socket_id: p.socket,
         die_id: p.die,
         module_id: None,
         core_id: p.core,
         thread_id: p.thread,
-        node_id: Some(0),
+        node_id: node,
+    }
+}
+
+/// The topology position a `device_add` asks for (`module-id` defaults to 0).
+pub fn plug_position(p: &CpuProps) -> TopologyPosition {
+    TopologyPosition {
+        socket: p.socket_id,
+        die: p.die_id,
+        module: p.module_id.unwrap_or(0),
+        core: p.core_id,
+        thread: p.thread_id,
+    }
+}
+
+/// The `device_add` id when the client gave none: `cpu<index>` of the slot (`cpu4294967295`
+/// for a position outside the topology, which the plug then refuses).
+pub fn default_device_id(topo: &CpuTopology, position: TopologyPosition) -> String {
+    let index = topo.index_of(position).map_or(u32::MAX, |i| i.0);
+    format!("cpu{index}")
+}
+
+/// QOM path of a vCPU: `/machine/peripheral/<id>` for one hot-plugged with `id`,
+/// `/machine/unattached/device[N]` for a boot vCPU, as in QEMU.
+pub fn qom_path(index: VcpuIndex, plugged_id: Option<&str>) -> String {
+    match plugged_id {
+        Some(id) => format!("/machine/peripheral/{id}"),
+        None => format!("/machine/unattached/device[{}]", index.0),
     }
 }
 
@@ -61,14 +204,66 @@ fn segment(s: &kvm_bindings::kvm_segment) -> Segment {
     }
 }
 
+/// The monitor's register snapshot of KVM's registers.
+pub fn registers(r: &VcpuRegisters) -> Registers {
+    let (g, s) = (&r.regs, &r.sregs);
+    Registers {
+        rax: g.rax,
+        rbx: g.rbx,
+        rcx: g.rcx,
+        rdx: g.rdx,
+        rsi: g.rsi,
+        rdi: g.rdi,
+        rbp: g.rbp,
+        rsp: g.rsp,
+        r8: g.r8,
+        r9: g.r9,
+        r10: g.r10,
+        r11: g.r11,
+        r12: g.r12,
+        r13: g.r13,
+        r14: g.r14,
+        r15: g.r15,
+        rip: g.rip,
+        rflags: g.rflags,
+        es: segment(&s.es),
+        cs: segment(&s.cs),
+        ss: segment(&s.ss),
+        ds: segment(&s.ds),
+        fs: segment(&s.fs),
+        gs: segment(&s.gs),
+        ldt: segment(&s.ldt),
+        tr: segment(&s.tr),
+        gdt: DescriptorTable {
+            base: s.gdt.base,
+            limit: s.gdt.limit,
+        },
+        idt: DescriptorTable {
+            base: s.idt.base,
+            limit: s.idt.limit,
+        },
+        cr0: s.cr0,
+        cr2: s.cr2,
+        cr3: s.cr3,
+        cr4: s.cr4,
+        efer: s.efer,
+        halted: r.halted,
+    }
+}
+
+/// A VM driven by a monitor.
+#[derive(Debug)]
+pub struct Machine {
+    vmm: Mutex<Vmm>,
+    control: RunControl,
+}
+
 impl Machine {
     /// Wrap a built (not yet started) VM; `quit` is signalled when a client asks to quit.
     pub fn new(vmm: Vmm, quit: Sender<()>, events: EventSink) -> Arc<Self> {
         Arc::new(Self {
             vmm: Mutex::new(vmm),
-            state: Mutex::new(RunState::Prelaunch),
-            quit: Mutex::new(quit),
-            events,
+            control: RunControl::new(quit, events),
         })
     }
 
@@ -77,14 +272,10 @@ impl Machine {
         self.vmm.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn set_state(&self, s: RunState) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
-    }
-
     /// Start every vCPU.
     pub fn start(&self) -> Result<(), VmmError> {
         self.vmm().start()?;
-        self.set_state(RunState::Running);
+        self.control.set(RunState::Running);
         Ok(())
     }
 
@@ -98,19 +289,7 @@ impl Machine {
                 error_chain(&e)
             );
         }
-        match stop.reason {
-            StopReason::TripleFault { .. } => {
-                self.set_state(RunState::Shutdown);
-                self.events.emit(
-                    "SHUTDOWN",
-                    serde_json::json!({"guest": true, "reason": "guest-reset"}),
-                );
-            }
-            _ => {
-                self.set_state(RunState::InternalError);
-                self.events.emit("STOP", serde_json::json!({}));
-            }
-        }
+        self.control.guest_fault(stop);
     }
 
     /// Stop and join the vCPU threads for process exit.
@@ -126,15 +305,11 @@ impl Machine {
     }
 
     fn cpu_info(&self, vmm: &Vmm, index: VcpuIndex) -> Option<CpuInfo> {
-        let qom_path = match vmm.plugged_id(index) {
-            Some(id) => format!("/machine/peripheral/{id}"),
-            None => format!("/machine/unattached/device[{}]", index.0),
-        };
         Some(CpuInfo {
             index,
-            qom_path,
+            qom_path: qom_path(index, vmm.plugged_id(index)),
             thread_id: i64::from(vmm.vcpu_thread_id(index)?),
-            props: props(vmm.position(index).ok()?),
+            props: cpu_props(vmm.position(index).ok()?, Some(0)),
             halted: vmm.vcpu_state(index) == Some(VcpuState::Halted),
         })
     }
@@ -142,34 +317,21 @@ impl Machine {
 
 impl MonitorBackend for Machine {
     fn status(&self) -> RunState {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.control.status()
     }
 
     fn stop(&self) -> Result<(), BackendError> {
-        if matches!(self.status(), RunState::Running) {
-            self.vmm().pause().map_err(|e| failed("stop", e))?;
-            self.set_state(RunState::Paused);
-        }
-        Ok(())
+        self.control
+            .stop(|| self.vmm().pause().map_err(|e| failed("stop", e)))
     }
 
     fn cont(&self) -> Result<(), BackendError> {
-        match self.status() {
-            RunState::Paused => {
-                self.vmm().resume().map_err(|e| failed("cont", e))?;
-                self.set_state(RunState::Running);
-                Ok(())
-            }
-            RunState::Shutdown | RunState::InternalError => Err(BackendError::Rejected(
-                "the guest stopped the VM; it cannot be resumed (quit, and start it again)"
-                    .to_string(),
-            )),
-            RunState::Running | RunState::Prelaunch => Ok(()),
-        }
+        self.control
+            .cont(|| self.vmm().resume().map_err(|e| failed("cont", e)))
     }
 
     fn quit(&self) {
-        let _ = self.quit.lock().unwrap_or_else(|p| p.into_inner()).send(());
+        self.control.quit();
     }
 
     fn cpu_model(&self) -> String {
@@ -191,11 +353,10 @@ impl MonitorBackend for Machine {
             .filter_map(|index| {
                 let qom_path = vmm
                     .vcpu_thread_id(index)
-                    .and_then(|_| self.cpu_info(&vmm, index))
-                    .map(|c| c.qom_path);
+                    .map(|_| qom_path(index, vmm.plugged_id(index)));
                 Some(CpuSlot {
                     index,
-                    props: props(vmm.position(index).ok()?),
+                    props: cpu_props(vmm.position(index).ok()?, Some(0)),
                     qom_path,
                 })
             })
@@ -203,23 +364,17 @@ impl MonitorBackend for Machine {
     }
 
     fn add_cpu(&self, request: &CpuPlugRequest) -> Result<CpuInfo, BackendError> {
-        let p = &request.props;
-        let position = TopologyPosition {
-            socket: p.socket_id,
-            die: p.die_id,
-            module: p.module_id.unwrap_or(0),
-            core: p.core_id,
-            thread: p.thread_id,
-        };
+        let position = plug_position(&request.props);
+        let paused = self.status() == RunState::Paused;
         let mut vmm = self.vmm();
-        let id = request.id.clone().unwrap_or_else(|| {
-            let index = vmm.topology().index_of(position).map_or(u32::MAX, |i| i.0);
-            format!("cpu{index}")
-        });
+        let id = request
+            .id
+            .clone()
+            .unwrap_or_else(|| default_device_id(&vmm.topology(), position));
         let index = vmm
             .add_vcpu(position, &id)
             .map_err(|e| failed("device_add", e))?;
-        if self.status() == RunState::Paused {
+        if paused {
             // A vCPU plugged into a stopped VM waits with the others.
             vmm.pause().map_err(|e| failed("device_add", e))?;
         }
@@ -237,7 +392,7 @@ impl MonitorBackend for Machine {
         vmm.remove_vcpu(index)
             .map_err(|e| failed("device_del", e))?;
         Ok(Unplug::Completed {
-            qom_path: format!("/machine/peripheral/{id}"),
+            qom_path: qom_path(index, Some(id)),
         })
     }
 
@@ -246,49 +401,7 @@ impl MonitorBackend for Machine {
             VmmError::NoSuchVcpu(index) => BackendError::NoSuchCpu { index },
             e => failed("info registers", e),
         })?;
-        let (g, s) = (r.regs, r.sregs);
-        Ok(Registers {
-            rax: g.rax,
-            rbx: g.rbx,
-            rcx: g.rcx,
-            rdx: g.rdx,
-            rsi: g.rsi,
-            rdi: g.rdi,
-            rbp: g.rbp,
-            rsp: g.rsp,
-            r8: g.r8,
-            r9: g.r9,
-            r10: g.r10,
-            r11: g.r11,
-            r12: g.r12,
-            r13: g.r13,
-            r14: g.r14,
-            r15: g.r15,
-            rip: g.rip,
-            rflags: g.rflags,
-            es: segment(&s.es),
-            cs: segment(&s.cs),
-            ss: segment(&s.ss),
-            ds: segment(&s.ds),
-            fs: segment(&s.fs),
-            gs: segment(&s.gs),
-            ldt: segment(&s.ldt),
-            tr: segment(&s.tr),
-            gdt: DescriptorTable {
-                base: s.gdt.base,
-                limit: s.gdt.limit,
-            },
-            idt: DescriptorTable {
-                base: s.idt.base,
-                limit: s.idt.limit,
-            },
-            cr0: s.cr0,
-            cr2: s.cr2,
-            cr3: s.cr3,
-            cr4: s.cr4,
-            efer: s.efer,
-            halted: r.halted,
-        })
+        Ok(registers(&r))
     }
 
     fn gva2gpa(&self, cpu: VcpuIndex, gva: u64) -> Result<Option<u64>, BackendError> {
@@ -303,7 +416,8 @@ impl MonitorBackend for Machine {
     }
 
     fn numa(&self) -> Vec<NumaNode> {
-        // One node until NUMA configuration arrives: every present vCPU, all of RAM.
+        // The probe VM has no NUMA configuration: one node with every present vCPU and
+        // all of RAM.
         let vmm = self.vmm();
         vec![NumaNode {
             id: 0,
@@ -321,5 +435,217 @@ impl MonitorBackend for Machine {
 
     fn vcpuinfo(&self) -> Result<String, BackendError> {
         self.vmm().vcpuinfo().map_err(|e| failed("vcpuinfo", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::channel;
+
+    use cpu_topology::smp::parse_smp;
+    use serde_json::{json, Value};
+    use vcpu_lifecycle::Rip;
+
+    use super::*;
+
+    /// A control whose events are collected without timestamps.
+    fn control() -> (
+        RunControl,
+        std::sync::mpsc::Receiver<()>,
+        Arc<Mutex<Vec<Value>>>,
+    ) {
+        let (tx, rx) = channel();
+        let sink = EventSink::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        sink.subscribe(Box::new(move |line| {
+            let mut v: Value = serde_json::from_str(line).unwrap();
+            v.as_object_mut().unwrap().remove("timestamp");
+            s.lock().unwrap().push(v);
+            true
+        }));
+        (RunControl::new(tx, sink), rx, seen)
+    }
+
+    fn stop(reason: StopReason) -> VmStop {
+        VmStop {
+            vcpu: VcpuIndex(1),
+            reason,
+        }
+    }
+
+    #[test]
+    fn stop_and_cont_call_the_vm_only_when_the_state_changes() {
+        let (c, _rx, _) = control();
+        let calls = Mutex::new(Vec::new());
+        let pause = || {
+            calls.lock().unwrap().push("pause");
+            Ok(())
+        };
+        // Not started yet: nothing to pause or resume.
+        c.stop(pause).unwrap();
+        c.cont(|| unreachable!("prelaunch is not resumed")).unwrap();
+        assert_eq!(c.status(), RunState::Prelaunch);
+        c.set(RunState::Running);
+        c.stop(pause).unwrap();
+        c.stop(pause).unwrap();
+        assert_eq!(c.status(), RunState::Paused);
+        assert_eq!(*calls.lock().unwrap(), ["pause"]);
+        c.cont(|| Ok(())).unwrap();
+        assert_eq!(c.status(), RunState::Running);
+        // A failed pause leaves the VM running and reports why.
+        let err = c
+            .stop(|| Err(BackendError::Rejected("wedged".into())))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "wedged");
+        assert_eq!(c.status(), RunState::Running);
+    }
+
+    #[test]
+    fn concurrent_stops_pause_once() {
+        let (c, _rx, _) = control();
+        c.set(RunState::Running);
+        let pauses = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    c.stop(|| {
+                        pauses.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        // A pause takes a while: the others must wait, not pause again.
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        Ok(())
+                    })
+                    .unwrap();
+                });
+            }
+        });
+        assert_eq!(pauses.into_inner(), 1);
+        assert_eq!(c.status(), RunState::Paused);
+    }
+
+    #[test]
+    fn guest_fault_keeps_the_vm_for_inspection_and_refuses_cont() {
+        let (c, _rx, events) = control();
+        c.set(RunState::Running);
+        c.guest_fault(&stop(StopReason::TripleFault { rip: Rip(Some(1)) }));
+        assert_eq!(c.status(), RunState::Shutdown);
+        c.set(RunState::Running);
+        c.guest_fault(&stop(StopReason::Panicked("bug".into())));
+        assert_eq!(c.status(), RunState::InternalError);
+        assert_eq!(
+            *events.lock().unwrap(),
+            [
+                json!({"event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-reset"}}),
+                json!({"event": "STOP", "data": {}}),
+            ]
+        );
+        let err = c.cont(|| unreachable!()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the guest stopped the VM; it cannot be resumed (quit, and start it again)"
+        );
+    }
+
+    #[test]
+    fn guest_shutdown_and_quit() {
+        let (c, rx, events) = control();
+        c.guest_shutdown("guest-shutdown");
+        assert_eq!(c.status(), RunState::Shutdown);
+        assert_eq!(
+            *events.lock().unwrap(),
+            [json!({"event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"}})]
+        );
+        assert!(rx.try_recv().is_err());
+        c.quit();
+        assert!(rx.try_recv().is_ok());
+    }
+
+    #[test]
+    fn props_positions_and_qom_paths() {
+        let topo = parse_smp("4,maxcpus=8,sockets=2,cores=2,threads=2").unwrap();
+        for index in topo.slots() {
+            let position = topo.position(index).unwrap();
+            let props = cpu_props(position, Some(1));
+            assert_eq!(props.node_id, Some(1));
+            assert_eq!(props.module_id, None);
+            // What device_add sends back for this slot names the same position.
+            assert_eq!(plug_position(&props), position);
+            assert_eq!(
+                default_device_id(&topo, position),
+                format!("cpu{}", index.0)
+            );
+        }
+        let p = topo.position(VcpuIndex(5)).unwrap();
+        assert_eq!((p.socket, p.core, p.thread), (1, 0, 1));
+        let outside = TopologyPosition {
+            socket: 9,
+            ..TopologyPosition::default()
+        };
+        assert_eq!(default_device_id(&topo, outside), "cpu4294967295");
+        assert_eq!(
+            qom_path(VcpuIndex(3), None),
+            "/machine/unattached/device[3]"
+        );
+        assert_eq!(
+            qom_path(VcpuIndex(3), Some("cpu3")),
+            "/machine/peripheral/cpu3"
+        );
+    }
+
+    #[test]
+    fn registers_pack_segment_attributes_as_vmx_does() {
+        let mut r = VcpuRegisters {
+            regs: Default::default(),
+            sregs: Default::default(),
+            halted: true,
+        };
+        r.regs.rip = 0x100_0000;
+        r.regs.rsi = 0x7000;
+        r.sregs.cr3 = 0x9000;
+        r.sregs.efer = 0x500;
+        r.sregs.gdt.base = 0x500;
+        r.sregs.gdt.limit = 0x1f;
+        // A 64-bit ring-0 code segment: type 0xb, S, P, L, G.
+        r.sregs.cs = kvm_bindings::kvm_segment {
+            selector: 0x10,
+            type_: 0xb,
+            s: 1,
+            present: 1,
+            l: 1,
+            g: 1,
+            limit: 0xffff_ffff,
+            ..Default::default()
+        };
+        let m = registers(&r);
+        assert_eq!(
+            (m.rip, m.rsi, m.cr3, m.efer),
+            (0x100_0000, 0x7000, 0x9000, 0x500)
+        );
+        assert_eq!(
+            m.cs,
+            Segment {
+                selector: 0x10,
+                base: 0,
+                limit: 0xffff_ffff,
+                flags: 0xa09b,
+            }
+        );
+        assert_eq!(
+            m.gdt,
+            DescriptorTable {
+                base: 0x500,
+                limit: 0x1f
+            }
+        );
+        assert!(m.halted);
+    }
+
+    #[test]
+    fn backend_failures_keep_the_cause() {
+        let e = std::io::Error::other("no such file");
+        assert_eq!(backend_failure("xp", &e, true).to_string(), "no such file");
+        let failed = backend_failure("xp", &e, false);
+        assert_eq!(failed.to_string(), "xp failed");
+        assert_eq!(error_chain(&failed), "xp failed: no such file");
     }
 }

@@ -11,6 +11,7 @@ use clap::error::ErrorKind;
 use clap::Parser;
 use vcpu_lifecycle::VcpuEvent;
 use vmm_reference::cli::{normalize_args, AdviceArgs, Cli, Command, CpuArg, PlanArgs};
+use vmm_reference::linux::machine::LinuxMachine;
 use vmm_reference::linux::{GuestExit, LinuxConfig, LinuxVm};
 use vmm_reference::machine::Machine;
 use vmm_reference::monitor::{EventSink, Monitor, QmpOption, QmpServer};
@@ -49,12 +50,16 @@ fn main() -> ExitCode {
             CpuArg::Help => cpu_help(),
             CpuArg::Spec(spec) if cli.run.linux.kernel.is_some() => {
                 if let Some(option) = probe_only_option(&cli.run) {
-                    eprintln!("vmm-reference: {option} is not supported with --kernel yet");
+                    eprintln!("vmm-reference: {option} is not supported with --kernel");
                     return ExitCode::from(2);
                 }
-                match LinuxConfig::from_args(cli.run, spec) {
-                    Some(config) => run_linux(config),
-                    None => {
+                let plan_only = cli.run.placement.placement_plan;
+                let qmp = cli.run.qmp.clone();
+                match (LinuxConfig::from_args(cli.run, spec), qmp) {
+                    (Some(config), _) if plan_only => linux_placement_plan(config),
+                    (Some(config), Some(qmp)) => run_linux_with_monitor(config, &qmp),
+                    (Some(config), None) => run_linux(config),
+                    (None, _) => {
                         eprintln!("vmm-reference: --kernel is missing");
                         ExitCode::from(2)
                     }
@@ -93,8 +98,9 @@ fn run(config: VmmConfig, plan_only: bool) -> ExitCode {
     }
 }
 
-/// Boot a Linux kernel: exit 0 when the guest reboots (its `reboot=k` reset), 1 with one
-/// report (vCPU, reason, RIP, the last console lines) when it stops otherwise or times out.
+/// Boot a Linux kernel: exit 0 when the guest reboots (i8042 or ACPI reset) or powers off
+/// (ACPI S5), 1 with one report (vCPU, reason, RIP, the instruction bytes after an internal
+/// error, the last console lines) when it stops otherwise or times out.
 fn run_linux(config: LinuxConfig) -> ExitCode {
     let result = LinuxVm::new(config).and_then(|mut vm| {
         let exit = vm.run();
@@ -106,8 +112,16 @@ fn run_linux(config: LinuxConfig) -> ExitCode {
             eprintln!("vmm-reference: guest reboot");
             ExitCode::SUCCESS
         }
+        Ok(GuestExit::PowerOff) => {
+            eprintln!("vmm-reference: guest power off");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             let code = fail(&e, e.is_bad_input());
+            if let Some(bytes) = e.code() {
+                let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                eprintln!("vmm-reference: instruction bytes at RIP: {}", hex.join(" "));
+            }
             if !e.console().is_empty() {
                 eprintln!("vmm-reference: last console lines:");
                 for line in e.console() {
@@ -117,6 +131,80 @@ fn run_linux(config: LinuxConfig) -> ExitCode {
             code
         }
     }
+}
+
+/// `--placement-plan` with `--kernel`: build the VM (admission included), print the plan,
+/// and exit without starting the guest.
+fn linux_placement_plan(config: LinuxConfig) -> ExitCode {
+    match LinuxVm::new(config) {
+        Ok(vm) => {
+            let plan = vm.placement_plan();
+            vm.exit();
+            emit(&plan);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e, e.is_bad_input()),
+    }
+}
+
+/// Boot a Linux kernel with a monitor and serve QMP until a client sends `quit` or the
+/// guest ends the VM: a reboot or an ACPI power off emits `SHUTDOWN` and exits 0, as QEMU
+/// does without `-no-shutdown`. A guest fault stops the vCPUs and keeps the process up
+/// for inspection. CPUs the guest ejected after `device_del` are removed here, in the
+/// main loop, which emits their `DEVICE_DELETED`.
+fn run_linux_with_monitor(config: LinuxConfig, qmp: &QmpOption) -> ExitCode {
+    let mut vm = match LinuxVm::new(config) {
+        Ok(vm) => vm,
+        Err(e) => return fail(&e, e.is_bad_input()),
+    };
+    let lifecycle = vm.take_events();
+    let (quit_tx, quit_rx) = std::sync::mpsc::channel();
+    let sink = EventSink::new();
+    let machine = LinuxMachine::new(vm, quit_tx, sink.clone());
+    let server = match QmpServer::start(&qmp.path, Monitor::new(machine.clone(), sink)) {
+        Ok(server) => server,
+        Err(e) => {
+            machine.into_exit();
+            return fail(&e, true);
+        }
+    };
+    if qmp.wait {
+        while !server.wait_for_client(Duration::from_secs(60)) {}
+    }
+    if let Err(e) = machine.start() {
+        server.shutdown();
+        machine.into_exit();
+        return fail(&e, e.is_bad_input());
+    }
+    let guest_exit = loop {
+        if quit_rx.try_recv().is_ok() {
+            break None;
+        }
+        let event = lifecycle.recv_timeout(Duration::from_millis(50));
+        // Before a stop: a guest that ejects a CPU and then resets reports the eject first.
+        machine.poll_ejected();
+        if let Ok(VcpuEvent::StopVm(stop)) = event {
+            if let Some(exit) = machine.guest_stopped(&stop) {
+                break Some(exit);
+            }
+        }
+    };
+    match guest_exit {
+        // SHUTDOWN is out (events are written synchronously): close every connection.
+        Some(exit) => {
+            server.shutdown();
+            eprintln!(
+                "vmm-reference: {}",
+                match exit {
+                    GuestExit::Reboot => "guest reboot",
+                    GuestExit::PowerOff => "guest power off",
+                }
+            );
+        }
+        None => server.join(),
+    }
+    machine.into_exit();
+    ExitCode::SUCCESS
 }
 
 fn overcommit_advice(args: AdviceArgs) -> ExitCode {
@@ -199,21 +287,10 @@ fn run_with_monitor(config: VmmConfig, qmp: &QmpOption) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The first option given that a Linux VM (`--kernel`) does not implement yet: refused
-/// rather than silently ignored.
+/// The first option given that only the probe guest has (a Linux VM, `--kernel`, has no
+/// probe to steer or CPUID report to dump): refused rather than silently ignored.
 fn probe_only_option(run: &vmm_reference::cli::RunArgs) -> Option<&'static str> {
-    let p = &run.placement;
     [
-        (run.qmp.is_some(), "--qmp"),
-        (p.placement_plan, "--placement-plan"),
-        (!p.vcpupin.is_empty(), "--vcpupin"),
-        (p.cpuset.is_some(), "--cpuset"),
-        (p.emulatorpin.is_some(), "--emulatorpin"),
-        (
-            p.placement != vcpu_placement::PlacementPolicy::Unpinned,
-            "--placement",
-        ),
-        (p.overcommit != "warn", "--overcommit"),
         (run.probe != probe_guest::ProbeMode::Report, "--probe"),
         (run.dump_cpuid.is_some(), "--dump-cpuid"),
         (run.dump_cpuid_hwloc.is_some(), "--dump-cpuid-hwloc"),

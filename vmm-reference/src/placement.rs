@@ -1,11 +1,12 @@
 //! Where the VM's threads run: the placement plan, its admission against every VM on the
 //! host (the ledger), the per-vCPU pinning hook, and live re-pin / vcpuinfo.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use cpu_topology::{CpuTopology, HostCpuInventory, HostCpuSet, HostError, VcpuIndex};
-use vcpu_lifecycle::PreRunHook;
+use vcpu_lifecycle::{PreRunHook, VcpuSet};
 use vcpu_placement::{
     apply_emulator_to_current_thread, apply_to_current_thread, pin_thread, Admitted, Ledger,
     LedgerError, OvercommitPolicy, PlacementConfig, PlacementError, PlacementPlan, ThreadError,
@@ -59,7 +60,8 @@ pub struct VmPlacement {
     policy: OvercommitPolicy,
     ledger: Option<(Ledger, Admitted)>,
     name: String,
-    present: u32,
+    /// The vCPUs the ledger counts: the boot vCPUs, then whatever hot-plug changed.
+    present: BTreeSet<VcpuIndex>,
 }
 
 impl VmPlacement {
@@ -81,7 +83,7 @@ impl VmPlacement {
             policy: options.overcommit.clone(),
             ledger: None,
             name: name.to_string(),
-            present: topo.cpus(),
+            present: topo.present().collect(),
         };
         let ledger = match &options.ledger_dir {
             Some(dir) => Ledger::open(dir.clone()),
@@ -112,11 +114,34 @@ impl VmPlacement {
         Ok(placement)
     }
 
+    /// [`VmPlacement::new`] for a VM about to be created with `kvm`: KVM's recommended
+    /// vCPU count (`KVM_CAP_NR_VCPUS`) joins the over-commit policy, and a VM without a
+    /// `--name` is recorded as `vmm-reference-<pid>`.
+    pub fn for_kvm(
+        options: &PlacementOptions,
+        topo: &CpuTopology,
+        name: Option<&str>,
+        kvm: &kvm_ioctls::Kvm,
+    ) -> Result<Self, PlacementSetupError> {
+        let mut options = options.clone();
+        options.overcommit.kvm_nr_vcpus = u32::try_from(kvm.get_nr_vcpus()).ok();
+        let name = name.map_or_else(
+            || format!("vmm-reference-{}", std::process::id()),
+            str::to_string,
+        );
+        Self::new(&options, topo, &name)
+    }
+
     /// The load the present vCPUs put on the host.
     fn load(&self) -> VmLoad {
         let plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
         let mut load = VmLoad::from_plan(&self.name, &plan);
-        load.vcpus.truncate(self.present as usize);
+        let mut index = 0u32;
+        load.vcpus.retain(|_| {
+            let keep = self.present.contains(&VcpuIndex(index));
+            index += 1;
+            keep
+        });
         load
     }
 
@@ -169,6 +194,47 @@ impl VmPlacement {
         Ok(())
     }
 
+    /// The vCPUs present changed (hot-plug): re-admit the VM with their load. When the
+    /// host refuses it (`--overcommit strict`), the old set stays and the error says why.
+    pub fn set_present(
+        &mut self,
+        present: impl IntoIterator<Item = VcpuIndex>,
+    ) -> Result<(), PlacementSetupError> {
+        let previous = std::mem::replace(&mut self.present, present.into_iter().collect());
+        let load = self.load();
+        let result = match &mut self.ledger {
+            Some((ledger, admitted)) => ledger
+                .readmit(admitted, load, &self.policy, &self.host)
+                .map(|()| admitted.warnings().to_vec()),
+            None => vcpu_placement::admit(&self.policy, &self.host, &[], &load)
+                .map_err(LedgerError::Refused),
+        };
+        match result {
+            Ok(warnings) => {
+                for w in warnings {
+                    log::warn!("{w}");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.present = previous;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `virsh vcpuinfo` for every vCPU of `vcpus`, blocks separated by an empty line.
+    pub fn vcpuinfo_all(&self, vcpus: &VcpuSet) -> Result<String, PlacementSetupError> {
+        let mut text = String::new();
+        for h in vcpus.iter() {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&self.vcpuinfo(h.index(), h.thread_id().0, h.state().as_str())?);
+        }
+        Ok(text)
+    }
+
     /// `virsh vcpuinfo` for one vCPU thread, read from /proc.
     pub fn vcpuinfo(
         &self,
@@ -183,5 +249,66 @@ impl VmPlacement {
     /// Parse a cpuset as `virsh vcpupin` takes it (libvirt syntax, `r` = all host CPUs).
     pub fn parse_cpuset(&self, text: &str) -> Result<HostCpuSet, cpu_topology::CpuSetError> {
         HostCpuSet::parse_libvirt_or_all(text, self.host.cpu_id_limit())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cpu_topology::smp::parse_smp;
+    use vcpu_placement::CpuSpec;
+
+    use super::*;
+
+    /// vCPU counts of every entry in the ledger directory.
+    fn ledger_vcpus(dir: &std::path::Path) -> Vec<usize> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                let path = e.unwrap().path();
+                (path.extension()? == "json").then_some(path)
+            })
+            .map(|p| {
+                let entry: vcpu_placement::LedgerEntry =
+                    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+                entry.vm.vcpus.len()
+            })
+            .collect()
+    }
+
+    fn options(ledger: &std::path::Path, strict: bool) -> PlacementOptions {
+        let mut o = PlacementOptions {
+            ledger_dir: Some(ledger.to_path_buf()),
+            ..Default::default()
+        };
+        o.config.cpuset = Some(CpuSpec::parse("0").unwrap());
+        o.overcommit.strict = strict;
+        o.overcommit.warn_only = !strict;
+        o
+    }
+
+    #[test]
+    fn hot_plug_changes_what_the_ledger_counts() {
+        let ledger = tempfile::tempdir().unwrap();
+        let topo = parse_smp("1,maxcpus=4").unwrap();
+        let mut p = VmPlacement::new(&options(ledger.path(), false), &topo, "t").unwrap();
+        assert_eq!(ledger_vcpus(ledger.path()), [1]);
+        p.set_present([0, 2, 3].map(VcpuIndex)).unwrap();
+        assert_eq!(ledger_vcpus(ledger.path()), [3]);
+        p.set_present([VcpuIndex(0)]).unwrap();
+        assert_eq!(ledger_vcpus(ledger.path()), [1]);
+        drop(p);
+        assert_eq!(ledger_vcpus(ledger.path()), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn strict_admission_refuses_a_plug_past_the_allowed_cpus() {
+        let ledger = tempfile::tempdir().unwrap();
+        let topo = parse_smp("1,maxcpus=2").unwrap();
+        let mut p = VmPlacement::new(&options(ledger.path(), true), &topo, "t").unwrap();
+        let err = p.set_present([0, 1].map(VcpuIndex)).unwrap_err();
+        assert!(err.is_bad_input(), "{err}");
+        // The refused vCPU is not counted.
+        assert_eq!(ledger_vcpus(ledger.path()), [1]);
+        p.set_present([VcpuIndex(0)]).unwrap();
     }
 }

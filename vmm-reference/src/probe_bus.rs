@@ -53,10 +53,9 @@ impl ProbeBus {
     #[inline(never)]
     fn take_delivery(&self, vcpu: VcpuIndex) -> ExitAction {
         let Some(slot) = self.slots.get(vcpu.0 as usize) else {
-            return ExitAction::StopVm(format!(
-                "probe doorbell from vCPU {vcpu}, which has no slot"
-            )
-            .into());
+            return ExitAction::StopVm(
+                format!("probe doorbell from vCPU {vcpu}, which has no slot").into(),
+            );
         };
         match self.probe.read_report(&self.mem, vcpu) {
             Ok(report) => {

@@ -209,13 +209,8 @@ impl Vmm {
         let topo = config.topology;
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
         check_kvm_limits(&kvm, &topo)?;
-        let mut placement_options = config.placement.clone();
-        placement_options.overcommit.kvm_nr_vcpus = u32::try_from(kvm.get_nr_vcpus()).ok();
-        let name = config
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("vmm-reference-{}", std::process::id()));
-        let placement = VmPlacement::new(&placement_options, &topo, &name)?;
+        let placement =
+            VmPlacement::for_kvm(&config.placement, &topo, config.name.as_deref(), &kvm)?;
 
         let vm = Arc::new(kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?);
         let layout = MemoryLayout::x86_64(config.memory)?;
@@ -330,21 +325,7 @@ impl Vmm {
 
     /// `virsh vcpuinfo` text for every vCPU, read from /proc.
     pub fn vcpuinfo(&self) -> Result<String, VmmError> {
-        let mut text = String::new();
-        for h in self.vcpus.iter() {
-            let state = match h.state() {
-                vcpu_lifecycle::VcpuState::Running => "running",
-                vcpu_lifecycle::VcpuState::Paused => "paused",
-                vcpu_lifecycle::VcpuState::Halted => "halted",
-                vcpu_lifecycle::VcpuState::Created => "created",
-                vcpu_lifecycle::VcpuState::Stopped => "stopped",
-            };
-            if !text.is_empty() {
-                text.push('\n');
-            }
-            text.push_str(&self.placement.vcpuinfo(h.index(), h.thread_id().0, state)?);
-        }
-        Ok(text)
+        Ok(self.placement.vcpuinfo_all(&self.vcpus)?)
     }
 
     /// End the VM for process exit: stop and join the vCPU threads, release the ledger

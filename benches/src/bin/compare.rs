@@ -325,7 +325,7 @@ fn qemu_command() -> Option<Vec<String>> {
 
 /// A program's own peak RSS: run it under ptrace, stop it at its exit (PTRACE_EVENT_EXIT,
 /// before its address space is torn down) and read VmHWM and RssAnon from
-/// /proc/<pid>/status.
+/// `/proc/<pid>/status`.
 ///
 /// `ru_maxrss` from wait4 cannot be used: exec records the peak of the address space it
 /// replaces into the new program's maxrss, and for a spawned child that is the spawning

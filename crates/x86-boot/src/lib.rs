@@ -16,8 +16,9 @@
 //!
 //! - [`e820`] and [`zero_page`]: the memory map and `boot_params`;
 //! - [`mptable`]: Intel MP specification 1.4 tables (xAPIC ids only);
-//! - [`acpi`]: RSDP, XSDT, FADT, MADT, DSDT (processor devices, hot-plug),
-//!   SRAT, SLIT, and [`acpi::hotplug`], the VMM side of the hot-plug registers;
+//! - [`acpi`]: RSDP, XSDT, FADT, MADT, DSDT (processor devices, hot-plug,
+//!   `\_S5_`, power button), SRAT, SLIT, and [`acpi::hotplug`] and
+//!   [`acpi::power`], the VMM side of the hot-plug and power registers;
 //! - [`platform`]: the CPU slot and IOAPIC inputs shared by both;
 //! - [`layout`]: a default guest memory map for all of the above.
 //!

@@ -8,6 +8,7 @@ use std::process::Command;
 use cpu_topology::{CpuTopology, VcpuIndex};
 use x86_boot::acpi::{
     build_acpi, AcpiConfig, AcpiLayout, AcpiTables, CpuHotplugConfig, MemoryRange, NumaConfig,
+    PowerConfig,
 };
 use x86_boot::CpuEntry;
 
@@ -242,5 +243,119 @@ fn acpiexec_runs_hotplug_methods() {
     assert!(
         text.contains("00 08 02 02 01 00 00 00"),
         "_MAT of slot 2:\n{text}"
+    );
+}
+
+/// Power off, reset and the power button next to CPU hot-plug: iasl decodes the FADT
+/// registers and finds `\_S5_`, the `PNP0C0C` device and a GED with one interrupt per
+/// event.
+#[test]
+fn iasl_decodes_power_registers_and_button() {
+    let topo = CpuTopology::new(1, 1, 1, 4, 1, 2).unwrap();
+    let config = AcpiConfig {
+        cpus: cpus_of(&topo),
+        hotplug: Some(CpuHotplugConfig::default()),
+        power: Some(PowerConfig::default()),
+        ..Default::default()
+    };
+    let tables = build_acpi(&config, &AcpiLayout::default()).unwrap();
+    let src = check_with_iasl(&tables, "power");
+    let dsdt = &src["dsdt"];
+    assert!(
+        dsdt.contains(
+            "Name (\\_S5, Package (0x04) // _S5_: S5 System State { 0x05, Zero, Zero, Zero })"
+        ),
+        "{dsdt}"
+    );
+    assert!(
+        dsdt.contains(
+            "Device (PWRB) { Name (_HID, EisaId (\"PNP0C0C\") /* Power Button Device */)"
+        ),
+        "{dsdt}"
+    );
+    for gsi in ["0x00000005", "0x00000006"] {
+        assert!(
+            dsdt.contains(&format!(
+                "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) {{ {gsi}, }}"
+            )),
+            "GSI {gsi}:\n{dsdt}"
+        );
+    }
+    assert!(
+        dsdt.contains("If ((Arg0 == 0x05)) { \\_SB.CPUS.CSCN () }"),
+        "{dsdt}"
+    );
+    assert!(
+        dsdt.contains("If ((Arg0 == 0x06)) { Notify (\\_SB.PWRB, 0x80)"),
+        "{dsdt}"
+    );
+
+    let facp = &src["facp"];
+    for want in [
+        "Reset Register Supported (V2) : 1",
+        "Value to cause reset : 01",
+        "Hardware Reduced (V5) : 1",
+    ] {
+        assert!(facp.contains(want), "{want}:\n{facp}");
+    }
+    // The three registers: SystemIO, 8 bits, byte access, at 0x3c2 (reset), 0x3c0
+    // (sleep control) and 0x3c1 (sleep status).
+    for (name, port) in [
+        ("Reset Register", "00000000000003C2"),
+        ("Sleep Control Register", "00000000000003C0"),
+        ("Sleep Status Register", "00000000000003C1"),
+    ] {
+        let at = facp
+            .find(&format!("{name} : [Generic Address Structure]"))
+            .unwrap_or_else(|| panic!("{name}:\n{facp}"));
+        // The five fields follow, each after its `[offset]` column.
+        let fields: Vec<&str> = facp[at..].split(" [").skip(2).take(7).collect();
+        let text = fields.join(" [");
+        for want in [
+            "Space ID : 01 [SystemIO]",
+            "Bit Width : 08",
+            "Bit Offset : 00",
+            "Encoded Access Width : 01 [Byte Access:8]",
+            &format!("Address : {port}"),
+        ] {
+            assert!(text.contains(want), "{name}: {want}:\n{text}");
+        }
+    }
+}
+
+/// ACPICA's interpreter evaluates `\_S5_` to SLP_TYP 5 and runs both GED events.
+#[test]
+fn acpiexec_evaluates_s5_and_the_button_event() {
+    let topo = CpuTopology::new(1, 1, 1, 4, 1, 2).unwrap();
+    let config = AcpiConfig {
+        cpus: cpus_of(&topo),
+        hotplug: Some(CpuHotplugConfig::default()),
+        power: Some(PowerConfig::default()),
+        ..Default::default()
+    };
+    let tables = build_acpi(&config, &AcpiLayout::default()).unwrap();
+    let dir = scratch("exec-power");
+    std::fs::write(dir.join("dsdt.dat"), &tables.table(b"DSDT").unwrap().bytes).unwrap();
+    let script = "evaluate \\_S5_; evaluate \\_SB.GED._EVT 6; evaluate \\_SB.GED._EVT 5";
+    let out = match Command::new("acpiexec")
+        .args(["-b", script, "dsdt.dat"])
+        .current_dir(&dir)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => panic!("acpiexec not found ({e}): install the Debian package acpica-tools"),
+    };
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{text}");
+    for bad in ["AE_", "Exception", "Error"] {
+        assert!(!text.contains(bad), "acpiexec reported {bad:?}:\n{text}");
+    }
+    assert!(text.contains("[Package] Contains 4 Elements"), "{text}");
+    assert!(text.contains("[Integer] = 0000000000000005"), "{text}");
+    assert!(
+        text.contains("Notify"),
+        "the button event notifies PWRB:\n{text}"
     );
 }

@@ -9,7 +9,7 @@ use cpu_topology::{CpuTopology, TopologyError};
 use guest_memory::{MemoryLayout, NumaTopology};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 use x86_boot::acpi::{
-    self, AcpiConfig, AcpiError, AcpiLayout, AcpiTables, CpuHotplugConfig, MemoryRange,
+    self, AcpiConfig, AcpiError, AcpiLayout, AcpiTables, CpuHotplugConfig, MemoryRange, PowerConfig,
 };
 use x86_boot::e820::{build_e820_map, E820Entry, E820Error, E820Type};
 use x86_boot::long_mode::{write_long_mode_tables, LongModeError, LongModeLayout};
@@ -171,7 +171,9 @@ pub fn initrd_address(layout: &MemoryLayout, kernel_end: u64, size: u64) -> Resu
 }
 
 /// The ACPI description: every slot, the CPU hot-plug device when there are slots to
-/// plug, SRAT/SLIT with each node's memory and distances when NUMA is configured.
+/// plug, SRAT/SLIT with each node's memory and distances when NUMA is configured, and
+/// always the power registers (S5 power off, reset) and the power button
+/// ([`PowerConfig::default`]: ports `0x3c0..0x3c3`, button on GSI 6).
 ///
 /// The IOAPIC's timer pin is 0: KVM's default GSI routing wires the in-kernel PIT (GSI 0)
 /// to IOAPIC pin 0, so no interrupt source override is described.
@@ -206,6 +208,7 @@ pub fn acpi_config(
         },
         numa,
         hotplug,
+        power: Some(PowerConfig::default()),
     }
 }
 
@@ -237,6 +240,8 @@ pub struct BootTables {
     pub acpi: AcpiTables,
     /// The CPU hot-plug register block, when there are hot-pluggable slots.
     pub hotplug: Option<CpuHotplugConfig>,
+    /// The ACPI power registers and power button the tables describe.
+    pub power: Option<PowerConfig>,
     /// Whether an MP table was written (only when every APIC id is at most 254).
     pub mptable: bool,
 }
@@ -292,6 +297,7 @@ pub fn write_boot_tables<M: GuestMemory + ?Sized>(
         long_mode,
         acpi,
         hotplug: acpi_config.hotplug,
+        power: acpi_config.power,
         mptable,
     })
 }

@@ -1,11 +1,18 @@
-//! The I/O bus of a Linux guest: COM1, the keyboard controller's reset line, the CPU
-//! hot-plug register block, and nothing else.
+//! The I/O bus of a Linux guest: COM1, the keyboard controller's reset line, the ACPI
+//! power registers, the CPU hot-plug register block, and nothing else.
 //!
 //! | ports | device |
 //! |---|---|
 //! | `0x3f8..=0x3ff` | COM1, a 16550 UART (vm-superio), interrupt on IRQ 4 via an irqfd |
 //! | `0x60`, `0x64` | i8042: writing `0xfe` to `0x64` (pulse the reset line) ends the VM |
+//! | `0x3c0..0x3c3` | ACPI sleep control, sleep status and reset registers (x86-boot's `PowerRegisters`): S5 powers off, the reset value reboots |
 //! | `0xcd8..0xce4` | CPU hot-plug registers (x86-boot's `CpuHotplugController`), when the guest has hot-pluggable slots |
+//!
+//! The bus also owns the Generic Event Device's interrupts: one eventfd per GED event
+//! (CPU hot-plug on GSI 5, the power button on GSI 6), registered as KVM irqfds by
+//! [`LinuxBus::register_irqfds`] together with COM1's. An irqfd without a resample fd
+//! makes KVM assert and at once deassert the line, one edge per eventfd write, which is
+//! what the GED's edge-triggered, active-high `Interrupt` descriptors ask for.
 //!
 //! Everything else reads as all ones and swallows writes, as an empty ISA bus does; MMIO
 //! outside RAM likewise. The PIC, IOAPIC, PIT and local APICs are KVM's (in-kernel
@@ -13,15 +20,20 @@
 
 use std::collections::VecDeque;
 use std::io::{self, LineWriter, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use cpu_topology::VcpuIndex;
 use vcpu_lifecycle::{ExitAction, ExitHandler};
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
-use x86_boot::acpi::{CpuHotplugConfig, CpuHotplugController, HOTPLUG_IO_LEN};
+use x86_boot::acpi::{
+    CpuHotplugConfig, CpuHotplugController, HotplugError, HotplugEvent, PowerConfig, PowerEvent,
+    PowerRegisters, HOTPLUG_IO_LEN, POWER_IO_LEN,
+};
 use x86_boot::CpuEntry;
+
+use super::GuestExit;
 
 /// First port of COM1.
 pub const COM1_BASE: u16 = 0x3f8;
@@ -38,6 +50,10 @@ pub const CONSOLE_RING_BYTES: usize = 16 * 1024;
 
 /// The reason a reset through the keyboard controller gives the vCPU thread.
 pub const REBOOT_REASON: &str = "guest reboot (i8042 reset)";
+/// The reason a write of the reset value to the ACPI reset register gives.
+pub const RESET_REASON: &str = "guest reboot (ACPI reset register)";
+/// The reason an S5 write to the ACPI sleep control register gives.
+pub const POWER_OFF_REASON: &str = "guest power off (ACPI S5)";
 
 /// The serial interrupt: an eventfd registered as KVM irqfd on [`COM1_IRQ`].
 #[derive(Debug)]
@@ -89,11 +105,19 @@ impl ConsoleRing {
     }
 }
 
-/// Where COM1's output goes: a line-buffered writer (stdout or a file) and the ring.
+/// Where COM1's output goes: a writer (stdout, a file, a socket client) and the ring.
 #[derive(Debug)]
 pub struct ConsoleSink {
-    out: Option<LineWriter<Box<dyn WriteDebug>>>,
+    out: Option<Output>,
     ring: ConsoleRing,
+}
+
+#[derive(Debug)]
+enum Output {
+    /// One write per line (stdout, files).
+    Lines(LineWriter<Box<dyn WriteDebug>>),
+    /// One write per guest write (interactive sockets: prompts without a newline).
+    Direct(Box<dyn WriteDebug>),
 }
 
 /// A `Write` that is also `Send` and `Debug`, for the console output.
@@ -101,10 +125,18 @@ pub trait WriteDebug: Write + Send + std::fmt::Debug {}
 impl<T: Write + Send + std::fmt::Debug> WriteDebug for T {}
 
 impl ConsoleSink {
-    /// Output to `out` (`None`: only the ring).
+    /// Line-buffered output to `out` (`None`: only the ring).
     pub fn new(out: Option<Box<dyn WriteDebug>>) -> Self {
         Self {
-            out: out.map(LineWriter::new),
+            out: out.map(|o| Output::Lines(LineWriter::new(o))),
+            ring: ConsoleRing::default(),
+        }
+    }
+
+    /// Unbuffered output to `out`: every byte the guest writes is passed on at once.
+    pub fn unbuffered(out: Box<dyn WriteDebug>) -> Self {
+        Self {
+            out: Some(Output::Direct(out)),
             ring: ConsoleRing::default(),
         }
     }
@@ -112,7 +144,8 @@ impl ConsoleSink {
     /// Write out a buffered partial line.
     pub fn flush_output(&mut self) -> io::Result<()> {
         match &mut self.out {
-            Some(out) => out.flush(),
+            Some(Output::Lines(out)) => out.flush(),
+            Some(Output::Direct(out)) => out.flush(),
             None => Ok(()),
         }
     }
@@ -126,15 +159,18 @@ impl ConsoleSink {
 impl Write for ConsoleSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.ring.push(buf);
-        if let Some(out) = &mut self.out {
-            // A closed stdout must not stop the guest: the ring still has the text.
-            let _ = out.write_all(buf);
-        }
+        // A closed stdout or a departed client must not stop the guest: the ring still
+        // has the text.
+        let _ = match &mut self.out {
+            Some(Output::Lines(out)) => out.write_all(buf),
+            Some(Output::Direct(out)) => out.write_all(buf),
+            None => Ok(()),
+        };
         Ok(buf.len())
     }
 
-    /// vm-superio flushes after every byte; the output stays line buffered (one write per
-    /// line) and [`ConsoleSink::flush_output`] pushes out a partial line.
+    /// vm-superio flushes after every byte; line-buffered output stays line buffered
+    /// (one write per line) and [`ConsoleSink::flush_output`] pushes out a partial line.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -142,37 +178,251 @@ impl Write for ConsoleSink {
 
 type Com1 = Serial<IrqTrigger, vm_superio::serial::NoEvents, ConsoleSink>;
 
+/// What the bus routes besides COM1 and the i8042 (from the boot tables).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BusConfig<'a> {
+    /// The CPU hot-plug register block and every slot (`None`: no hot-pluggable slot).
+    pub hotplug: Option<(CpuHotplugConfig, &'a [CpuEntry])>,
+    /// The ACPI power registers and the power button (`None`: neither).
+    pub power: Option<PowerConfig>,
+}
+
+/// Why the bus could not be built or could not raise an interrupt.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// An interrupt eventfd could not be created.
+    #[error("create the {line} interrupt eventfd")]
+    EventFd {
+        /// Which interrupt (`COM1`, `CPU hot-plug`, `power button`).
+        line: &'static str,
+        /// The eventfd error.
+        #[source]
+        source: io::Error,
+    },
+    /// `system_powerdown` on a VM built without a power button.
+    #[error("the VM has no ACPI power button")]
+    NoPowerButton,
+    /// The eventfd write that raises an interrupt failed.
+    #[error("raise the {line} interrupt (GSI {gsi})")]
+    Interrupt {
+        /// Which interrupt.
+        line: &'static str,
+        /// Its GSI.
+        gsi: u32,
+        /// The eventfd error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// An edge-triggered interrupt line: an eventfd the bus writes, registered as a KVM
+/// irqfd on `gsi`.
+#[derive(Debug)]
+struct GsiLine {
+    name: &'static str,
+    gsi: u32,
+    evt: EventFd,
+}
+
+impl GsiLine {
+    fn new(name: &'static str, gsi: u32) -> Result<Self, BusError> {
+        let evt = EventFd::new(libc::EFD_NONBLOCK)
+            .map_err(|source| BusError::EventFd { line: name, source })?;
+        Ok(Self { name, gsi, evt })
+    }
+
+    /// One edge: KVM asserts and deasserts the GSI for each write.
+    fn pulse(&self) -> io::Result<()> {
+        self.evt.write(1)
+    }
+}
+
+#[derive(Debug)]
+struct Hotplug {
+    base: u16,
+    ctl: Mutex<CpuHotplugController>,
+    ejected: Mutex<Vec<u32>>,
+    line: GsiLine,
+}
+
+#[derive(Debug)]
+struct Power {
+    base: u16,
+    button: Option<GsiLine>,
+    /// A sleep state other than S5 was requested (warned once).
+    warned_sleep: AtomicBool,
+}
+
+/// Values of [`LinuxBus::exit`].
+const EXIT_NONE: u8 = 0;
+const EXIT_REBOOT: u8 = 1;
+const EXIT_POWER_OFF: u8 = 2;
+
 /// Exit handler of a Linux VM.
 #[derive(Debug)]
 pub struct LinuxBus {
     com1: Mutex<Com1>,
-    reboot: AtomicBool,
-    hotplug: Option<(u16, Mutex<CpuHotplugController>)>,
+    com1_gsi: u32,
+    exit: AtomicU8,
+    hotplug: Option<Hotplug>,
+    power: Option<Power>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn offset_in(port: u16, base: u16, len: u16) -> Option<u64> {
+    let offset = port.checked_sub(base)?;
+    (offset < len).then_some(u64::from(offset))
+}
+
 impl LinuxBus {
-    /// A bus with COM1 raising `irq` and writing to `console`, and the hot-plug register
-    /// block for `cpus` when `hotplug` is given.
-    pub fn new(
-        irq: IrqTrigger,
-        console: ConsoleSink,
-        hotplug: Option<(CpuHotplugConfig, &[CpuEntry])>,
-    ) -> Self {
-        Self {
-            com1: Mutex::new(Serial::new(irq, console)),
-            reboot: AtomicBool::new(false),
-            hotplug: hotplug
-                .map(|(cfg, cpus)| (cfg.io_base, Mutex::new(CpuHotplugController::new(cpus)))),
+    /// A bus with COM1 on [`COM1_IRQ`] writing to `console`, the i8042 reset line, and
+    /// the power registers and hot-plug block `config` names. Creates every interrupt
+    /// eventfd; [`LinuxBus::register_irqfds`] hands them to KVM.
+    pub fn new(console: ConsoleSink, config: BusConfig<'_>) -> Result<Self, BusError> {
+        let com1_irq = GsiLine::new("COM1", COM1_IRQ)?;
+        let hotplug = match config.hotplug {
+            Some((cfg, cpus)) => Some(Hotplug {
+                base: cfg.io_base,
+                ctl: Mutex::new(CpuHotplugController::new(cpus)),
+                ejected: Mutex::new(Vec::new()),
+                line: GsiLine::new("CPU hot-plug", cfg.ged_gsi)?,
+            }),
+            None => None,
+        };
+        let power = match config.power {
+            Some(cfg) => Some(Power {
+                base: cfg.io_base,
+                button: cfg
+                    .button_gsi
+                    .map(|gsi| GsiLine::new("power button", gsi))
+                    .transpose()?,
+                warned_sleep: AtomicBool::new(false),
+            }),
+            None => None,
+        };
+        Ok(Self {
+            com1: Mutex::new(Serial::new(IrqTrigger(com1_irq.evt), console)),
+            com1_gsi: com1_irq.gsi,
+            exit: AtomicU8::new(EXIT_NONE),
+            hotplug,
+            power,
+        })
+    }
+
+    /// Register every interrupt of the bus (COM1, the GED's CPU hot-plug and power button
+    /// events) as a KVM irqfd on its GSI. Needs the in-kernel irqchip.
+    pub fn register_irqfds(&self, vm: &kvm_ioctls::VmFd) -> Result<(), kvm_ioctls::Error> {
+        vm.register_irqfd(&lock(&self.com1).interrupt_evt().0, self.com1_gsi)?;
+        for line in self.ged_lines() {
+            vm.register_irqfd(&line.evt, line.gsi)?;
+        }
+        Ok(())
+    }
+
+    /// The GED's interrupt lines: `(GSI, what it signals)`.
+    pub fn ged_interrupts(&self) -> Vec<(u32, &'static str)> {
+        self.ged_lines().map(|l| (l.gsi, l.name)).collect()
+    }
+
+    fn ged_lines(&self) -> impl Iterator<Item = &GsiLine> {
+        let hotplug = self.hotplug.as_ref().map(|h| &h.line);
+        let button = self.power.as_ref().and_then(|p| p.button.as_ref());
+        hotplug.into_iter().chain(button)
+    }
+
+    fn hotplug(&self) -> Result<&Hotplug, HotplugError> {
+        self.hotplug.as_ref().ok_or(HotplugError::NotConfigured)
+    }
+
+    fn pulse_hotplug(hp: &Hotplug) -> Result<(), HotplugError> {
+        hp.line.pulse().map_err(|source| HotplugError::Interrupt {
+            gsi: hp.line.gsi,
+            source,
+        })
+    }
+
+    /// Mark slot `uid` populated with an insert pending and raise the CPU hot-plug GED
+    /// interrupt, so the guest's `_EVT` rescans the slots and onlines the CPU. Create the
+    /// slot's vCPU (waiting for INIT/SIPI) before this.
+    pub fn plug_cpu(&self, uid: u32) -> Result<(), HotplugError> {
+        let hp = self.hotplug()?;
+        lock(&hp.ctl).plug(uid)?;
+        Self::pulse_hotplug(hp)
+    }
+
+    /// Ask the guest to release slot `uid` (remove pending) and raise the CPU hot-plug
+    /// GED interrupt. The guest offlines the CPU and ejects the slot, which
+    /// [`LinuxBus::take_ejected`] then reports (or never does, if the guest refuses).
+    pub fn request_cpu_unplug(&self, uid: u32) -> Result<(), HotplugError> {
+        let hp = self.hotplug()?;
+        lock(&hp.ctl).request_unplug(uid)?;
+        Self::pulse_hotplug(hp)
+    }
+
+    /// Slots the guest ejected (`_EJ0`) since the last call, in eject order; their vCPUs
+    /// can be stopped. Empty without a hot-plug block.
+    pub fn take_ejected(&self) -> Vec<u32> {
+        match &self.hotplug {
+            Some(hp) => std::mem::take(&mut *lock(&hp.ejected)),
+            None => Vec::new(),
         }
     }
 
-    /// Whether the guest asked for a reset through the keyboard controller.
+    /// Whether hot-plug slot `uid` holds a CPU (false without a hot-plug block).
+    pub fn cpu_slot_enabled(&self, uid: u32) -> bool {
+        self.hotplug
+            .as_ref()
+            .is_some_and(|hp| lock(&hp.ctl).is_enabled(uid))
+    }
+
+    /// Press the ACPI power button: raise its GED interrupt, so the guest's `_EVT`
+    /// notifies `\_SB.PWRB` (0x80) and the guest shuts down in an orderly way (QMP
+    /// `system_powerdown`).
+    pub fn press_power_button(&self) -> Result<(), BusError> {
+        let line = self
+            .power
+            .as_ref()
+            .and_then(|p| p.button.as_ref())
+            .ok_or(BusError::NoPowerButton)?;
+        line.pulse().map_err(|source| BusError::Interrupt {
+            line: line.name,
+            gsi: line.gsi,
+            source,
+        })
+    }
+
+    /// How the guest ended the VM, once a vCPU got [`ExitAction::StopVm`] from the bus
+    /// (reset through the i8042 or the ACPI reset register, or ACPI power off).
+    pub fn guest_exit(&self) -> Option<GuestExit> {
+        match self.exit.load(Ordering::Acquire) {
+            EXIT_REBOOT => Some(GuestExit::Reboot),
+            EXIT_POWER_OFF => Some(GuestExit::PowerOff),
+            _ => None,
+        }
+    }
+
+    /// Whether the guest asked for a reset (i8042 or ACPI reset register).
     pub fn reboot_requested(&self) -> bool {
-        self.reboot.load(Ordering::Acquire)
+        self.guest_exit() == Some(GuestExit::Reboot)
+    }
+
+    /// Queue bytes for COM1's receiver (console input). Returns how many fit the
+    /// 64-byte receive FIFO; the caller retries the rest later.
+    pub fn queue_console_input(&self, bytes: &[u8]) -> usize {
+        let mut com1 = lock(&self.com1);
+        let n = com1.fifo_capacity().min(bytes.len());
+        // The only failure after queueing is the interrupt write (or a full FIFO when
+        // `n` is 0); the bytes are in the FIFO either way.
+        let _ = com1.enqueue_raw_bytes(&bytes[..n]);
+        n
+    }
+
+    /// Free space in COM1's receive FIFO.
+    pub fn console_input_space(&self) -> usize {
+        lock(&self.com1).fifo_capacity()
     }
 
     /// The last `n` lines of console output.
@@ -185,10 +435,36 @@ impl LinuxBus {
         let _ = lock(&self.com1).writer_mut().flush_output();
     }
 
-    fn hotplug_offset(&self, port: u16) -> Option<(u64, &Mutex<CpuHotplugController>)> {
-        let (base, ctl) = self.hotplug.as_ref()?;
-        let offset = port.checked_sub(*base)?;
-        (u64::from(offset) < u64::from(HOTPLUG_IO_LEN)).then_some((u64::from(offset), ctl))
+    fn stop(&self, exit: u8, reason: &str) -> ExitAction {
+        self.exit.store(exit, Ordering::Release);
+        ExitAction::StopVm(reason.into())
+    }
+
+    fn hotplug_offset(&self, port: u16) -> Option<(u64, &Hotplug)> {
+        let hp = self.hotplug.as_ref()?;
+        offset_in(port, hp.base, HOTPLUG_IO_LEN).map(|o| (o, hp))
+    }
+
+    fn power_offset(&self, port: u16) -> Option<(u64, &Power)> {
+        let p = self.power.as_ref()?;
+        offset_in(port, p.base, POWER_IO_LEN).map(|o| (o, p))
+    }
+
+    fn power_write(&self, power: &Power, offset: u64, data: &[u8]) -> ExitAction {
+        match PowerRegisters::write(offset, data) {
+            Some(PowerEvent::PowerOff) => self.stop(EXIT_POWER_OFF, POWER_OFF_REASON),
+            Some(PowerEvent::Reset) => self.stop(EXIT_REBOOT, RESET_REASON),
+            Some(PowerEvent::Sleep { slp_typ }) => {
+                if !power.warned_sleep.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "guest asked for ACPI sleep type {slp_typ}, which the tables do not \
+                         offer (only S5, power off): ignored"
+                    );
+                }
+                ExitAction::Continue
+            }
+            None => ExitAction::Continue,
+        }
     }
 }
 
@@ -209,8 +485,10 @@ impl ExitHandler for LinuxBus {
         } else if port == I8042_COMMAND || port == I8042_DATA {
             // Status 0: no data, input buffer empty (Linux's reboot path waits for that).
             data.fill(0);
-        } else if let Some((offset, ctl)) = self.hotplug_offset(port) {
-            lock(ctl).read(offset, data);
+        } else if let Some((offset, _)) = self.power_offset(port) {
+            PowerRegisters::read(offset, data);
+        } else if let Some((offset, hp)) = self.hotplug_offset(port) {
+            lock(&hp.ctl).read(offset, data);
         } else {
             data.fill(0xff);
         }
@@ -224,11 +502,14 @@ impl ExitHandler for LinuxBus {
                 let _ = lock(&self.com1).write(offset, byte);
             }
         } else if port == I8042_COMMAND && data.first() == Some(&I8042_RESET) {
-            self.reboot.store(true, Ordering::Release);
-            return ExitAction::StopVm(REBOOT_REASON.into());
-        } else if let Some((offset, ctl)) = self.hotplug_offset(port) {
-            // Eject needs a monitor to act on; without one the slot simply empties.
-            let _ = lock(ctl).write(offset, data);
+            return self.stop(EXIT_REBOOT, REBOOT_REASON);
+        } else if let Some((offset, power)) = self.power_offset(port) {
+            return self.power_write(power, offset, data);
+        } else if let Some((offset, hp)) = self.hotplug_offset(port) {
+            let event = lock(&hp.ctl).write(offset, data);
+            if let Some(HotplugEvent::Eject { uid }) = event {
+                lock(&hp.ejected).push(uid);
+            }
         }
         ExitAction::Continue
     }
@@ -262,16 +543,23 @@ mod tests {
         }
     }
 
-    fn bus(hotplug: bool) -> (LinuxBus, Shared, EventFd) {
+    fn bus_with(hotplug: bool, power: Option<PowerConfig>) -> (LinuxBus, Shared, EventFd) {
         let out = Shared::default();
-        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let cpus = [CpuEntry::new(0, true), CpuEntry::new(1, false)];
         let bus = LinuxBus::new(
-            IrqTrigger(evt.try_clone().unwrap()),
             ConsoleSink::new(Some(Box::new(out.clone()))),
-            hotplug.then_some((CpuHotplugConfig::default(), &cpus[..])),
-        );
+            BusConfig {
+                hotplug: hotplug.then_some((CpuHotplugConfig::default(), &cpus[..])),
+                power,
+            },
+        )
+        .unwrap();
+        let evt = lock(&bus.com1).interrupt_evt().0.try_clone().unwrap();
         (bus, out, evt)
+    }
+
+    fn bus(hotplug: bool) -> (LinuxBus, Shared, EventFd) {
+        bus_with(hotplug, None)
     }
 
     fn outb(bus: &LinuxBus, port: u16, v: u8) -> ExitAction {
@@ -328,6 +616,228 @@ mod tests {
             ExitAction::StopVm(REBOOT_REASON.into())
         );
         assert!(bus.reboot_requested());
+    }
+
+    fn power_bus(hotplug: bool) -> LinuxBus {
+        bus_with(hotplug, Some(PowerConfig::default())).0
+    }
+
+    /// How many pulses an interrupt line got since the last call.
+    fn pulses(line: &GsiLine) -> u64 {
+        line.evt.read().unwrap_or(0)
+    }
+
+    #[test]
+    fn acpi_s5_powers_off() {
+        let bus = power_bus(false);
+        // acpi_hw_extended_sleep(): clear WAK_STS in the status register, then write
+        // SLP_TYP 5 << 2 | SLP_EN to the control register.
+        assert_eq!(outb(&bus, 0x3c1, 0x80), ExitAction::Continue);
+        assert_eq!(bus.guest_exit(), None);
+        assert_eq!(
+            outb(&bus, 0x3c0, 0x34),
+            ExitAction::StopVm(POWER_OFF_REASON.into())
+        );
+        assert_eq!(bus.guest_exit(), Some(GuestExit::PowerOff));
+        assert!(!bus.reboot_requested());
+        assert_eq!(inb(&bus, 0x3c1), 0, "no wake status");
+    }
+
+    #[test]
+    fn acpi_reset_register_reboots() {
+        let bus = power_bus(false);
+        assert_eq!(outb(&bus, 0x3c2, 0x00), ExitAction::Continue);
+        assert_eq!(
+            outb(&bus, 0x3c2, x86_boot::acpi::power::RESET_VALUE),
+            ExitAction::StopVm(RESET_REASON.into())
+        );
+        assert_eq!(bus.guest_exit(), Some(GuestExit::Reboot));
+        assert!(bus.reboot_requested());
+    }
+
+    #[test]
+    fn other_sleep_states_are_ignored() {
+        let bus = power_bus(false);
+        for byte in [0x24, 0x2c, 0x2c, 0x14] {
+            assert_eq!(outb(&bus, 0x3c0, byte), ExitAction::Continue, "{byte:#x}");
+        }
+        assert_eq!(bus.guest_exit(), None);
+        assert!(bus
+            .power
+            .as_ref()
+            .unwrap()
+            .warned_sleep
+            .load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn power_ports_are_empty_without_power() {
+        let (bus, _, _) = bus(false);
+        assert_eq!(outb(&bus, 0x3c0, 0x34), ExitAction::Continue);
+        assert_eq!(outb(&bus, 0x3c2, 0x01), ExitAction::Continue);
+        assert_eq!(inb(&bus, 0x3c0), 0xff);
+        assert_eq!(bus.guest_exit(), None);
+    }
+
+    #[test]
+    fn power_button_pulses_its_own_line() {
+        let bus = power_bus(true);
+        assert_eq!(
+            bus.ged_interrupts(),
+            [(5, "CPU hot-plug"), (6, "power button")]
+        );
+        bus.press_power_button().unwrap();
+        let button = bus.power.as_ref().unwrap().button.as_ref().unwrap();
+        assert_eq!(pulses(button), 1);
+        assert_eq!(pulses(&bus.hotplug.as_ref().unwrap().line), 0);
+
+        let (plain, _, _) = self::bus(false);
+        assert!(plain.ged_interrupts().is_empty());
+        assert_eq!(
+            plain.press_power_button().unwrap_err().to_string(),
+            "the VM has no ACPI power button"
+        );
+        let no_button = bus_with(
+            false,
+            Some(PowerConfig {
+                button_gsi: None,
+                ..PowerConfig::default()
+            }),
+        )
+        .0;
+        assert!(matches!(
+            no_button.press_power_button(),
+            Err(BusError::NoPowerButton)
+        ));
+    }
+
+    /// What the DSDT's `CSCN` does for one slot: select it, read the status.
+    fn slot_status(bus: &LinuxBus, uid: u32) -> u8 {
+        let base = CpuHotplugConfig::default().io_base;
+        bus.io_out(VcpuIndex(0), base, &uid.to_le_bytes());
+        inb(bus, base + 4)
+    }
+
+    #[test]
+    fn plug_unplug_and_eject_through_the_bus() {
+        let bus = power_bus(true);
+        let base = CpuHotplugConfig::default().io_base;
+        let line = &bus.hotplug.as_ref().unwrap().line;
+
+        bus.plug_cpu(1).unwrap();
+        assert_eq!(pulses(line), 1, "plug raises the GED interrupt");
+        assert_eq!(slot_status(&bus, 1), 0b011, "enabled, insert pending");
+        assert!(bus.cpu_slot_enabled(1));
+        assert_eq!(
+            bus.plug_cpu(1).unwrap_err().to_string(),
+            "CPU slot 1 is already populated"
+        );
+        assert_eq!(pulses(line), 0, "no pulse for a refused plug");
+
+        bus.request_cpu_unplug(1).unwrap();
+        assert_eq!(pulses(line), 1);
+        assert_eq!(slot_status(&bus, 1) & 0b100, 0b100, "remove pending");
+        assert!(bus.take_ejected().is_empty());
+        // _EJ0: select slot 1, write CEJF.
+        bus.io_out(VcpuIndex(0), base, &1u32.to_le_bytes());
+        bus.io_out(VcpuIndex(0), base + 4, &[0b1000]);
+        assert_eq!(bus.take_ejected(), [1]);
+        assert!(bus.take_ejected().is_empty(), "taken once");
+        assert!(!bus.cpu_slot_enabled(1));
+        assert_eq!(
+            bus.request_cpu_unplug(1).unwrap_err().to_string(),
+            "CPU slot 1 is empty"
+        );
+        assert_eq!(
+            bus.plug_cpu(7).unwrap_err().to_string(),
+            "CPU slot 7 does not exist (2 slots)"
+        );
+    }
+
+    #[test]
+    fn hotplug_requests_need_a_hotplug_block() {
+        let bus = power_bus(false);
+        for err in [bus.plug_cpu(1), bus.request_cpu_unplug(0)] {
+            assert_eq!(
+                err.unwrap_err().to_string(),
+                "CPU hot-plug is not configured (start the VM with maxcpus above cpus)"
+            );
+        }
+        assert!(bus.take_ejected().is_empty());
+    }
+
+    #[test]
+    fn console_input_fills_the_receive_fifo() {
+        let (bus, _, evt) = bus(false);
+        // Receive-data interrupt enabled (IER bit 0).
+        outb(&bus, COM1_BASE + 1, 0x01);
+        assert_eq!(bus.queue_console_input(b"ls\n"), 3);
+        assert!(evt.read().unwrap() >= 1, "data ready raises IRQ 4");
+        assert_eq!(inb(&bus, COM1_BASE + 5) & 1, 1, "LSR data ready");
+        assert_eq!(inb(&bus, COM1_BASE), b'l');
+        assert_eq!(bus.console_input_space(), 64 - 2);
+        assert_eq!(bus.queue_console_input(&[b'x'; 100]), 62, "only what fits");
+        assert_eq!(bus.queue_console_input(b"y"), 0);
+    }
+
+    #[test]
+    fn kvm_register_irqfds_claims_every_line() {
+        crate::testing::require_kvm();
+        let kvm = kvm_ioctls::Kvm::new().unwrap();
+        let vm = kvm.create_vm().unwrap();
+        vm.create_irq_chip().unwrap();
+        let bus = power_bus(true);
+        bus.register_irqfds(&vm).unwrap();
+        // A second registration of the same eventfds is refused (EBUSY): all three are in.
+        assert!(bus.register_irqfds(&vm).is_err());
+        bus.press_power_button().unwrap();
+        bus.plug_cpu(1).unwrap();
+    }
+
+    /// The master 8259's state: KVM's default routing sends GSIs 0..15 to the PIC as well
+    /// as the IOAPIC, and the PIC keeps a latched edge in IRR while `last_irr` follows the
+    /// line level, which makes a pulse observable after the fact.
+    fn master_pic(vm: &kvm_ioctls::VmFd) -> kvm_bindings::kvm_pic_state {
+        let mut chip = kvm_bindings::kvm_irqchip {
+            chip_id: kvm_bindings::KVM_IRQCHIP_PIC_MASTER,
+            ..Default::default()
+        };
+        vm.get_irqchip(&mut chip).unwrap();
+        // SAFETY: for chip_id KVM_IRQCHIP_PIC_MASTER, KVM_GET_IRQCHIP fills the `pic`
+        // member of the union; it is plain bytes, valid for any bit pattern.
+        unsafe { chip.chip.pic }
+    }
+
+    #[test]
+    fn kvm_ged_pulses_are_single_edges() {
+        crate::testing::require_kvm();
+        let kvm = kvm_ioctls::Kvm::new().unwrap();
+        let vm = kvm.create_vm().unwrap();
+        vm.create_irq_chip().unwrap();
+        let bus = power_bus(true);
+        bus.register_irqfds(&vm).unwrap();
+        let (hotplug, button) = (1u8 << 5, 1u8 << 6);
+        assert_eq!(master_pic(&vm).irr & (hotplug | button), 0);
+        bus.press_power_button().unwrap();
+        bus.plug_cpu(1).unwrap();
+        // KVM injects irqfd writes from a work queue: wait for both edges.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let pic = loop {
+            let pic = master_pic(&vm);
+            if pic.irr & (hotplug | button) == hotplug | button
+                || std::time::Instant::now() > deadline
+            {
+                break pic;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert_eq!(
+            pic.irr & (hotplug | button),
+            hotplug | button,
+            "edges latched"
+        );
+        assert_eq!(pic.last_irr & (hotplug | button), 0, "lines low again");
+        assert_eq!(pic.irr & 1 << 4, 0, "COM1 did not fire");
     }
 
     #[test]

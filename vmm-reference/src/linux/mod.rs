@@ -1,20 +1,29 @@
 //! A Linux guest: `--kernel` builds a [`LinuxVm`] instead of the probe [`crate::Vmm`].
 //!
 //! The VM has guest RAM (per NUMA node with `--numa`), the full in-kernel irqchip (PIC,
-//! IOAPIC, local APICs) and PIT, COM1 on IRQ 4, the i8042 reset line, and the CPU hot-plug
-//! register block when `maxcpus` exceeds `cpus`. The BSP starts in 64-bit mode at the
-//! kernel's entry with `RSI` pointing at the zero page (the Linux 64-bit boot protocol);
-//! the APs wait in KVM's INIT-received state until Linux starts them with INIT/SIPI.
+//! IOAPIC, local APICs) and PIT, COM1 on IRQ 4, the i8042 reset line, the ACPI power
+//! registers (S5 power off, reset) and power button, and the CPU hot-plug register block
+//! when `maxcpus` exceeds `cpus`. The BSP starts in 64-bit mode at the kernel's entry with
+//! `RSI` pointing at the zero page (the Linux 64-bit boot protocol); the APs wait in KVM's
+//! INIT-received state until Linux starts them with INIT/SIPI.
 //!
-//! - [`boot`]: command line, e820, MP table, ACPI (MADT, DSDT, SRAT, SLIT), zero page;
+//! - [`boot`]: command line, e820, MP table, ACPI (FADT, MADT, DSDT, SRAT, SLIT), zero
+//!   page;
 //! - [`loader`]: vmlinux (ELF) or bzImage, initrd;
-//! - [`bus`]: the port-I/O devices (the VM's [`vcpu_lifecycle::ExitHandler`]);
+//! - [`bus`]: the port-I/O devices (the VM's [`vcpu_lifecycle::ExitHandler`]) and their
+//!   interrupts;
+//! - [`serial`]: COM1's backends (`--serial`: stdio, file, null, Unix or TCP socket);
 //! - [`LinuxVm`]: builds the VM and runs it until the guest reboots, stops, or time runs
-//!   out.
+//!   out; also hot-plugs and unplugs vCPUs through the ACPI hot-plug block, reads
+//!   registers and guest memory, and re-pins vCPUs (the operations a monitor needs);
+//! - [`machine`]: [`machine::LinuxMachine`], the QMP monitor's backend for a Linux VM.
 
 pub mod boot;
 pub mod bus;
+mod control;
 pub mod loader;
+pub mod machine;
+pub mod serial;
 mod vm;
 
 use std::path::PathBuf;
@@ -25,34 +34,9 @@ use cpuid_model::spec::ModelSpec;
 use guest_memory::{MemoryBackendConfig, NumaConfig};
 use vcpu_lifecycle::VmStop;
 
+pub use control::{ControlError, EjectedCpu};
+pub use serial::{parse_serial, SerialOutput};
 pub use vm::LinuxVm;
-
-/// Where COM1's output goes.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum SerialOutput {
-    /// The VMM's standard output.
-    #[default]
-    Stdout,
-    /// A file (created or truncated).
-    File(PathBuf),
-    /// Nowhere (the last lines are still kept for error reports).
-    Null,
-}
-
-/// Parse `--serial`: `stdio`, `file:PATH` or `null` (QEMU's spellings).
-pub fn parse_serial(s: &str) -> Result<SerialOutput, String> {
-    match s {
-        "stdio" => Ok(SerialOutput::Stdout),
-        "null" | "none" => Ok(SerialOutput::Null),
-        _ => match s.strip_prefix("file:") {
-            Some("") => Err("file: needs a path".to_string()),
-            Some(path) => Ok(SerialOutput::File(PathBuf::from(path))),
-            None => Err(format!(
-                "unknown serial backend '{s}' (expected stdio, file:PATH or null)"
-            )),
-        },
-    }
-}
 
 /// Everything a [`LinuxVm`] is built from.
 #[derive(Debug, Clone)]
@@ -77,6 +61,10 @@ pub struct LinuxConfig {
     pub serial: SerialOutput,
     /// Give up after this long.
     pub timeout: Option<Duration>,
+    /// VM name (`--name`), for the host ledger and messages.
+    pub name: Option<String>,
+    /// Where the vCPU and emulator threads run, and over-commit admission.
+    pub placement: crate::placement::PlacementOptions,
 }
 
 impl LinuxConfig {
@@ -96,6 +84,8 @@ impl LinuxConfig {
             objects: Vec::new(),
             serial: SerialOutput::Stdout,
             timeout: Some(Duration::from_secs(300)),
+            name: None,
+            placement: Default::default(),
         }
     }
 }
@@ -118,6 +108,8 @@ impl LinuxConfig {
             objects: linux.object,
             serial: linux.serial,
             timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
+            name: args.name,
+            placement: args.placement.into_options(),
         })
     }
 }
@@ -125,9 +117,12 @@ impl LinuxConfig {
 /// How a Linux guest ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GuestExit {
-    /// The guest reset itself through the keyboard controller (`reboot=k`, the default
-    /// command line's reboot and panic path).
+    /// The guest reset itself: through the keyboard controller (`reboot=k`, the default
+    /// command line's reboot and panic path) or the ACPI reset register (`reboot=acpi`).
     Reboot,
+    /// The guest powered itself off through ACPI (S5: `poweroff`, `halt -p`, or an
+    /// orderly shutdown after the power button).
+    PowerOff,
 }
 
 /// Why a Linux VM could not be built or did not end cleanly.
@@ -192,18 +187,15 @@ pub enum LinuxError {
     /// A CPUID table does not fit KVM.
     #[error("KVM_SET_CPUID2")]
     KvmCpuid(#[from] cpuid_model::kvm::KvmCpuidError),
-    /// The serial output file could not be created.
-    #[error("--serial: create {}", path.display())]
-    SerialFile {
-        /// Which file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The serial interrupt eventfd could not be created.
-    #[error("create the COM1 interrupt eventfd")]
-    EventFd(#[source] std::io::Error),
+    /// The serial backend could not be opened (`--serial`).
+    #[error(transparent)]
+    Serial(#[from] serial::SerialError),
+    /// The I/O bus could not be built (an interrupt eventfd).
+    #[error("I/O bus")]
+    Bus(#[from] bus::BusError),
+    /// Placement or over-commit admission failed.
+    #[error("{0}")]
+    Placement(#[from] crate::placement::PlacementSetupError),
     /// A vCPU thread failed.
     #[error("vCPU thread")]
     Vcpu(#[from] vcpu_lifecycle::VcpuError),
@@ -215,6 +207,9 @@ pub enum LinuxError {
     GuestStopped {
         /// Which vCPU and why.
         stop: VmStop,
+        /// The bytes at the faulting instruction (after an internal error whose RIP maps
+        /// to guest RAM), up to the 15 an x86 instruction can take.
+        code: Option<Vec<u8>>,
         /// The last console lines.
         console: Vec<String>,
     },
@@ -236,10 +231,19 @@ impl LinuxError {
             | LinuxError::Numa(_)
             | LinuxError::Layout(_)
             | LinuxError::Cpuid(crate::guest_setup::GuestCpuidError::Model(_))
-            | LinuxError::Loader(_)
-            | LinuxError::SerialFile { .. } => true,
+            | LinuxError::Loader(_) => true,
+            LinuxError::Serial(e) => e.is_bad_input(),
             LinuxError::Boot(e) => e.is_bad_input(),
+            LinuxError::Placement(e) => e.is_bad_input(),
             _ => false,
+        }
+    }
+
+    /// The bytes at the faulting instruction, for a guest stop after an internal error.
+    pub fn code(&self) -> Option<&[u8]> {
+        match self {
+            LinuxError::GuestStopped { code, .. } => code.as_deref(),
+            _ => None,
         }
     }
 
@@ -250,33 +254,6 @@ impl LinuxError {
                 console
             }
             _ => &[],
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn serial_grammar() {
-        let rows: &[(&str, Result<SerialOutput, &str>)] = &[
-            ("stdio", Ok(SerialOutput::Stdout)),
-            ("null", Ok(SerialOutput::Null)),
-            ("none", Ok(SerialOutput::Null)),
-            ("file:/tmp/x", Ok(SerialOutput::File("/tmp/x".into()))),
-            ("file:", Err("file: needs a path")),
-            (
-                "pty",
-                Err("unknown serial backend 'pty' (expected stdio, file:PATH or null)"),
-            ),
-        ];
-        for (input, want) in rows {
-            assert_eq!(
-                parse_serial(input),
-                want.clone().map_err(str::to_string),
-                "{input}"
-            );
         }
     }
 }

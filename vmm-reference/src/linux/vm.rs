@@ -3,30 +3,38 @@
 //! Build order (each step needs the previous ones): KVM limits and the NUMA check, VM, TSS
 //! and identity-map pages, guest RAM and its slots (before the irqchip: slot changes are
 //! slower once KVM maps its APIC access page), in-kernel irqchip and PIT, kernel, initrd
-//! and boot tables, COM1's irqfd, CPUID, then the vCPUs (after the irqchip, so each gets
-//! an in-kernel local APIC).
+//! and boot tables, the bus and its irqfds (COM1, the GED lines), CPUID, then the vCPUs (after the irqchip, so each gets
+//! an in-kernel local APIC). Placement is admitted on the host before the VM is created;
+//! each vCPU thread applies its pin before its first KVM_RUN, and the calling thread takes
+//! the emulator pin once every vCPU thread exists (threads inherit their creator's
+//! affinity).
+//!
+//! Monitor operations on a built VM (hot-plug, registers, memory, re-pin) are in
+//! `control.rs`.
 
-use std::fs::File;
+use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cpu_topology::VcpuIndex;
+use cpu_topology::{CpuTopology, VcpuIndex};
+use cpuid_model::normalize::Normalizer;
 use guest_memory::{
     GuestRam, MemoryLayout, MemorySlots, NumaMachine, NumaTopology, UnassignedCpus,
 };
 use kvm_bindings::{kvm_fpu, kvm_pit_config, kvm_regs, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use vcpu_lifecycle::{event_channel, StopReason, VcpuContext, VcpuEvent, VcpuSet};
-use vmm_sys_util::eventfd::EventFd;
+use vcpu_lifecycle::{event_channel, StopReason, VcpuContext, VcpuEvent, VcpuSet, VmStop};
 use x86_boot::layout::BOOT_STACK_POINTER;
 use x86_boot::long_mode::long_mode_sregs;
 
 use super::boot::{self, BootInput, BootTables};
-use super::bus::{ConsoleSink, IrqTrigger, LinuxBus, WriteDebug, COM1_IRQ, REBOOT_REASON};
+use super::bus::{BusConfig, LinuxBus};
 use super::loader::{self, LoadedKernel};
-use super::{GuestExit, LinuxConfig, LinuxError, SerialOutput};
+use super::serial::SerialBackend;
+use super::{GuestExit, LinuxConfig, LinuxError};
 use crate::guest_setup::{check_kvm_limits, guest_cpuid};
+use crate::placement::VmPlacement;
 
 /// How long a vCPU may take to answer a start or stop command.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,20 +54,32 @@ fn vcpu_op(vcpu: VcpuIndex, op: &'static str) -> impl FnOnce(kvm_ioctls::Error) 
     move |source| LinuxError::VcpuIoctl { vcpu, op, source }
 }
 
-/// A VM booting a Linux kernel. Fields drop in order: vCPU threads first, then memory.
+/// A VM booting a Linux kernel. Fields drop in order: vCPU threads first, then the
+/// ledger entry, parked vCPU fds, and memory.
 #[derive(Debug)]
 pub struct LinuxVm {
-    vcpus: VcpuSet,
+    pub(super) vcpus: VcpuSet,
     events: Receiver<VcpuEvent>,
-    bus: Arc<LinuxBus>,
+    pub(super) bus: Arc<LinuxBus>,
     timeout: Option<Duration>,
     kernel: LoadedKernel,
     tables: BootTables,
     numa: Option<NumaTopology>,
-    _ctx: VcpuContext,
+    pub(super) topology: CpuTopology,
+    pub(super) memory_size: u64,
+    pub(super) cpu_model: String,
+    pub(super) placement: VmPlacement,
+    /// Spawns vCPU threads (boot and hot-plugged) with the VM's exit handler.
+    pub(super) ctx: VcpuContext,
+    /// Per-vCPU CPUID for any slot, hot-pluggable ones included.
+    pub(super) normalizer: Normalizer,
+    /// Hot-plugged vCPUs by `device_add` id.
+    pub(super) plugged: BTreeMap<VcpuIndex, String>,
+    /// vCPU fds of unplugged slots: KVM cannot destroy a vCPU, so a re-plug reuses it.
+    pub(super) parked: BTreeMap<VcpuIndex, VcpuFd>,
     _slots: MemorySlots,
-    _ram: GuestRam,
-    _vm: Arc<VmFd>,
+    pub(super) ram: GuestRam,
+    pub(super) vm: Arc<VmFd>,
 }
 
 fn resolve_numa(config: &LinuxConfig) -> Result<Option<NumaTopology>, LinuxError> {
@@ -80,20 +100,6 @@ fn resolve_numa(config: &LinuxConfig) -> Result<Option<NumaTopology>, LinuxError
     Ok(Some(numa))
 }
 
-fn console_sink(serial: &SerialOutput) -> Result<ConsoleSink, LinuxError> {
-    let out: Option<Box<dyn WriteDebug>> = match serial {
-        SerialOutput::Stdout => Some(Box::new(std::io::stdout())),
-        SerialOutput::File(path) => Some(Box::new(File::create(path).map_err(|source| {
-            LinuxError::SerialFile {
-                path: path.clone(),
-                source,
-            }
-        })?)),
-        SerialOutput::Null => None,
-    };
-    Ok(ConsoleSink::new(out))
-}
-
 impl LinuxVm {
     /// Build the VM, load the kernel and create every vCPU thread (not yet running).
     pub fn new(config: LinuxConfig) -> Result<Self, LinuxError> {
@@ -105,10 +111,13 @@ impl LinuxVm {
             Some(n) => n.layout()?,
             None => MemoryLayout::x86_64(config.memory)?,
         };
-        let sink = console_sink(&config.serial)?;
+        // A socket server with `wait` blocks here until its first client connects.
+        let serial = SerialBackend::open(&config.serial)?;
 
         let kvm = Kvm::new().map_err(LinuxError::OpenKvm)?;
         check_kvm_limits(&kvm, &topo)?;
+        let placement =
+            VmPlacement::for_kvm(&config.placement, &topo, config.name.as_deref(), &kvm)?;
         let vm = Arc::new(kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?);
         vm.set_tss_address(TSS_ADDR)
             .map_err(kvm_op("KVM_SET_TSS_ADDR"))?;
@@ -156,14 +165,15 @@ impl LinuxVm {
             },
         )?;
 
-        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(LinuxError::EventFd)?;
-        vm.register_irqfd(&irq, COM1_IRQ)
-            .map_err(kvm_op("KVM_IRQFD"))?;
         let bus = Arc::new(LinuxBus::new(
-            IrqTrigger(irq),
-            sink,
-            tables.hotplug.map(|h| (h, cpus.as_slice())),
-        ));
+            serial.sink,
+            BusConfig {
+                hotplug: tables.hotplug.map(|h| (h, cpus.as_slice())),
+                power: tables.power,
+            },
+        )?);
+        bus.register_irqfds(&vm).map_err(kvm_op("KVM_IRQFD"))?;
+        serial.input.start(&bus);
 
         let normalizer = guest_cpuid(&kvm, &config.cpu, &topo)?;
 
@@ -172,19 +182,15 @@ impl LinuxVm {
         let apic = topo.apic_layout();
         let mut vcpus = VcpuSet::new();
         for index in topo.present() {
-            let id = apic.apic_id(index)?;
-            let fd = vm
-                .create_vcpu(u64::from(id.0))
-                .map_err(vcpu_op(index, "KVM_CREATE_VCPU"))?;
-            let table = normalizer.for_vcpu(index)?;
-            fd.set_cpuid2(&cpuid_model::kvm::to_kvm(&table)?)
-                .map_err(vcpu_op(index, "KVM_SET_CPUID2"))?;
+            let fd = create_vcpu(&vm, &normalizer, index, apic.apic_id(index)?.0)?;
             if index.0 == 0 {
                 setup_bsp(&fd, &kernel, &tables)?;
             }
             // The APs keep KVM's initial state: waiting for INIT/SIPI from the guest.
-            vcpus.insert(ctx.spawn(index, fd, None)?);
+            vcpus.insert(ctx.spawn(index, fd, Some(placement.hook()))?);
         }
+        // After the vCPU threads exist: they inherit the creating thread's affinity.
+        placement.pin_emulator()?;
         Ok(Self {
             vcpus,
             events,
@@ -193,10 +199,17 @@ impl LinuxVm {
             kernel,
             tables,
             numa,
-            _ctx: ctx,
+            topology: topo,
+            memory_size: config.memory,
+            cpu_model: config.cpu.model.name.clone(),
+            placement,
+            ctx,
+            normalizer,
+            plugged: BTreeMap::new(),
+            parked: BTreeMap::new(),
             _slots: slots,
-            _ram: ram,
-            _vm: vm,
+            ram,
+            vm,
         })
     }
 
@@ -218,6 +231,84 @@ impl LinuxVm {
     /// The I/O bus (console output, reboot flag).
     pub fn bus(&self) -> &LinuxBus {
         &self.bus
+    }
+
+    /// The placement plan, as `--placement-plan` prints it.
+    pub fn placement_plan(&self) -> String {
+        self.placement.plan_text()
+    }
+
+    /// The vCPU threads (thread ids, states, exit statistics).
+    pub fn vcpus(&self) -> &VcpuSet {
+        &self.vcpus
+    }
+
+    /// The topology of the VM.
+    pub fn topology(&self) -> CpuTopology {
+        self.topology
+    }
+
+    /// Guest RAM in bytes.
+    pub fn memory_size(&self) -> u64 {
+        self.memory_size
+    }
+
+    /// The CPU model name (`--cpu`).
+    pub fn cpu_model(&self) -> &str {
+        &self.cpu_model
+    }
+
+    /// Take the lifecycle event channel, for a caller that waits on it without holding
+    /// the VM (the monitor's main loop). [`LinuxVm::run`] sees no events after.
+    pub fn take_events(&mut self) -> Receiver<VcpuEvent> {
+        std::mem::replace(&mut self.events, std::sync::mpsc::channel().1)
+    }
+
+    /// How the guest ended the VM, when `stop` is its own doing (a reset or an ACPI power
+    /// off through the bus) rather than a fault.
+    pub fn guest_exit(&self, stop: &VmStop) -> Option<GuestExit> {
+        match stop.reason {
+            StopReason::Requested(_) => self.bus.guest_exit(),
+            _ => None,
+        }
+    }
+
+    /// The bytes of the instruction an internal error stopped at: from its guest-physical
+    /// address up to 15 bytes, not past the end of its page (the next page of the guest's
+    /// virtual address space may be anywhere in RAM).
+    pub fn code_at_fault(&self, stop: &VmStop) -> Option<Vec<u8>> {
+        let StopReason::InternalError {
+            code_gpa: Some(gpa),
+            ..
+        } = stop.reason
+        else {
+            return None;
+        };
+        const MAX_INSTRUCTION: u64 = 15;
+        const PAGE: u64 = 4096;
+        let len = MAX_INSTRUCTION.min(PAGE - gpa % PAGE);
+        self.read_phys(gpa, len as usize).ok()
+    }
+
+    /// Start every vCPU (they were created stopped so they start together).
+    pub fn start(&mut self) -> Result<(), LinuxError> {
+        Ok(self.vcpus.start_all(CONTROL_TIMEOUT)?)
+    }
+
+    /// Pause every vCPU; pending I/O completes first.
+    pub fn pause(&mut self) -> Result<(), LinuxError> {
+        Ok(self.vcpus.pause_all(CONTROL_TIMEOUT)?)
+    }
+
+    /// Resume every paused vCPU.
+    pub fn resume(&mut self) -> Result<(), LinuxError> {
+        Ok(self.vcpus.resume_all(CONTROL_TIMEOUT)?)
+    }
+
+    /// Stop every vCPU and end its thread (the guest cannot continue after this).
+    pub fn stop(&mut self) -> Result<(), LinuxError> {
+        self.bus.flush_console();
+        Ok(self.vcpus.stop_all(CONTROL_TIMEOUT)?)
     }
 
     /// Start the vCPUs and wait until the guest reboots, stops, or time runs out. Every
@@ -248,13 +339,12 @@ impl LinuxVm {
                 // The bus never halts a vCPU; a halted one simply stays out of the guest.
                 Ok(VcpuEvent::Halted { .. }) => {}
                 Ok(VcpuEvent::StopVm(stop)) => {
-                    if self.bus.reboot_requested()
-                        && stop.reason == StopReason::Requested(REBOOT_REASON.to_string())
-                    {
-                        return Ok(GuestExit::Reboot);
+                    if let Some(exit) = self.guest_exit(&stop) {
+                        return Ok(exit);
                     }
                     self.bus.flush_console();
                     return Err(LinuxError::GuestStopped {
+                        code: self.code_at_fault(&stop),
                         stop,
                         console: self.bus.console_tail(REPORT_LINES),
                     });
@@ -270,19 +360,42 @@ impl LinuxVm {
         }
     }
 
-    /// End the VM for process exit: stop and join the vCPU threads and leave guest RAM
-    /// and its KVM slots to the kernel, which frees them with the process.
+    /// End the VM for process exit: stop and join the vCPU threads, release the ledger
+    /// entry, and leave guest RAM and its KVM slots to the kernel, which frees them with
+    /// the process.
     pub fn exit(self) {
         let LinuxVm {
             vcpus,
+            bus,
+            placement,
+            parked,
             _slots,
-            _ram,
-            _vm,
+            ram,
+            vm,
             ..
         } = self;
         drop(vcpus);
-        std::mem::forget((_slots, _ram, _vm));
+        bus.flush_console();
+        drop(placement);
+        std::mem::forget((parked, _slots, ram, vm));
     }
+}
+
+/// Create the KVM vCPU of slot `index` (boot or hot-plugged): its vCPU id is its APIC id,
+/// its CPUID the model normalised for its place in the topology.
+pub(super) fn create_vcpu(
+    vm: &VmFd,
+    normalizer: &Normalizer,
+    index: VcpuIndex,
+    apic_id: u32,
+) -> Result<VcpuFd, LinuxError> {
+    let fd = vm
+        .create_vcpu(u64::from(apic_id))
+        .map_err(vcpu_op(index, "KVM_CREATE_VCPU"))?;
+    let table = normalizer.for_vcpu(index)?;
+    fd.set_cpuid2(&cpuid_model::kvm::to_kvm(&table)?)
+        .map_err(vcpu_op(index, "KVM_SET_CPUID2"))?;
+    Ok(fd)
 }
 
 /// The BSP enters the kernel in 64-bit mode: RIP at the entry, RSI at the zero page,

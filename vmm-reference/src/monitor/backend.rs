@@ -244,6 +244,13 @@ pub trait MonitorBackend: Send + Sync {
             operation: "system_reset",
         })
     }
+    /// Press the ACPI power button (`system_powerdown`): the guest shuts down in an
+    /// orderly way. The default says it is not supported (a VM without ACPI).
+    fn powerdown(&self) -> Result<(), BackendError> {
+        Err(BackendError::NotSupported {
+            operation: "system_powerdown",
+        })
+    }
     /// Ask the VMM to exit (`quit`). Called on a monitor client thread after the reply has
     /// been sent; the server then stops by itself. Signal the VMM's main thread and return:
     /// dropping the [`QmpServer`](super::QmpServer) from inside this call would wait for the

@@ -22,6 +22,7 @@ pub const COMMANDS: &[&str] = &[
     "stop",
     "cont",
     "system_reset",
+    "system_powerdown",
     "quit",
     "query-cpus-fast",
     "query-hotpluggable-cpus",
@@ -226,6 +227,11 @@ impl Monitor {
                 );
                 json!({}).into()
             }
+            "system_powerdown" => {
+                args.finish()?;
+                self.powerdown()?;
+                json!({}).into()
+            }
             "quit" => {
                 args.finish()?;
                 Done {
@@ -287,6 +293,14 @@ impl Monitor {
         if !was_running {
             self.events.emit("RESUME", Value::Null);
         }
+        Ok(())
+    }
+
+    /// `system_powerdown`: presses the power button, emitting `POWERDOWN` (as QEMU does,
+    /// before the guest reacts).
+    pub(crate) fn powerdown(&self) -> Result<(), QmpError> {
+        self.backend.powerdown().map_err(|e| backend_error(&e))?;
+        self.events.emit("POWERDOWN", Value::Null);
         Ok(())
     }
 

@@ -22,6 +22,7 @@ struct State {
     anon: u32,
     quit: bool,
     pins: Vec<(VcpuIndex, String)>,
+    power_button_presses: u32,
 }
 
 /// A scripted backend: `sockets x cores x threads` possible CPUs, the first `present`
@@ -34,6 +35,7 @@ pub struct FakeBackend {
     threads: u32,
     numa_nodes: u32,
     reset_supported: bool,
+    power_button: bool,
     state: Mutex<State>,
 }
 
@@ -46,12 +48,14 @@ impl FakeBackend {
             threads,
             numa_nodes: 0,
             reset_supported: false,
+            power_button: false,
             state: Mutex::new(State {
                 status: RunState::Running,
                 present: BTreeMap::new(),
                 anon: 0,
                 quit: false,
                 pins: Vec::new(),
+                power_button_presses: 0,
             }),
         };
         {
@@ -79,6 +83,17 @@ impl FakeBackend {
     pub fn with_reset(mut self) -> Self {
         self.reset_supported = true;
         self
+    }
+
+    /// Gives the VM an ACPI power button, so `system_powerdown` succeeds.
+    pub fn with_power_button(mut self) -> Self {
+        self.power_button = true;
+        self
+    }
+
+    /// How often `system_powerdown` pressed the power button.
+    pub fn power_button_presses(&self) -> u32 {
+        self.lock().power_button_presses
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -161,6 +176,16 @@ impl MonitorBackend for FakeBackend {
                 operation: "system_reset",
             })
         }
+    }
+
+    fn powerdown(&self) -> Result<(), BackendError> {
+        if !self.power_button {
+            return Err(BackendError::NotSupported {
+                operation: "system_powerdown",
+            });
+        }
+        self.lock().power_button_presses += 1;
+        Ok(())
     }
 
     fn quit(&self) {

@@ -35,6 +35,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("info status", "show the VM status (running|paused)"),
     ("quit", "quit the VMM"),
     ("stop", "stop emulation"),
+    ("system_powerdown", "send the system power down event"),
     ("system_reset", "reset the system"),
     (
         "vcpuinfo",
@@ -120,6 +121,10 @@ fn run_inner(monitor: &Monitor, line: &str, current: VcpuIndex) -> Result<HmpOut
         }
         ["cont" | "c"] => {
             monitor.cont().map_err(|e| e.desc)?;
+            String::new()
+        }
+        ["system_powerdown"] => {
+            monitor.powerdown().map_err(|e| e.desc)?;
             String::new()
         }
         ["system_reset"] => {

@@ -192,6 +192,48 @@ fn system_reset_supported_or_not() {
 }
 
 #[test]
+fn system_powerdown_presses_the_button_or_is_not_supported() {
+    let mut r = rig(FakeBackend::new(1, 1, 1, 1));
+    assert_eq!(
+        r.one(r#"{"execute": "system_powerdown", "id": 1}"#),
+        j(
+            r#"{"error": {"class": "GenericError", "desc": "system_powerdown is not supported by this VMM"}, "id": 1}"#
+        )
+    );
+    assert_eq!(
+        r.hmp("system_powerdown"),
+        "Error: system_powerdown is not supported by this VMM\n"
+    );
+    assert!(r.events().is_empty());
+
+    let mut r = rig(FakeBackend::new(1, 1, 1, 1).with_power_button());
+    assert_eq!(
+        r.one(r#"{"execute": "system_powerdown", "id": 2}"#),
+        j(r#"{"return": {}, "id": 2}"#)
+    );
+    assert_eq!(r.hmp("system_powerdown"), "");
+    assert_eq!(r.fake.power_button_presses(), 2);
+    // QEMU emits POWERDOWN (no data) when the button is pressed; the guest's SHUTDOWN
+    // comes later, from the guest.
+    assert_eq!(
+        r.events(),
+        vec![
+            j(r#"{"event": "POWERDOWN"}"#),
+            j(r#"{"event": "POWERDOWN"}"#)
+        ]
+    );
+    assert_eq!(
+        r.one(r#"{"execute": "system_powerdown", "arguments": {"force": true}}"#),
+        j(r#"{"error": {"class": "GenericError", "desc": "Parameter 'force' is unexpected"}}"#)
+    );
+    let commands = r.one(r#"{"execute": "query-commands"}"#);
+    assert!(commands["return"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"name": "system_powerdown"})));
+}
+
+#[test]
 fn quit_replies_then_shuts_down() {
     let mut r = rig(FakeBackend::new(1, 1, 1, 1));
     let replies = run_script(

@@ -1,8 +1,10 @@
-//! DSDT AML: processor devices and the CPU hot-plug mechanism.
+//! DSDT AML: processor devices, the CPU hot-plug mechanism, the sleep states
+//! and the power button.
 //!
 //! Namespace generated (ASL pseudo-code; `N` = number of slots):
 //!
 //! ```text
+//! Name (\_S5_, Package () { 5, 0, 0, 0 })  // only with power: SLP_TYP 5
 //! Scope (\_SB) {
 //!   Device (CPUS) {                       // processor container
 //!     Name (_HID, "ACPI0010")  Name (_CID, EisaId ("PNP0A05"))
@@ -24,10 +26,16 @@
 //!         Method (_EJ0, 1) { CEJ0 (0) } }          // only with hot-plug
 //!     ...
 //!   }
-//!   Device (GED_) {                       // only with hot-plug
+//!   Device (PWRB) {                       // only with a power button
+//!     Name (_HID, EisaId ("PNP0C0C")) Name (_UID, 0) }
+//!   Device (GED_) {                       // with hot-plug or a power button
 //!     Name (_HID, "ACPI0013") Name (_UID, 0)
-//!     Name (_CRS, ResourceTemplate () { Interrupt (Consumer, Edge, ActiveHigh, Exclusive) { gsi } })
-//!     Method (_EVT, 1) { \_SB.CPUS.CSCN () }
+//!     Name (_CRS, ResourceTemplate () {   // one descriptor per event
+//!         Interrupt (Consumer, Edge, ActiveHigh, Exclusive) { hotplug_gsi }
+//!         Interrupt (Consumer, Edge, ActiveHigh, Exclusive) { button_gsi } })
+//!     Method (_EVT, 1, Serialized) {      // Linux passes the GSI that fired
+//!         If (Arg0 == hotplug_gsi) { \_SB.CPUS.CSCN () }
+//!         If (Arg0 == button_gsi) { Notify (\_SB.PWRB, 0x80) } }
 //!   }
 //! }
 //! ```
@@ -35,11 +43,12 @@
 use acpi_tables::aml::{
     Acquire, Add, Arg, BufferData, Device, EISAName, Else, Equal, Field, FieldAccessType,
     FieldEntry, FieldLockRule, FieldUpdateRule, If, Interrupt, LessThan, Local, Method, MethodCall,
-    Mutex, Name, Notify, OpRegion, OpRegionSpace, Path, Release, ResourceTemplate, Return, Scope,
-    Store, While, ONE, ZERO,
+    Mutex, Name, Notify, OpRegion, OpRegionSpace, Package, Path, Release, ResourceTemplate, Return,
+    Scope, Store, While, ONE, ZERO,
 };
 use acpi_tables::{Aml, AmlSink};
 
+use super::power::{POWER_BUTTON_NOTIFY, SLP_TYP_S5};
 use super::tables::{processor_structure, MADT_ENABLED};
 use super::{AcpiConfig, CpuHotplugConfig};
 
@@ -67,6 +76,7 @@ pub fn cpu_device_name(uid: usize) -> String {
 }
 
 const CPUS: &str = "\\_SB_.CPUS";
+const PWRB: &str = "\\_SB_.PWRB";
 const LOCK: &str = "\\_SB_.CPUS.CLCK";
 
 fn hotplug_methods(hp: &CpuHotplugConfig, slots: usize) -> Vec<Raw> {
@@ -247,19 +257,79 @@ pub(crate) fn dsdt_aml(config: &AcpiConfig) -> Vec<u8> {
     let container = Device::new("CPUS".into(), children);
 
     let mut sb: Vec<&dyn Aml> = vec![&container];
-    let ged_hid = Name::new("_HID".into(), &"ACPI0013");
-    let ged_uid = Name::new("_UID".into(), &ZERO);
-    let gsi = config.hotplug.map(|hp| hp.ged_gsi).unwrap_or(0);
-    let irq = Interrupt::new(true, true, false, false, gsi);
-    let crs_tpl = ResourceTemplate::new(vec![&irq]);
-    let crs = Name::new("_CRS".into(), &crs_tpl);
-    let scan = MethodCall::new(format!("{CPUS}.CSCN").as_str().into(), vec![]);
-    let evt = Method::new("_EVT".into(), 1, true, vec![&scan]);
-    let ged = Device::new("GED_".into(), vec![&ged_hid, &ged_uid, &crs, &evt]);
-    if config.hotplug.is_some() {
-        sb.push(&ged);
+    let pwrb = power_button(config);
+    if let Some(p) = &pwrb {
+        sb.push(p);
+    }
+    let ged = ged(config);
+    if let Some(g) = &ged {
+        sb.push(g);
     }
     let mut out = Vec::new();
+    if config.power.is_some() {
+        sleep_states().to_aml_bytes(&mut out);
+    }
     Scope::new("\\_SB_".into(), sb).to_aml_bytes(&mut out);
     out
+}
+
+/// `Name (\_S5_, Package () { 5, 0, 0, 0 })`: soft off is the only sleep state, with
+/// `SLP_TYP` [`SLP_TYP_S5`] for the sleep control register.
+fn sleep_states() -> Raw {
+    let typ = SLP_TYP_S5;
+    let pkg = Package::new(vec![&typ, &ZERO, &ZERO, &ZERO]);
+    encode(&Name::new("\\_S5_".into(), &pkg))
+}
+
+/// `Device (PWRB) { Name (_HID, EisaId ("PNP0C0C")) Name (_UID, 0) }`, when the
+/// power button is configured.
+fn power_button(config: &AcpiConfig) -> Option<Raw> {
+    config.power.and_then(|p| p.button_gsi)?;
+    let id = EISAName::new("PNP0C0C");
+    let hid = Name::new("_HID".into(), &id);
+    let uid = Name::new("_UID".into(), &ZERO);
+    Some(encode(&Device::new("PWRB".into(), vec![&hid, &uid])))
+}
+
+/// The Generic Event Device: one edge, active-high interrupt per event (CPU hot-plug,
+/// power button) and an `_EVT` that dispatches on the GSI Linux passes as `Arg0`.
+/// `None` when neither event is configured.
+fn ged(config: &AcpiConfig) -> Option<Raw> {
+    let hotplug_gsi = config.hotplug.map(|hp| hp.ged_gsi);
+    let button_gsi = config.power.and_then(|p| p.button_gsi);
+    if hotplug_gsi.is_none() && button_gsi.is_none() {
+        return None;
+    }
+    let hid = Name::new("_HID".into(), &"ACPI0013");
+    let uid = Name::new("_UID".into(), &ZERO);
+    let irqs: Vec<Interrupt> = hotplug_gsi
+        .iter()
+        .chain(button_gsi.iter())
+        .map(|&gsi| Interrupt::new(true, true, false, false, gsi))
+        .collect();
+    let crs_tpl = ResourceTemplate::new(irqs.iter().map(|i| i as &dyn Aml).collect());
+    let crs = Name::new("_CRS".into(), &crs_tpl);
+
+    let scan = MethodCall::new(format!("{CPUS}.CSCN").as_str().into(), vec![]);
+    let hotplug_gsi_val = hotplug_gsi.unwrap_or(0);
+    let hotplug_eq = Equal::new(&Arg(0), &hotplug_gsi_val);
+    let on_hotplug = If::new(&hotplug_eq, vec![&scan]);
+    let pwrb = Path::new(PWRB);
+    let pressed = POWER_BUTTON_NOTIFY;
+    let notify = Notify::new(&pwrb, &pressed);
+    let button_gsi_val = button_gsi.unwrap_or(0);
+    let button_eq = Equal::new(&Arg(0), &button_gsi_val);
+    let on_button = If::new(&button_eq, vec![&notify]);
+    let mut body: Vec<&dyn Aml> = Vec::new();
+    if hotplug_gsi.is_some() {
+        body.push(&on_hotplug);
+    }
+    if button_gsi.is_some() {
+        body.push(&on_button);
+    }
+    let evt = Method::new("_EVT".into(), 1, true, body);
+    Some(encode(&Device::new(
+        "GED_".into(),
+        vec![&hid, &uid, &crs, &evt],
+    )))
 }

@@ -41,8 +41,22 @@ pub enum HotplugEvent {
 }
 
 /// Errors from VMM-side hot-plug requests.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum HotplugError {
+    /// The machine has no hot-plug register block (every slot is present
+    /// at boot, so the tables describe no hot-pluggable CPU).
+    #[error("CPU hot-plug is not configured (start the VM with maxcpus above cpus)")]
+    NotConfigured,
+    /// The VMM could not raise the GED interrupt that makes the guest
+    /// rescan the slots (the slot state has changed already).
+    #[error("raise the CPU hot-plug interrupt (GSI {gsi})")]
+    Interrupt {
+        /// The GED GSI.
+        gsi: u32,
+        /// The eventfd write error.
+        #[source]
+        source: std::io::Error,
+    },
     /// No such slot.
     #[error("CPU slot {uid} does not exist ({slots} slots)")]
     NoSuchSlot {

@@ -1,5 +1,5 @@
 //! ACPI tables for Linux guests: RSDP, XSDT, FADT, MADT, DSDT (processor
-//! devices and CPU hot-plug), SRAT and SLIT.
+//! devices, CPU hot-plug, sleep states, power button), SRAT and SLIT.
 //!
 //! [`build_acpi`] is pure: it validates an [`AcpiConfig`], lays the tables
 //! out inside an [`AcpiLayout`] and returns their bytes and addresses
@@ -11,8 +11,10 @@
 //!
 //! Choices (see DESIGN.md for the reasoning and the hot-plug registers):
 //! - the FADT is hardware-reduced (no PM timer, SCI, GPE or 8259: what
-//!   Firecracker and Cloud Hypervisor give Linux); hot-plug events arrive
-//!   through a Generic Event Device (`ACPI0013`) interrupt;
+//!   Firecracker and Cloud Hypervisor give Linux); hot-plug and power
+//!   button events arrive through a Generic Event Device (`ACPI0013`), one
+//!   interrupt per event; power off and reset go through the FADT's sleep
+//!   control and reset registers ([`power`]);
 //! - the MADT has revision 5: present CPUs are Enabled, hot-pluggable slots
 //!   Online Capable, so Linux prints "smpboot: Allowing N CPUs, M hotplug CPUs";
 //! - slots with an APIC id or UID above 254 get Local x2APIC structures,
@@ -21,6 +23,7 @@
 
 mod dsdt;
 pub mod hotplug;
+pub mod power;
 mod tables;
 
 use std::collections::HashSet;
@@ -29,6 +32,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryError};
 
 pub use dsdt::{cpu_device_name, HOTPLUG_IO_LEN};
 pub use hotplug::{CpuHotplugController, HotplugError, HotplugEvent};
+pub use power::{PowerConfig, PowerEvent, PowerRegisters, POWER_IO_LEN};
 pub use tables::{
     madt_type, processor_structure, uses_x2apic, DSDT_REVISION, MADT_ENABLED, MADT_ONLINE_CAPABLE,
     MADT_REVISION, SLIT_REVISION, SRAT_REVISION,
@@ -109,8 +113,11 @@ pub struct AcpiConfig {
     pub ioapic: IoApicConfig,
     /// NUMA nodes; `None` for a single-node guest (no SRAT/SLIT).
     pub numa: Option<NumaConfig>,
-    /// CPU hot-plug; `None` makes `_STA` static and omits the GED.
+    /// CPU hot-plug; `None` makes `_STA` static and omits its GED event.
     pub hotplug: Option<CpuHotplugConfig>,
+    /// Power off, reset and the power button; `None` leaves the FADT
+    /// without sleep and reset registers and the DSDT without `\_S5_`.
+    pub power: Option<PowerConfig>,
 }
 
 /// Where the tables go in guest memory.
@@ -210,6 +217,21 @@ pub enum AcpiError {
     InvalidApicId {
         /// Slot index.
         index: usize,
+    },
+    /// The CPU hot-plug and power button GED events share a GSI (each needs its own).
+    #[error("the CPU hot-plug and power button events both use GSI {gsi}")]
+    GedGsiConflict {
+        /// The shared GSI.
+        gsi: u32,
+    },
+    /// The power register block would wrap around the 16-bit port space or
+    /// overlap the CPU hot-plug block.
+    #[error(
+        "power registers at port {io_base:#x} overlap the CPU hot-plug block or end beyond 0xffff"
+    )]
+    PowerPorts {
+        /// The power block's first port.
+        io_base: u16,
     },
     /// NUMA configured without memory ranges.
     #[error("NUMA configuration has no memory ranges")]
@@ -322,6 +344,7 @@ fn validate(config: &AcpiConfig) -> Result<Option<Vec<Vec<u8>>>, AcpiError> {
             });
         }
     }
+    validate_power(config)?;
     let Some(numa) = &config.numa else {
         return Ok(None);
     };
@@ -395,6 +418,29 @@ fn validate(config: &AcpiConfig) -> Result<Option<Vec<Vec<u8>>>, AcpiError> {
     Ok(Some(matrix))
 }
 
+fn validate_power(config: &AcpiConfig) -> Result<(), AcpiError> {
+    let Some(power) = config.power else {
+        return Ok(());
+    };
+    let start = u32::from(power.io_base);
+    let end = start + u32::from(POWER_IO_LEN);
+    let overlaps = config.hotplug.is_some_and(|hp| {
+        let hp_start = u32::from(hp.io_base);
+        start < hp_start + u32::from(HOTPLUG_IO_LEN) && hp_start < end
+    });
+    if end > 0x1_0000 || overlaps {
+        return Err(AcpiError::PowerPorts {
+            io_base: power.io_base,
+        });
+    }
+    if let (Some(hp), Some(gsi)) = (config.hotplug, power.button_gsi) {
+        if hp.ged_gsi == gsi {
+            return Err(AcpiError::GedGsiConflict { gsi });
+        }
+    }
+    Ok(())
+}
+
 /// Validate `config` and build every table for `layout` (nothing is written).
 pub fn build_acpi(config: &AcpiConfig, layout: &AcpiLayout) -> Result<AcpiTables, AcpiError> {
     let distances = validate(config)?;
@@ -425,7 +471,10 @@ pub fn build_acpi(config: &AcpiConfig, layout: &AcpiLayout) -> Result<AcpiTables
         addr
     };
     let dsdt_addr = place(*b"DSDT", tables::dsdt(&dsdt::dsdt_aml(config)));
-    let mut xsdt_entries = vec![place(*b"FACP", tables::fadt(dsdt_addr))];
+    let mut xsdt_entries = vec![place(
+        *b"FACP",
+        tables::fadt(dsdt_addr, config.power.as_ref()),
+    )];
     xsdt_entries.push(place(*b"APIC", tables::madt(config)));
     if let (Some(numa), Some(d)) = (&config.numa, &distances) {
         xsdt_entries.push(place(*b"SRAT", tables::srat(&config.cpus, numa)));

@@ -2,9 +2,11 @@
 //! checksums, built on `acpi_tables`' [`Sdt`] header helper).
 
 use acpi_tables::fadt::{FADTBuilder, Flags};
+use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::sdt::Sdt;
 use acpi_tables::Aml;
 
+use super::power::{PowerConfig, RESET_VALUE};
 use super::{AcpiConfig, NumaConfig, OEM_ID, OEM_TABLE_ID};
 use crate::platform::{CpuEntry, LAPIC_ADDR, MAX_XAPIC_ID};
 
@@ -66,14 +68,37 @@ fn sdt(signature: &[u8; 4], header_len: u32, revision: u8) -> Sdt {
     Sdt::new(*signature, header_len, revision, OEM_ID, OEM_TABLE_ID, 1)
 }
 
+/// A one-byte register in I/O port space (Generic Address Structure).
+fn io_byte(port: u16) -> GAS {
+    GAS::new(
+        AddressSpace::SystemIo,
+        8,
+        0,
+        AccessSize::ByteAccess,
+        u64::from(port),
+    )
+}
+
 /// FADT: ACPI 6.5 layout, hardware-reduced, pointing at the DSDT (64-bit).
-pub fn fadt(dsdt_addr: u64) -> Vec<u8> {
+///
+/// `PWR_BUTTON` and `SLP_BUTTON` say there are no fixed-feature buttons (the power
+/// button, if any, is the `PNP0C0C` control-method device in the DSDT). With `power`,
+/// `SLEEP_CONTROL_REG`, `SLEEP_STATUS_REG` and `RESET_REG` (with `RESET_REG_SUP`) name
+/// the one-byte I/O registers of [`super::power`].
+pub fn fadt(dsdt_addr: u64, power: Option<&PowerConfig>) -> Vec<u8> {
     let mut b = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, 1)
         .dsdt_64(dsdt_addr)
         .flag(Flags::HwReducedAcpi)
         .flag(Flags::PwrButton)
         .flag(Flags::SlpButton);
     b.iapc_boot_arch = IAPC_VGA_NOT_PRESENT.into();
+    if let Some(p) = power {
+        b = b.flag(Flags::ResetRegSup);
+        b.reset_reg = io_byte(p.reset_port());
+        b.reset_value = RESET_VALUE;
+        b.sleep_control_reg = io_byte(p.sleep_control_port());
+        b.sleep_status_reg = io_byte(p.sleep_status_port());
+    }
     let mut out = Vec::new();
     b.finalize().to_aml_bytes(&mut out);
     out

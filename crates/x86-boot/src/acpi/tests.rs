@@ -47,6 +47,7 @@ fn two_socket_config() -> AcpiConfig {
             distances: Some(vec![vec![10, 21], vec![21, 10]]),
         }),
         hotplug: Some(CpuHotplugConfig::default()),
+        power: Some(PowerConfig::default()),
     }
 }
 
@@ -304,6 +305,22 @@ fn config_errors() {
             }),
             "distance from node 0 to node 1 is 10: local distances must be 10, remote ones 11..=255",
         ),
+        (
+            Box::new(|c| c.power.as_mut().unwrap().button_gsi = Some(GED_DEFAULT_GSI)),
+            "the CPU hot-plug and power button events both use GSI 5",
+        ),
+        (
+            Box::new(|c| c.power.as_mut().unwrap().io_base = HOTPLUG_DEFAULT_IO_BASE + 11),
+            "power registers at port 0xce3 overlap the CPU hot-plug block or end beyond 0xffff",
+        ),
+        (
+            Box::new(|c| c.power.as_mut().unwrap().io_base = HOTPLUG_DEFAULT_IO_BASE - 2),
+            "power registers at port 0xcd6 overlap the CPU hot-plug block or end beyond 0xffff",
+        ),
+        (
+            Box::new(|c| c.power.as_mut().unwrap().io_base = 0xfffe),
+            "power registers at port 0xfffe overlap the CPU hot-plug block or end beyond 0xffff",
+        ),
     ];
     for (mutate, msg) in rows {
         let mut c = ok.clone();
@@ -376,6 +393,133 @@ fn default_distances_are_ten_and_twenty() {
     c.numa.as_mut().unwrap().distances = None;
     let t = build_acpi(&c, &AcpiLayout::default()).unwrap();
     assert_eq!(&t.table(b"SLIT").unwrap().bytes[44..], &[10, 20, 20, 10]);
+}
+
+/// A Generic Address Structure at `o`: (space, bit width, bit offset, access size, address).
+fn gas_at(b: &[u8], o: usize) -> (u8, u8, u8, u8, u64) {
+    (b[o], b[o + 1], b[o + 2], b[o + 3], u64_at(b, o + 4))
+}
+
+/// ACPI 6.5 table 5.9 offsets.
+const FADT_FLAGS: usize = 112;
+const FADT_RESET_REG: usize = 116;
+const FADT_RESET_VALUE: usize = 128;
+const FADT_SLEEP_CONTROL_REG: usize = 244;
+const FADT_SLEEP_STATUS_REG: usize = 256;
+const RESET_REG_SUP: u32 = 1 << 10;
+
+#[test]
+fn fadt_names_the_power_registers() {
+    let t = build_acpi(&two_socket_config(), &AcpiLayout::default()).unwrap();
+    let fadt = &t.table(b"FACP").unwrap().bytes;
+    assert_eq!(fadt.len(), 276);
+    assert_eq!(byte_sum(fadt), 0);
+    let flags = u32_at(fadt, FADT_FLAGS);
+    assert_ne!(flags & RESET_REG_SUP, 0, "RESET_REG_SUP");
+    assert_ne!(flags & (1 << 20), 0, "HW_REDUCED_ACPI");
+    assert_ne!(flags & (1 << 4), 0, "PWR_BUTTON: no fixed power button");
+    // SystemIO, 8 bits at bit 0, byte access.
+    assert_eq!(gas_at(fadt, FADT_RESET_REG), (1, 8, 0, 1, 0x3c2));
+    assert_eq!(fadt[FADT_RESET_VALUE], power::RESET_VALUE);
+    assert_eq!(gas_at(fadt, FADT_SLEEP_CONTROL_REG), (1, 8, 0, 1, 0x3c0));
+    assert_eq!(gas_at(fadt, FADT_SLEEP_STATUS_REG), (1, 8, 0, 1, 0x3c1));
+
+    // Elsewhere: other ports.
+    let mut c = two_socket_config();
+    c.power = Some(PowerConfig {
+        io_base: 0x600,
+        button_gsi: None,
+    });
+    let t = build_acpi(&c, &AcpiLayout::default()).unwrap();
+    let fadt = &t.table(b"FACP").unwrap().bytes;
+    assert_eq!(gas_at(fadt, FADT_RESET_REG).4, 0x602);
+    assert_eq!(gas_at(fadt, FADT_SLEEP_CONTROL_REG).4, 0x600);
+    assert_eq!(gas_at(fadt, FADT_SLEEP_STATUS_REG).4, 0x601);
+}
+
+#[test]
+fn without_power_the_fadt_has_no_sleep_or_reset_register() {
+    let mut c = two_socket_config();
+    c.power = None;
+    let t = build_acpi(&c, &AcpiLayout::default()).unwrap();
+    let fadt = &t.table(b"FACP").unwrap().bytes;
+    assert_eq!(u32_at(fadt, FADT_FLAGS) & RESET_REG_SUP, 0);
+    for o in [
+        FADT_RESET_REG,
+        FADT_SLEEP_CONTROL_REG,
+        FADT_SLEEP_STATUS_REG,
+    ] {
+        assert_eq!(gas_at(fadt, o), (0, 0, 0, 0, 0), "offset {o}");
+    }
+    let dsdt = &t.table(b"DSDT").unwrap().bytes;
+    assert!(!dsdt.windows(4).any(|w| w == b"_S5_"));
+    assert!(!dsdt.windows(4).any(|w| w == b"PWRB"));
+}
+
+/// `Name (\_S5_, Package (4) { 5, 0, 0, 0 })` in AML.
+const S5_AML: [u8; 14] = [
+    0x08, b'\\', b'_', b'S', b'5', b'_', 0x12, 0x07, 0x04, 0x0a, 0x05, 0x00, 0x00, 0x00,
+];
+
+/// The GED `_CRS` interrupts: GSIs of the Extended Interrupt descriptors, in order,
+/// each checked for consumer, edge, active high, exclusive.
+fn ged_gsis(dsdt: &[u8]) -> Vec<u32> {
+    dsdt.windows(9)
+        .filter(|w| w[0] == 0x89 && w[1] == 6 && w[2] == 0)
+        .map(|w| {
+            assert_eq!(
+                w[3], 0b0011,
+                "flags: consumer, edge, active high, exclusive"
+            );
+            assert_eq!(w[4], 1, "one interrupt per descriptor");
+            u32::from_le_bytes(w[5..9].try_into().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn dsdt_power_objects_follow_the_config() {
+    let base = two_socket_config();
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let dsdt_of = |mutate: &dyn Fn(&mut AcpiConfig)| {
+        let mut c = base.clone();
+        mutate(&mut c);
+        build_acpi(&c, &AcpiLayout::default())
+            .unwrap()
+            .table(b"DSDT")
+            .unwrap()
+            .bytes
+            .clone()
+    };
+    // PNP0C0C as an EISA id.
+    let pnp0c0c = [0x41, 0xd0, 0x0c, 0x0c];
+
+    // Hot-plug and button: both interrupts, S5, PWRB.
+    let both = dsdt_of(&|_| {});
+    assert!(contains(&both, &S5_AML));
+    assert!(contains(&both, b"PWRB") && contains(&both, &pnp0c0c));
+    assert!(contains(&both, b"ACPI0013"));
+    assert_eq!(ged_gsis(&both), [5, 6]);
+
+    // Button only: the GED exists for it alone.
+    let button = dsdt_of(&|c| c.hotplug = None);
+    assert!(contains(&button, b"ACPI0013") && contains(&button, b"PWRB"));
+    assert_eq!(ged_gsis(&button), [6]);
+    assert!(!contains(&button, b"CSCN"));
+
+    // Hot-plug only, no button: S5 stays, PWRB goes.
+    let hotplug = dsdt_of(&|c| c.power.as_mut().unwrap().button_gsi = None);
+    assert!(contains(&hotplug, &S5_AML));
+    assert!(!contains(&hotplug, b"PWRB"));
+    assert_eq!(ged_gsis(&hotplug), [5]);
+
+    // Neither: no GED.
+    let neither = dsdt_of(&|c| {
+        c.hotplug = None;
+        c.power.as_mut().unwrap().button_gsi = None;
+    });
+    assert!(!contains(&neither, b"ACPI0013"));
+    assert!(ged_gsis(&neither).is_empty());
 }
 
 proptest::proptest! {
