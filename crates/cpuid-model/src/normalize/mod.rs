@@ -1,6 +1,6 @@
 //! Per-vCPU CPUID: the topology leaves of one vCPU, computed from a base table (the
 //! host's supported CPUID after the CPU model is applied), a [`CpuTopology`] and the
-//! vCPU's [`VcpuIndex`].
+//! vCPU's [`VcpuIndex`] (and, for AMD's node id, optionally the vCPU's NUMA node).
 //!
 //! A [`Normalizer`] is built once per (base table, topology): it fixes every field that
 //! is the same on all vCPUs (counts, shifts, cache sharing) in a template. Then
@@ -15,6 +15,8 @@
 
 pub mod amd;
 pub mod intel;
+
+use std::collections::BTreeSet;
 
 use cpu_topology::{ApicIdLayout, CpuTopology, TopologyError, VcpuIndex};
 
@@ -91,6 +93,22 @@ pub enum NormalizeError {
         dies: u32,
         /// Sockets.
         sockets: u32,
+    },
+    /// The NUMA node list does not have one entry per vCPU slot.
+    #[error("cannot normalize CPUID: {given} NUMA node entries given for {slots} vCPU slots (one per slot up to maxcpus)")]
+    NumaNodeCount {
+        /// Entries given.
+        given: usize,
+        /// The topology's `maxcpus`.
+        slots: u32,
+    },
+    /// A NUMA node id does not fit AMD leaf 0x8000_001E `ECX[7:0]`.
+    #[error("cannot encode AMD leaf 0x8000001e: vCPU {vcpu} is on NUMA node {node}, the node id field holds 0 to 255")]
+    AmdNodeIdTooLarge {
+        /// The vCPU slot.
+        vcpu: u32,
+        /// Its NUMA node.
+        node: u32,
     },
 }
 
@@ -242,12 +260,80 @@ pub struct Normalizer {
     ext_leaves: Vec<(u32, u32)>,
     has_leaf1: bool,
     has_8000_001e: bool,
+    /// The vCPUs' NUMA nodes, when given.
+    numa: Option<NumaNodes>,
+}
+
+/// The NUMA node of every vCPU slot, and per socket the number of nodes with CPUs in it
+/// minus one (AMD's nodes-per-processor field, clamped to 3 bits).
+#[derive(Debug, Clone)]
+struct NumaNodes {
+    node_of: Vec<u32>,
+    per_processor: Vec<u32>,
+}
+
+impl NumaNodes {
+    fn new(topo: &CpuTopology, node_of: &[u32]) -> Result<Self, NormalizeError> {
+        if node_of.len() != topo.max_cpus() as usize {
+            return Err(NormalizeError::NumaNodeCount {
+                given: node_of.len(),
+                slots: topo.max_cpus(),
+            });
+        }
+        let mut in_socket = vec![BTreeSet::new(); topo.sockets() as usize];
+        for (i, &node) in node_of.iter().enumerate() {
+            let index = VcpuIndex(i as u32);
+            let pos = topo
+                .position(index)
+                .map_err(|source| NormalizeError::Vcpu {
+                    index: index.0,
+                    source,
+                })?;
+            if let Some(set) = in_socket.get_mut(pos.socket as usize) {
+                set.insert(node);
+            }
+        }
+        let per_processor = in_socket
+            .iter()
+            .map(|nodes| Shape::minus_one_clamped(nodes.len() as u32, 3))
+            .collect();
+        Ok(Self {
+            node_of: node_of.to_vec(),
+            per_processor,
+        })
+    }
 }
 
 impl Normalizer {
     /// Prepare the per-vCPU computation: checks the base table and the topology and fixes
-    /// every vCPU-independent field.
+    /// every vCPU-independent field. AMD node ids follow the dies (one node per die).
     pub fn new(base: &CpuidTable, topo: &CpuTopology) -> Result<Self, NormalizeError> {
+        Self::build(base, topo, None)
+    }
+
+    /// Like [`Normalizer::new`], for a guest with NUMA nodes: `node_of[i]` is the NUMA node
+    /// of vCPU slot `i`, one entry per slot up to `maxcpus` (hot-pluggable slots included).
+    ///
+    /// On AMD, leaf 0x8000_001E `ECX` then carries the vCPU's NUMA node as its node id
+    /// (`[7:0]`) and, as nodes per processor (`[10:8]`), the number of NUMA nodes with
+    /// CPUs in the vCPU's socket minus one (clamped to 7), so a guest that reads the leaf
+    /// (Linux's AMD topology code) sees the nodes its ACPI SRAT describes. A node id above
+    /// 255 is refused ([`NormalizeError::AmdNodeIdTooLarge`]); the die limit of
+    /// [`NormalizeError::AmdTooManyNodes`] does not apply. Intel CPUID has no node id:
+    /// Intel tables are the same as with [`Normalizer::new`].
+    pub fn with_numa_nodes(
+        base: &CpuidTable,
+        topo: &CpuTopology,
+        node_of: &[u32],
+    ) -> Result<Self, NormalizeError> {
+        Self::build(base, topo, Some(node_of))
+    }
+
+    fn build(
+        base: &CpuidTable,
+        topo: &CpuTopology,
+        node_of: Option<&[u32]>,
+    ) -> Result<Self, NormalizeError> {
         let vendor_bytes = base.vendor().ok_or(NormalizeError::MissingLeaf0)?;
         let vendor =
             Vendor::from_bytes(&vendor_bytes).ok_or_else(|| NormalizeError::UnsupportedVendor {
@@ -263,11 +349,26 @@ impl Normalizer {
             layout,
         };
 
+        let numa = node_of.map(|n| NumaNodes::new(topo, n)).transpose()?;
+        if let (Vendor::Amd, Some(numa)) = (vendor, &numa) {
+            let too_large = numa
+                .node_of
+                .iter()
+                .enumerate()
+                .find(|(_, &node)| node > amd::MAX_NODE_ID);
+            if let Some((vcpu, &node)) = too_large {
+                return Err(NormalizeError::AmdNodeIdTooLarge {
+                    vcpu: vcpu as u32,
+                    node,
+                });
+            }
+        }
+
         let mut t = base.clone();
         common_leaves(&mut t, &shape);
         match vendor {
             Vendor::Intel => intel::apply(&mut t, &shape),
-            Vendor::Amd => amd::apply(&mut t, &shape)?,
+            Vendor::Amd => amd::apply(&mut t, &shape, numa.is_some())?,
         }
         let ext_leaves = [0xb, 0x1f]
             .into_iter()
@@ -283,7 +384,16 @@ impl Normalizer {
             shape,
             vendor,
             ext_leaves,
+            numa,
         })
+    }
+
+    /// The NUMA node of a vCPU slot, when the normalizer was built with
+    /// [`Normalizer::with_numa_nodes`].
+    pub fn numa_node(&self, index: VcpuIndex) -> Option<u32> {
+        self.numa
+            .as_ref()
+            .and_then(|n| n.node_of.get(index.0 as usize).copied())
     }
 
     /// Vendor of the base table.
@@ -318,7 +428,18 @@ impl Normalizer {
             }
         }
         if self.vendor == Vendor::Amd && self.has_8000_001e {
-            amd::per_vcpu(&mut t, &self.shape, pos, apic);
+            let node = match &self.numa {
+                None => amd::NodeSource::Dies,
+                Some(numa) => amd::NodeSource::Numa {
+                    node: numa.node_of.get(index.0 as usize).copied().unwrap_or(0),
+                    per_processor: numa
+                        .per_processor
+                        .get(pos.socket as usize)
+                        .copied()
+                        .unwrap_or(0),
+                },
+            };
+            amd::per_vcpu(&mut t, &self.shape, pos, apic, node);
         }
         Ok(t)
     }

@@ -161,3 +161,153 @@ fn errors() {
         "cannot encode AMD leaf 0x8000001e: 9 dies per socket and 1 sockets exceed 8 nodes per package or 256 node ids"
     );
 }
+
+/// 0x8000_001E ECX of every vCPU slot.
+fn ext_ecx(n: &Normalizer, topo: &CpuTopology) -> Vec<u32> {
+    (0..topo.max_cpus())
+        .map(|i| r(&n.for_vcpu(VcpuIndex(i)).unwrap(), 0x8000_001e, 0).ecx)
+        .collect()
+}
+
+#[test]
+fn amd_node_ids_follow_numa_nodes() {
+    // (smp as sockets, dies, cores, threads, maxcpus; node of each slot; ECX per slot)
+    type Row = ((u32, u32, u32, u32, u32), &'static [u32], &'static [u32]);
+    let rows: &[Row] = &[
+        // One node per socket: node id = socket, one node per processor.
+        (
+            (2, 1, 2, 1, 4),
+            &[0, 0, 1, 1],
+            &[0x000, 0x000, 0x001, 0x001],
+        ),
+        // Uneven: both sockets hold nodes 0 and 1 -> two nodes per processor.
+        (
+            (2, 1, 2, 1, 4),
+            &[0, 1, 1, 0],
+            &[0x100, 0x101, 0x101, 0x100],
+        ),
+        // Two nodes in socket 0, one in socket 1: the field is per socket.
+        (
+            (2, 1, 2, 1, 4),
+            &[0, 1, 2, 2],
+            &[0x100, 0x101, 0x002, 0x002],
+        ),
+        // One node spanning both sockets.
+        ((2, 1, 2, 1, 4), &[0, 0, 0, 0], &[0, 0, 0, 0]),
+        // Node ids need not follow dies: 2 dies, nodes split across them.
+        (
+            (1, 2, 2, 1, 4),
+            &[3, 2, 1, 0],
+            &[0x303, 0x302, 0x301, 0x300],
+        ),
+        // Nine nodes in one socket: 3-bit field clamped to 7; node 8 kept.
+        (
+            (1, 1, 9, 1, 9),
+            &[0, 1, 2, 3, 4, 5, 6, 7, 8],
+            &[
+                0x700, 0x701, 0x702, 0x703, 0x704, 0x705, 0x706, 0x707, 0x708,
+            ],
+        ),
+        // Node 255 is the largest id the field holds.
+        ((1, 1, 2, 1, 2), &[255, 0], &[0x1ff, 0x100]),
+    ];
+    let b = base(b"AuthenticAMD", 0xd);
+    for &((s, d, c, t, max), nodes, want) in rows {
+        let topo = CpuTopology::new(s, d, 1, c, t, max).unwrap();
+        let n = Normalizer::with_numa_nodes(&b, &topo, nodes).unwrap();
+        assert_eq!(ext_ecx(&n, &topo), want, "{s}s {d}d {c}c nodes {nodes:?}");
+        for (i, &node) in nodes.iter().enumerate() {
+            let i = VcpuIndex(i as u32);
+            assert_eq!(n.numa_node(i), Some(node));
+            assert_eq!(amd::node_id(&n.for_vcpu(i).unwrap()), Some(node));
+        }
+    }
+}
+
+#[test]
+fn numa_nodes_change_only_the_amd_node_fields() {
+    let topo = CpuTopology::new(2, 2, 1, 3, 2, 24).unwrap();
+    let nodes: Vec<u32> = (0..24).map(|i| (i * 5) % 3).collect();
+    for vendor in [b"AuthenticAMD", b"GenuineIntel"] {
+        let b = base(vendor, 0xd);
+        let plain = Normalizer::new(&b, &topo).unwrap();
+        let numa = Normalizer::with_numa_nodes(&b, &topo, &nodes).unwrap();
+        for i in 0..24 {
+            let (p, n) = (
+                plain.for_vcpu(VcpuIndex(i)).unwrap(),
+                numa.for_vcpu(VcpuIndex(i)).unwrap(),
+            );
+            for ((pk, pe), (nk, ne)) in p.iter().zip(n.iter()) {
+                assert_eq!(pk, nk);
+                let mut want = pe.regs;
+                if vendor == b"AuthenticAMD" && pk.leaf == 0x8000_001e {
+                    want.ecx = (want.ecx & !0x7ff) | 0x200 | nodes[i as usize];
+                }
+                assert_eq!(ne.regs, want, "{vendor:?} vCPU {i} {pk:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn numa_node_errors() {
+    let topo = CpuTopology::new(2, 1, 1, 2, 1, 4).unwrap();
+    let amd_base = base(b"AuthenticAMD", 0xd);
+    let intel_base = base(b"GenuineIntel", 0xd);
+    let rows: &[(&CpuidTable, &[u32], &str)] = &[
+        (
+            &amd_base,
+            &[0, 1, 2],
+            "cannot normalize CPUID: 3 NUMA node entries given for 4 vCPU slots (one per slot up to maxcpus)",
+        ),
+        (
+            &intel_base,
+            &[0, 0, 0, 0, 0],
+            "cannot normalize CPUID: 5 NUMA node entries given for 4 vCPU slots (one per slot up to maxcpus)",
+        ),
+        (
+            &amd_base,
+            &[0, 0, 256, 1],
+            "cannot encode AMD leaf 0x8000001e: vCPU 2 is on NUMA node 256, the node id field holds 0 to 255",
+        ),
+    ];
+    for (b, nodes, want) in rows {
+        let e = Normalizer::with_numa_nodes(b, &topo, nodes).unwrap_err();
+        assert_eq!(e.to_string(), *want);
+    }
+    // Intel has no CPUID node id: any node number is accepted and changes nothing.
+    let n = Normalizer::with_numa_nodes(&intel_base, &topo, &[0, 0, 256, 1]).unwrap();
+    assert_eq!(n.numa_node(VcpuIndex(2)), Some(256));
+    assert_eq!(amd::node_id(&n.for_vcpu(VcpuIndex(2)).unwrap()), None);
+    // Nine dies exceed the die-based encoding, not the NUMA one.
+    let dies = CpuTopology::new(1, 9, 1, 1, 1, 9).unwrap();
+    assert!(Normalizer::new(&amd_base, &dies).is_err());
+    let n = Normalizer::with_numa_nodes(&amd_base, &dies, &[0, 0, 0, 1, 1, 1, 2, 2, 2]).unwrap();
+    assert_eq!(ext_ecx(&n, &dies)[8], 0x202);
+}
+
+#[test]
+fn node_id_needs_amd_topoext_and_the_leaf() {
+    let topo = CpuTopology::flat(2).unwrap();
+    let b = base(b"AuthenticAMD", 0xd);
+    let t = Normalizer::new(&b, &topo)
+        .unwrap()
+        .for_vcpu(VcpuIndex(1))
+        .unwrap();
+    assert_eq!(amd::node_id(&t), Some(0));
+    let mut no_topoext = t.clone();
+    no_topoext
+        .get_mut(CpuidKey::leaf(0x8000_0001))
+        .unwrap()
+        .regs
+        .ecx &= !amd::TOPOEXT;
+    assert_eq!(amd::node_id(&no_topoext), None);
+    let mut short = t.clone();
+    short.get_mut(CpuidKey::leaf(0x8000_0000)).unwrap().regs.eax = 0x8000_001d;
+    assert_eq!(amd::node_id(&short), None);
+    let intel = Normalizer::new(&base(b"GenuineIntel", 0xd), &topo)
+        .unwrap()
+        .for_vcpu(VcpuIndex(1))
+        .unwrap();
+    assert_eq!(amd::node_id(&intel), None);
+}
