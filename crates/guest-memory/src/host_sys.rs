@@ -98,3 +98,19 @@ pub fn populate_write(addr: usize, len: usize) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// How many pages of `[addr, addr + len)` are resident (`mincore`), for tests that check
+/// that untouched guest RAM costs nothing. Exact for the range, unlike smaps, whose entry
+/// may be a VMA merged with neighbouring anonymous mappings.
+#[cfg(test)]
+pub fn resident_pages(addr: usize, len: usize) -> io::Result<usize> {
+    let page = 4096;
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: mincore writes one byte per page of the range into `vec`, which has exactly
+    // that many bytes; it does not touch the mapping, and an unmapped range is ENOMEM.
+    let rc = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(vec.iter().filter(|&&b| b & 1 == 1).count())
+}

@@ -238,6 +238,9 @@ pub enum NumaError {
         /// What is wrong.
         reason: String,
     },
+    /// A libvirt domain XML document that does not parse or has a malformed `<cell>`.
+    #[error("libvirt XML: {0}")]
+    LibvirtXml(String),
     /// The per-node layout was refused.
     #[error("NUMA memory layout failed: {0}")]
     Layout(#[source] LayoutError),
@@ -825,7 +828,11 @@ pub fn parse_node_mem(value: &str) -> Result<u64, NumaError> {
 }
 
 mod cell;
+#[cfg(feature = "libvirt-xml")]
+mod libvirt;
 #[cfg(test)]
 mod tests;
 
-pub use cell::NumaCell;
+pub use cell::{NumaCell, NumaSibling};
+#[cfg(feature = "libvirt-xml")]
+pub use libvirt::cells_from_libvirt_xml;

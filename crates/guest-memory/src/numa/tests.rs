@@ -345,7 +345,7 @@ fn libvirt_cells_from_json_map_to_the_same_config() {
     let from_cells = NumaConfig::from_cells(&cells).unwrap();
     let from_cli = NumaConfig::parse([
         "node,nodeid=0,cpus=0-1,mem=512M",
-        "node,nodeid=1,cpus=2,cpus=3,mem=512M",
+        "node,nodeid=1,cpus=2-3,mem=512M",
     ])
     .unwrap();
     assert_eq!(from_cells, from_cli);
@@ -363,13 +363,26 @@ fn libvirt_cells_from_json_map_to_the_same_config() {
     );
 
     let bad = [
-        (r#"{"id": 0, "cpus": "0-1", "memory": 1, "unit": "parsec"}"#, "NUMA cell 0: unknown unit 'parsec'"),
-        (r#"{"id": 2, "cpus": "3-1", "memory": 1}"#, "NUMA cell 2: cpus '3-1': -numa node: parameter 'cpus' expects a CPU index or a range A-B, got '3-1'"),
-        (r#"{"id": 0, "cpus": "0", "memory": 18446744073709551615, "unit": "GiB"}"#, "NUMA cell 0: memory does not fit in 64 bits"),
+        (
+            r#"{"id": 0, "cpus": "0-1", "memory": 1, "unit": "parsec"}"#,
+            "NUMA cell 0: unknown unit 'parsec'",
+        ),
+        (
+            r#"{"id": 2, "cpus": "3-1", "memory": 1}"#,
+            "NUMA cell 2: cpus '3-1': reversed range `3-1`: the start is above the end",
+        ),
+        (
+            r#"{"id": 0, "cpus": "0", "memory": 18446744073709551615, "unit": "GiB"}"#,
+            "NUMA cell 0: memory does not fit in 64 bits",
+        ),
     ];
     for (json, want) in bad {
         let cell: NumaCell = serde_json::from_str(json).unwrap();
         assert_eq!(cell.to_option().unwrap_err().to_string(), want);
+        assert_eq!(
+            NumaConfig::from_cells(&[cell]).unwrap_err().to_string(),
+            want
+        );
     }
     assert!(
         serde_json::from_str::<NumaCell>(r#"{"id": 0, "cpus": "0", "memory": 1, "extra": 1}"#)
@@ -416,5 +429,108 @@ proptest! {
         let _ = parse_numa(&s);
         let _ = parse_numa(&format!("node,{s}"));
         let _ = parse_numa(&format!("dist,{s}"));
+    }
+}
+
+/// libvirt's `^` exclusions and `<sibling>` distances reach the same configuration as the
+/// equivalent `-numa` options.
+#[test]
+fn cells_take_libvirt_cpusets_and_distances() {
+    let json = r#"[
+        {"id": 0, "cpus": "0-4,^2", "memory": 1, "unit": "GiB",
+         "distances": [{"id": 0, "value": 10}, {"id": 1, "value": 21}]},
+        {"id": 1, "cpus": "2,5-7", "memory": 1048576,
+         "distances": [{"id": 0, "value": 21}, {"id": 1, "value": 10}]}
+    ]"#;
+    let cells: Vec<NumaCell> = serde_json::from_str(json).unwrap();
+    let from_cells = NumaConfig::from_cells(&cells).unwrap();
+    let from_cli = NumaConfig::parse([
+        "node,nodeid=0,cpus=0-1,cpus=3-4,mem=1G",
+        "node,nodeid=1,cpus=2,cpus=5-7,mem=1G",
+        "dist,src=0,dst=0,val=10",
+        "dist,src=0,dst=1,val=21",
+        "dist,src=1,dst=0,val=21",
+        "dist,src=1,dst=1,val=10",
+    ])
+    .unwrap();
+    assert_eq!(from_cells, from_cli);
+
+    let far: NumaCell = serde_json::from_str(
+        r#"{"id": 0, "cpus": "0", "memory": 1, "distances": [{"id": 1, "value": 300}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        NumaConfig::from_cells(&[far]).unwrap_err().to_string(),
+        "NUMA cell 0: distance 300 to cell 1 is above 255"
+    );
+}
+
+#[cfg(feature = "libvirt-xml")]
+mod libvirt_xml {
+    use super::*;
+    use crate::numa::cells_from_libvirt_xml;
+
+    /// A `virsh dumpxml`-shaped domain: the cells inside `<cpu><numa>` are found and
+    /// everything around them is ignored.
+    #[test]
+    fn domain_xml_gives_the_cells() {
+        let xml = r#"<domain type='kvm'>
+  <name>guest</name>
+  <memory unit='KiB'>2097152</memory>
+  <vcpu placement='static'>8</vcpu>
+  <cpu mode='host-passthrough'>
+    <topology sockets='2' dies='1' cores='2' threads='2'/>
+    <numa>
+      <cell id='0' cpus='0-3' memory='1' unit='GiB' memAccess='shared'>
+        <distances>
+          <sibling id='0' value='10'/>
+          <sibling id='1' value='21'/>
+        </distances>
+      </cell>
+      <cell id='1' cpus='4-7' memory='1048576'>
+        <distances>
+          <sibling id='0' value='21'/>
+          <sibling id='1' value='10'/>
+        </distances>
+      </cell>
+    </numa>
+  </cpu>
+  <devices><disk type='file'/></devices>
+</domain>"#;
+        let cells = cells_from_libvirt_xml(xml).unwrap();
+        assert_eq!(cells.len(), 2);
+        assert_eq!(cells[0].unit.as_deref(), Some("GiB"));
+        assert_eq!(cells[1].distances[0], NumaSibling { id: 0, value: 21 });
+        let config = NumaConfig::from_cells(&cells).unwrap();
+        let from_cli = NumaConfig::parse([
+            "node,nodeid=0,cpus=0-3,mem=1G",
+            "node,nodeid=1,cpus=4-7,mem=1G",
+            "dist,src=0,dst=0,val=10",
+            "dist,src=0,dst=1,val=21",
+            "dist,src=1,dst=0,val=21",
+            "dist,src=1,dst=1,val=10",
+        ])
+        .unwrap();
+        assert_eq!(config, from_cli);
+    }
+
+    #[test]
+    fn malformed_documents_are_one_line_errors() {
+        let rows = [
+            ("<numa><cell id='0' cpus='0'>", "libvirt XML: the root node was opened but never closed"),
+            ("<domain/>", "libvirt XML: no <numa><cell> element found"),
+            ("<numa><cell cpus='0' memory='1'/></numa>", "libvirt XML: <cell> number 1: no id attribute"),
+            ("<numa><cell id='0' cpus='0'/></numa>", "libvirt XML: <cell id='0'>: no memory attribute"),
+            ("<numa><cell id='x' memory='1'/></numa>", "libvirt XML: <cell> number 1: attribute id='x' is not a number"),
+            (
+                "<numa><cell id='0' memory='1'><distances><sibling id='1'/></distances></cell></numa>",
+                "libvirt XML: <cell id='0'>: <sibling> needs id and value",
+            ),
+        ];
+        for (xml, want) in rows {
+            let err = cells_from_libvirt_xml(xml).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{xml}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
     }
 }
