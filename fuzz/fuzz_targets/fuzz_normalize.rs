@@ -1,10 +1,11 @@
 //! Arbitrary bytes as (small topology, vCPU index, base CPUID table). Normalising must
 //! never panic, and when it succeeds the guest's own decoding of the vCPU's table must
-//! give back that vCPU's APIC id and place.
+//! give back that vCPU's APIC id and place, and on AMD its NUMA node.
 #![no_main]
 use cpu_topology::{CpuTopology, VcpuIndex};
 use cpuid_model::decode::topology_view;
-use cpuid_model::normalize::{amd::TOPOEXT, Normalizer, Vendor};
+use cpuid_model::normalize::amd::{self, TOPOEXT};
+use cpuid_model::normalize::{Normalizer, Vendor};
 use cpuid_model::{CpuidEntry, CpuidKey, CpuidRegs, CpuidTable};
 use libfuzzer_sys::fuzz_target;
 
@@ -107,5 +108,22 @@ fuzz_target!(|data: &[u8]| {
     };
     if die_visible || topo.dies() == 1 {
         assert_eq!(view.die_id, p.die);
+    }
+
+    // The same table for a NUMA guest (slots dealt round-robin over 1..=4 nodes): on AMD
+    // with TOPOEXT the vCPU reads its own node back; the APIC id and place do not change.
+    let nodes = u32::from(data[7] / 3 % 4) + 1;
+    let node_of: Vec<u32> = (0..topo.max_cpus()).map(|i| i % nodes).collect();
+    let Ok(n) = Normalizer::with_numa_nodes(&base, &topo, &node_of) else {
+        return;
+    };
+    let t = n
+        .for_vcpu(index)
+        .expect("every slot of the topology has a table");
+    let view = topology_view(&t).expect("a normalised table decodes");
+    assert_eq!(view.apic_id, apic);
+    assert_eq!(view.package_id, p.socket);
+    if let Some(node) = amd::node_id(&t) {
+        assert_eq!(node, node_of[index.0 as usize]);
     }
 });

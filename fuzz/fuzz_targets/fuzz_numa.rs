@@ -1,15 +1,23 @@
-//! Feeds arbitrary text to the `-numa` and `-object memory-backend-*` parsers and the NUMA
-//! resolver: they must never panic, and what they accept must keep their contracts (a
-//! resolved topology covers exactly the RAM size and every CPU once).
+//! Feeds arbitrary text to the `-numa` and `-object memory-backend-*` parsers, the libvirt
+//! XML cell reader and the NUMA resolver: they must never panic, and what they accept must
+//! keep their contracts (a resolved topology covers exactly the RAM size and every CPU
+//! once).
 #![no_main]
 use guest_memory::backend::parse_memory_backend;
-use guest_memory::numa::{parse_numa, NumaConfig, NumaMachine, UnassignedCpus};
+use guest_memory::numa::{
+    cells_from_libvirt_xml, parse_numa, NumaConfig, NumaMachine, UnassignedCpus,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    // The same text as a libvirt domain XML: cells or a typed error, never a panic.
+    if let Ok(cells) = cells_from_libvirt_xml(text) {
+        assert!(!cells.is_empty());
+        let _ = NumaConfig::from_cells(&cells);
+    }
     // Lines: `object ...` go to the backend parser, the rest to -numa.
     let mut backends = Vec::new();
     let mut numa = Vec::new();

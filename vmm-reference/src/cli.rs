@@ -192,7 +192,7 @@ pub struct RunArgs {
     pub linux: LinuxArgs,
 }
 
-/// Options of a Linux guest (docs/LINUX.md).
+/// Options of a Linux guest (docs/LINUX.md) and the NUMA options both VMs take.
 #[derive(Debug, Args)]
 pub struct LinuxArgs {
     /// Boot this Linux kernel (uncompressed vmlinux ELF, or bzImage) instead of the probe.
@@ -205,19 +205,55 @@ pub struct LinuxArgs {
     #[arg(long, value_name = "CMDLINE", requires = "kernel", default_value = crate::linux::boot::DEFAULT_CMDLINE)]
     pub append: String,
     /// NUMA node or distance, QEMU syntax (repeatable): node[,nodeid=N][,cpus=A[-B]][,mem=SIZE|,memdev=ID]
-    /// or dist,src=A,dst=B,val=V.
-    #[arg(long, value_name = "SPEC", requires = "kernel", value_parser = parse_numa)]
+    /// or dist,src=A,dst=B,val=V. For the probe and for --kernel: per-node RAM, and AMD
+    /// CPUID node ids (leaf 0x8000001e) from the nodes.
+    #[arg(long, value_name = "SPEC", value_parser = parse_numa)]
     pub numa: Vec<guest_memory::numa::NumaOption>,
-    /// Memory backend object, QEMU syntax (repeatable): memory-backend-{ram,memfd,file},id=ID,size=SIZE[,...].
-    #[arg(long, value_name = "SPEC", requires = "kernel", value_parser = parse_object)]
+    /// NUMA cells from a file instead of --numa: a libvirt domain XML (its `<cpu><numa><cell
+    /// id= cpus= memory= unit=>` elements and their `<distances>`) or a JSON list of cells
+    /// (`[{"id": 0, "cpus": "0-3", "memory": 524288}]`, memory in KiB unless "unit" says).
+    #[arg(long, value_name = "PATH", conflicts_with = "numa", value_parser = parse_numa_cells)]
+    pub numa_cells: Option<NumaCellsFile>,
+    /// Memory backend object, QEMU syntax (repeatable): memory-backend-{ram,memfd,file},id=ID,size=SIZE[,...];
+    /// a --numa node uses it with memdev=ID (probe and --kernel).
+    #[arg(long, value_name = "SPEC", value_parser = parse_object)]
     pub object: Vec<guest_memory::MemoryBackendConfig>,
-    /// Where the guest's COM1 output goes: stdio (default), file:PATH or null.
+    /// COM1's backend: stdio (default; stdin feeds COM1), file:PATH, null,
+    /// unix:PATH,server[,wait=off] or tcp:HOST:PORT,server[,wait=off].
     #[arg(long, value_name = "BACKEND", requires = "kernel", default_value = "stdio", value_parser = crate::linux::parse_serial)]
     pub serial: crate::linux::SerialOutput,
 }
 
 fn parse_numa(s: &str) -> Result<guest_memory::numa::NumaOption, String> {
     guest_memory::parse_numa(s).map_err(|e| e.to_string())
+}
+
+/// The `-numa` options a `--numa-cells` file describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumaCellsFile(pub Vec<guest_memory::numa::NumaOption>);
+
+impl LinuxArgs {
+    /// Fold `--numa-cells` into `numa` (the two exclude each other).
+    pub fn absorb_numa_cells(&mut self) {
+        if let Some(NumaCellsFile(options)) = self.numa_cells.take() {
+            self.numa = options;
+        }
+    }
+}
+
+/// Read a `--numa-cells` file: libvirt domain XML when it starts with `<`, JSON otherwise.
+fn parse_numa_cells(path: &str) -> Result<NumaCellsFile, String> {
+    use guest_memory::numa::{cells_from_libvirt_xml, NumaCell};
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let cells = if text.trim_start().starts_with('<') {
+        cells_from_libvirt_xml(&text).map_err(|e| format!("{path}: {e}"))?
+    } else {
+        serde_json::from_str::<Vec<NumaCell>>(&text)
+            .map_err(|e| format!("{path}: not a JSON list of NUMA cells: {e}"))?
+    };
+    guest_memory::NumaConfig::from_cells(&cells)
+        .map(|c| NumaCellsFile(c.options))
+        .map_err(|e| format!("{path}: {e}"))
 }
 
 fn parse_object(s: &str) -> Result<guest_memory::MemoryBackendConfig, String> {
@@ -357,6 +393,47 @@ mod tests {
 
     fn v(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A libvirt domain's cells and the `-numa` options a QEMU user would type for them
+    /// give the same configuration.
+    #[test]
+    fn numa_cells_from_libvirt_xml_equal_the_numa_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let xml = dir.path().join("domain.xml");
+        std::fs::write(
+            &xml,
+            "<domain><cpu><numa>\
+             <cell id='0' cpus='0-1' memory='64' unit='MiB'><distances>\
+             <sibling id='0' value='10'/><sibling id='1' value='21'/></distances></cell>\
+             <cell id='1' cpus='2-3' memory='65536'/>\
+             </numa></cpu></domain>",
+        )
+        .unwrap();
+        let mut from_file = Cli::try_parse_from(v(&[
+            "vmm",
+            "--numa-cells",
+            xml.to_str().unwrap(),
+            "--kernel",
+            "k",
+        ]))
+        .unwrap();
+        from_file.run.linux.absorb_numa_cells();
+        let from_options = Cli::try_parse_from(v(&[
+            "vmm",
+            "--kernel",
+            "k",
+            "--numa",
+            "node,nodeid=0,cpus=0-1,mem=64M",
+            "--numa",
+            "node,nodeid=1,cpus=2-3,mem=64M",
+            "--numa",
+            "dist,src=0,dst=0,val=10",
+            "--numa",
+            "dist,src=0,dst=1,val=21",
+        ]))
+        .unwrap();
+        assert_eq!(from_file.run.linux.numa, from_options.run.linux.numa);
     }
 
     #[test]

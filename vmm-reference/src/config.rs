@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use cpu_topology::CpuTopology;
 use cpuid_model::spec::ModelSpec;
+use guest_memory::{MemoryBackendConfig, NumaConfig};
 use probe_guest::ProbeMode;
 
 use crate::cli::RunArgs;
@@ -19,6 +20,11 @@ pub struct VmmConfig {
     pub memory: u64,
     /// CPU model (`--cpu`).
     pub cpu: ModelSpec,
+    /// `--numa` options (empty: no NUMA description). Resolved by the same rules as for a
+    /// Linux guest ([`crate::guest_setup::resolve_numa`]).
+    pub numa: NumaConfig,
+    /// `--object memory-backend-*` objects that `--numa node,memdev=` may name.
+    pub objects: Vec<MemoryBackendConfig>,
     /// What the probe guest does.
     pub probe: ProbeMode,
     /// Write every vCPU's CPUID view in `cpuid -r` format here.
@@ -43,6 +49,8 @@ impl VmmConfig {
                 cpuid_model::model::find(crate::DEFAULT_CPU_MODEL)
                     .expect("the default model exists"),
             ),
+            numa: NumaConfig::default(),
+            objects: Vec::new(),
             probe: ProbeMode::Report,
             dump_cpuid: None,
             dump_cpuid_hwloc: None,
@@ -60,6 +68,10 @@ impl VmmConfig {
             topology: args.smp,
             memory: args.memory,
             cpu,
+            numa: NumaConfig {
+                options: args.linux.numa,
+            },
+            objects: args.linux.object,
             probe: args.probe,
             dump_cpuid: args.dump_cpuid,
             dump_cpuid_hwloc: args.dump_cpuid_hwloc,

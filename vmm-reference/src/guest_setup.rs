@@ -1,11 +1,16 @@
 //! Steps every VM of this VMM takes the same way, whatever its guest (the probe or Linux):
-//! refusing topologies KVM cannot hold, and the guest CPUID pipeline (what KVM supports ->
-//! the CPU model -> a per-vCPU normaliser).
+//! refusing topologies KVM cannot hold, resolving `--numa`/`--object`, and the guest
+//! CPUID pipeline (what KVM supports -> the CPU model -> a per-vCPU normaliser, with the
+//! vCPUs' NUMA nodes as AMD node ids).
 
-use cpu_topology::CpuTopology;
+use cpu_topology::{CpuTopology, VcpuIndex};
 use cpuid_model::check::{self, CheckError};
 use cpuid_model::normalize::{NormalizeError, Normalizer};
 use cpuid_model::spec::ModelSpec;
+use guest_memory::{
+    BackingError, GuestRam, MemoryBackendConfig, MemoryError, MemoryLayout, NumaConfig, NumaError,
+    NumaMachine, NumaTopology, UnassignedCpus,
+};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::Kvm;
 
@@ -48,6 +53,60 @@ pub fn check_kvm_limits(kvm: &Kvm, topo: &CpuTopology) -> Result<(), KvmLimitErr
     Ok(())
 }
 
+/// Check `--numa` options (and the `--object` backends they name) against the machine: the
+/// same rules for every VM. Every CPU slot up to `maxcpus` must be in a node (when no node
+/// names any CPU, QEMU's default socket mapping applies), node sizes must add up to
+/// `ram_size`, distances complete the SLIT. `None` when no `--numa` was given. QEMU's
+/// warnings (legacy `mem=`) are logged.
+pub fn resolve_numa(
+    numa: &NumaConfig,
+    objects: &[MemoryBackendConfig],
+    topo: &CpuTopology,
+    ram_size: u64,
+) -> Result<Option<NumaTopology>, NumaError> {
+    if numa.is_empty() {
+        return Ok(None);
+    }
+    let resolved = numa.resolve(&NumaMachine {
+        ram_size,
+        max_cpus: topo.max_cpus(),
+        cpus_per_socket: topo.threads_per_socket(),
+        backends: objects,
+        unassigned: UnassignedCpus::Reject,
+    })?;
+    for w in resolved.warnings() {
+        log::warn!("--numa: {w}");
+    }
+    Ok(Some(resolved))
+}
+
+/// The NUMA node of every vCPU slot of `topo`, in index order (the input of
+/// [`Normalizer::with_numa_nodes`]). [`resolve_numa`] puts every slot in a node; a slot
+/// in none would read node 0.
+pub fn vcpu_nodes(numa: &NumaTopology, topo: &CpuTopology) -> Vec<u32> {
+    (0..topo.max_cpus())
+        .map(|i| numa.node_of_cpu(VcpuIndex(i)).map_or(0, |n| n.0))
+        .collect()
+}
+
+/// Guest RAM for `layout`: the RAM of each NUMA node with a `memdev=` backend mapped from
+/// that backend (and bound to its host nodes), anonymous private memory elsewhere.
+pub fn map_guest_ram<E>(
+    layout: &MemoryLayout,
+    numa: Option<&NumaTopology>,
+    objects: &[MemoryBackendConfig],
+) -> Result<GuestRam, E>
+where
+    E: From<MemoryError> + From<BackingError>,
+{
+    let backends = numa.map(|n| n.node_backends(objects)).unwrap_or_default();
+    if backends.is_empty() {
+        Ok(GuestRam::new(layout)?)
+    } else {
+        Ok(GuestRam::with_backends(layout, &backends)?)
+    }
+}
+
 /// Why the guest's CPUID could not be computed.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestCpuidError {
@@ -63,11 +122,13 @@ pub enum GuestCpuidError {
 }
 
 /// The per-vCPU CPUID of a guest: KVM's supported CPUID, the model `spec` applied (its
-/// warnings logged, as QEMU prints them), normalised for `topo`.
+/// warnings logged, as QEMU prints them), normalised for `topo`. With `numa`, AMD leaf
+/// 0x8000_001E carries each vCPU's NUMA node (the node the SRAT gives it).
 pub fn guest_cpuid(
     kvm: &Kvm,
     spec: &ModelSpec,
     topo: &CpuTopology,
+    numa: Option<&NumaTopology>,
 ) -> Result<Normalizer, GuestCpuidError> {
     let supported = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -76,5 +137,8 @@ pub fn guest_cpuid(
     for w in &resolved.warnings {
         log::warn!("{w}");
     }
-    Ok(Normalizer::new(&resolved.table, topo)?)
+    Ok(match numa {
+        Some(numa) => Normalizer::with_numa_nodes(&resolved.table, topo, &vcpu_nodes(numa, topo))?,
+        None => Normalizer::new(&resolved.table, topo)?,
+    })
 }

@@ -11,6 +11,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cpu_topology::{CpuTopology, TopologyPosition, VcpuIndex};
+use guest_memory::NumaTopology;
 use vcpu_lifecycle::{StopReason, VcpuState, VmStop};
 
 use crate::hotplug::VcpuRegisters;
@@ -258,6 +259,45 @@ pub struct Machine {
     control: RunControl,
 }
 
+/// The NUMA node of vCPU `index`: from `--numa`, or node 0 without it.
+pub fn node_of(numa: Option<&NumaTopology>, index: VcpuIndex) -> Option<u32> {
+    match numa {
+        Some(numa) => numa.node_of_cpu(index).map(|n| n.0),
+        None => Some(0),
+    }
+}
+
+/// `info numa` of a VM: each `--numa` node with its present CPUs (QEMU lists the CPUs
+/// present in a node, not its empty slots) and its RAM; without `--numa`, one node holding
+/// every present CPU and all `memory` bytes.
+pub fn numa_nodes(
+    numa: Option<&NumaTopology>,
+    present: &[VcpuIndex],
+    memory: u64,
+) -> Vec<NumaNode> {
+    match numa {
+        Some(numa) => numa
+            .nodes()
+            .iter()
+            .map(|n| NumaNode {
+                id: n.id.0,
+                cpus: n
+                    .cpus
+                    .iter()
+                    .copied()
+                    .filter(|c| present.contains(c))
+                    .collect(),
+                size_mib: n.size >> 20,
+            })
+            .collect(),
+        None => vec![NumaNode {
+            id: 0,
+            cpus: present.to_vec(),
+            size_mib: memory >> 20,
+        }],
+    }
+}
+
 impl Machine {
     /// Wrap a built (not yet started) VM; `quit` is signalled when a client asks to quit.
     pub fn new(vmm: Vmm, quit: Sender<()>, events: EventSink) -> Arc<Self> {
@@ -309,7 +349,7 @@ impl Machine {
             index,
             qom_path: qom_path(index, vmm.plugged_id(index)),
             thread_id: i64::from(vmm.vcpu_thread_id(index)?),
-            props: cpu_props(vmm.position(index).ok()?, Some(0)),
+            props: cpu_props(vmm.position(index).ok()?, node_of(vmm.numa(), index)),
             halted: vmm.vcpu_state(index) == Some(VcpuState::Halted),
         })
     }
@@ -356,7 +396,7 @@ impl MonitorBackend for Machine {
                     .map(|_| qom_path(index, vmm.plugged_id(index)));
                 Some(CpuSlot {
                     index,
-                    props: cpu_props(vmm.position(index).ok()?, Some(0)),
+                    props: cpu_props(vmm.position(index).ok()?, node_of(vmm.numa(), index)),
                     qom_path,
                 })
             })
@@ -416,14 +456,8 @@ impl MonitorBackend for Machine {
     }
 
     fn numa(&self) -> Vec<NumaNode> {
-        // The probe VM has no NUMA configuration: one node with every present vCPU and
-        // all of RAM.
         let vmm = self.vmm();
-        vec![NumaNode {
-            id: 0,
-            cpus: vmm.present_vcpus(),
-            size_mib: vmm.memory_size() >> 20,
-        }]
+        numa_nodes(vmm.numa(), &vmm.present_vcpus(), vmm.memory_size())
     }
 
     fn vcpupin(&self, cpu: VcpuIndex, cpuset: &str) -> Result<(), BackendError> {

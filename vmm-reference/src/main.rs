@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
@@ -14,14 +15,15 @@ use vmm_reference::cli::{normalize_args, AdviceArgs, Cli, Command, CpuArg, PlanA
 use vmm_reference::linux::machine::LinuxMachine;
 use vmm_reference::linux::{GuestExit, LinuxConfig, LinuxVm};
 use vmm_reference::machine::Machine;
-use vmm_reference::monitor::{EventSink, Monitor, QmpOption, QmpServer};
+use vmm_reference::monitor::{EventSink, Monitor, MonitorBackend, QmpOption, QmpServer};
 use vmm_reference::{advisor, error_chain, host_check, planner, Vmm, VmmConfig};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(normalize_args(std::env::args())) {
+    let mut cli = match Cli::try_parse_from(normalize_args(std::env::args())) {
         Ok(cli) => cli,
         Err(e) => return clap_exit(&e),
     };
+    cli.run.linux.absorb_numa_cells();
     vmm_reference::logger::init();
     match cli.command {
         Some(Command::HostCheck) => {
@@ -161,21 +163,16 @@ fn run_linux_with_monitor(config: LinuxConfig, qmp: &QmpOption) -> ExitCode {
     let (quit_tx, quit_rx) = std::sync::mpsc::channel();
     let sink = EventSink::new();
     let machine = LinuxMachine::new(vm, quit_tx, sink.clone());
-    let server = match QmpServer::start(&qmp.path, Monitor::new(machine.clone(), sink)) {
-        Ok(server) => server,
-        Err(e) => {
-            machine.into_exit();
-            return fail(&e, true);
-        }
+    let (server, machine) = match serve_then_start(
+        machine,
+        sink,
+        qmp,
+        |m| m.start().map_err(|e| fail(&e, e.is_bad_input())),
+        LinuxMachine::into_exit,
+    ) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    if qmp.wait {
-        while !server.wait_for_client(Duration::from_secs(60)) {}
-    }
-    if let Err(e) = machine.start() {
-        server.shutdown();
-        machine.into_exit();
-        return fail(&e, e.is_bad_input());
-    }
     let guest_exit = loop {
         if quit_rx.try_recv().is_ok() {
             break None;
@@ -259,21 +256,16 @@ fn run_with_monitor(config: VmmConfig, qmp: &QmpOption) -> ExitCode {
     let (quit_tx, quit_rx) = std::sync::mpsc::channel();
     let sink = EventSink::new();
     let machine = Machine::new(vmm, quit_tx, sink.clone());
-    let server = match QmpServer::start(&qmp.path, Monitor::new(machine.clone(), sink)) {
-        Ok(server) => server,
-        Err(e) => {
-            machine.into_exit();
-            return fail(&e, true);
-        }
+    let (server, machine) = match serve_then_start(
+        machine,
+        sink,
+        qmp,
+        |m| m.start().map_err(|e| fail(&e, e.is_bad_input())),
+        Machine::into_exit,
+    ) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    if qmp.wait {
-        while !server.wait_for_client(Duration::from_secs(60)) {}
-    }
-    if let Err(e) = machine.start() {
-        server.shutdown();
-        machine.into_exit();
-        return fail(&e, e.is_bad_input());
-    }
     loop {
         if quit_rx.try_recv().is_ok() {
             break;
@@ -285,6 +277,34 @@ fn run_with_monitor(config: VmmConfig, qmp: &QmpOption) -> ExitCode {
     server.join();
     machine.into_exit();
     ExitCode::SUCCESS
+}
+
+/// Serve QMP for `machine` on `qmp.path`, wait for the first client when asked
+/// (`wait=on`), then start the guest. On failure the VM is ended with `exit` (which wants
+/// the only reference, so the caller hands `machine` over) and the exit code returned.
+fn serve_then_start<M: MonitorBackend + 'static>(
+    machine: Arc<M>,
+    sink: EventSink,
+    qmp: &QmpOption,
+    start: impl FnOnce(&M) -> Result<(), ExitCode>,
+    exit: impl FnOnce(Arc<M>),
+) -> Result<(QmpServer, Arc<M>), ExitCode> {
+    let server = match QmpServer::start(&qmp.path, Monitor::new(machine.clone(), sink)) {
+        Ok(server) => server,
+        Err(e) => {
+            exit(machine);
+            return Err(fail(&e, true));
+        }
+    };
+    if qmp.wait {
+        while !server.wait_for_client(Duration::from_secs(60)) {}
+    }
+    if let Err(code) = start(&machine) {
+        server.shutdown();
+        exit(machine);
+        return Err(code);
+    }
+    Ok((server, machine))
 }
 
 /// The first option given that only the probe guest has (a Linux VM, `--kernel`, has no

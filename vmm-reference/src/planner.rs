@@ -126,9 +126,9 @@ pub fn plan(host: &CpuidTable, spec: &ModelSpec, topo: &CpuTopology) -> Result<P
             vcpu: index.0,
             source,
         })?;
-        summary
-            .vcpus
-            .push(VcpuView::from_decoded(index.0, &view, None, None));
+        let mut row = VcpuView::from_decoded(index.0, &view, None, None);
+        row.node = cpuid_model::normalize::amd::node_id(&table);
+        summary.vcpus.push(row);
         tables.push(table);
     }
     Ok(Plan {

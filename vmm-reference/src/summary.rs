@@ -1,5 +1,6 @@
 //! What a run prints: the classic cpu-info.sh summary, as a Linux guest would compute it
-//! from /proc/cpuinfo, followed by one row per vCPU.
+//! from /proc/cpuinfo, the NUMA node count when `--numa` was given (lscpu's wording,
+//! from the configuration), then one row per vCPU.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -25,6 +26,9 @@ pub struct VcpuView {
     pub logical_per_package: u32,
     /// Cores per package (/proc/cpuinfo `cpu cores`).
     pub cores_per_package: u32,
+    /// Node id the vCPU read from its own CPUID (AMD leaf 0x8000_001E `ECX[7:0]`, when the
+    /// vendor is AMD and TOPOEXT is set); `None` where CPUID has no node id (Intel).
+    pub node: Option<u32>,
     /// Host thread id of the vCPU (none for a plan).
     pub host_tid: Option<i32>,
     /// Host CPU the vCPU thread ran on when the guest reported.
@@ -32,7 +36,9 @@ pub struct VcpuView {
 }
 
 impl VcpuView {
-    /// A row from a decoded CPUID view and, for a real run, where the vCPU thread ran.
+    /// A row from a decoded CPUID view and, for a real run, where the vCPU thread ran. The
+    /// view has no node id: set [`VcpuView::node`] from the table
+    /// (`cpuid_model::normalize::amd::node_id`).
     pub fn from_decoded(
         index: u32,
         view: &cpuid_model::decode::TopologyView,
@@ -49,6 +55,7 @@ impl VcpuView {
             threads_per_core: view.threads_per_core,
             logical_per_package: view.logical_per_package,
             cores_per_package: view.cores_per_package,
+            node: None,
             host_tid,
             host_cpu,
         }
@@ -78,6 +85,8 @@ pub struct Summary {
     pub vcpus: Vec<VcpuView>,
     /// Progress in vCPU index order (workload modes).
     pub workload: Vec<WorkloadView>,
+    /// Number of NUMA nodes the VM was configured with (`--numa`), if any.
+    pub numa_nodes: Option<usize>,
 }
 
 /// Distinct values, space separated, as `uniq` would leave them for cpu-info.sh.
@@ -138,22 +147,26 @@ impl fmt::Display for Summary {
             }
             _ => writeln!(f, "Hyper threading is not enabled.")?,
         }
+        if let Some(nodes) = self.numa_nodes {
+            writeln!(f, "NUMA node(s): {nodes} (configured with --numa)")?;
+        }
         writeln!(f)?;
         writeln!(
             f,
-            "{:>5} {:>8} {:>7} {:>4} {:>5} {:>7} {:>9} {:>9}",
-            "vCPU", "APIC id", "socket", "die", "core", "thread", "host tid", "host CPU"
+            "{:>5} {:>8} {:>7} {:>4} {:>5} {:>7} {:>5} {:>9} {:>9}",
+            "vCPU", "APIC id", "socket", "die", "core", "thread", "node", "host tid", "host CPU"
         )?;
         for c in v {
             writeln!(
                 f,
-                "{:>5} {:>8} {:>7} {:>4} {:>5} {:>7} {:>9} {:>9}",
+                "{:>5} {:>8} {:>7} {:>4} {:>5} {:>7} {:>5} {:>9} {:>9}",
                 c.index,
                 c.apic_id,
                 c.socket,
                 c.die,
                 c.core,
                 c.thread,
+                or_dash(c.node),
                 or_dash(c.host_tid),
                 or_dash(c.host_cpu)
             )?;
@@ -177,6 +190,7 @@ mod tests {
             threads_per_core: 2,
             logical_per_package: 4,
             cores_per_package: 2,
+            node: (socket == 0).then_some(0),
             host_tid: Some(100 + index as i32),
             host_cpu: Some(index % 2),
         }
@@ -190,7 +204,7 @@ mod tests {
         }
         let text = Summary {
             vcpus,
-            workload: Vec::new(),
+            ..Summary::default()
         }
         .to_string();
         let head: Vec<&str> = text.lines().take(5).collect();
@@ -205,8 +219,46 @@ mod tests {
             ]
         );
         assert!(
-            text.contains("    7        7       1    0     1       1       107         1"),
+            text.contains(
+                "\n\n vCPU  APIC id  socket  die  core  thread  node  host tid  host CPU\n"
+            ),
             "{text}"
+        );
+        assert!(
+            text.contains(
+                "\n    0        0       0    0     0       0     0       100         0\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\n    7        7       1    0     1       1     -       107         1\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("NUMA"), "{text}");
+    }
+
+    #[test]
+    fn numa_node_count_follows_the_cpu_info_sh_lines() {
+        let text = Summary {
+            vcpus: (0..4).map(|i| view(i, i / 2, i % 2, 0)).collect(),
+            numa_nodes: Some(2),
+            ..Summary::default()
+        }
+        .to_string();
+        let head: Vec<&str> = text.lines().take(7).collect();
+        assert_eq!(
+            head,
+            [
+                "logical CPU number in total: 4",
+                "physical CPU number in total: 2",
+                "core number in a physical CPU: 2",
+                "logical CPU number in a physical CPU: 4",
+                "Hyper threading is enabled. Each core has 2 threads.",
+                "NUMA node(s): 2 (configured with --numa)",
+                "",
+            ]
         );
     }
 }

@@ -1,9 +1,12 @@
 //! `Vmm`: one VM built from a [`VmmConfig`], running the probe guest on every vCPU.
 //!
-//! Build order: KVM limits, VM, guest RAM and its slots, in-kernel local APICs (split
-//! irqchip where available), CPUID (supported -> CPU model -> per-vCPU topology), the probe
-//! image, then one configured vCPU thread per present vCPU. [`Vmm::run`] starts them together and waits, on the
-//! lifecycle event channel, until every vCPU is done, the guest faults, or time runs out.
+//! Build order: the NUMA check (`--numa`, with the Linux VM's rules), KVM limits, VM,
+//! guest RAM (per NUMA node, each from its `--object` backend with its host binding) and
+//! its slots, in-kernel local APICs (split irqchip where available), CPUID (supported ->
+//! CPU model -> per-vCPU topology, NUMA nodes as AMD node ids), the probe image, then one
+//! configured vCPU thread per present vCPU. [`Vmm::run`] starts them together and waits,
+//! on the lifecycle event channel, until every vCPU is done, the guest faults, or time
+//! runs out.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -16,9 +19,12 @@ use std::time::{Duration, Instant};
 use cpu_topology::{TopologyError, VcpuIndex};
 use cpuid_model::decode::{self, DecodeError};
 use cpuid_model::kvm::KvmCpuidError;
-use cpuid_model::normalize::{NormalizeError, Normalizer};
+use cpuid_model::normalize::{amd, NormalizeError, Normalizer};
 use cpuid_model::{dump, hwloc, CpuidEntry, CpuidKey, CpuidRegs, CpuidTable};
-use guest_memory::{GuestRam, LayoutError, MemoryError, MemoryLayout, MemorySlots, SlotError};
+use guest_memory::{
+    BackingError, GuestRam, LayoutError, MemoryError, MemoryLayout, MemorySlots, NumaError,
+    NumaTopology, SlotError,
+};
 use kvm_bindings::{kvm_enable_cap, kvm_mp_state, KVM_CAP_SPLIT_IRQCHIP, KVM_MP_STATE_RUNNABLE};
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use probe_guest::{ProbeError, ProbeGuest, ProbeLayout, ProbeMode, ProbeReport};
@@ -26,7 +32,9 @@ use vcpu_lifecycle::{
     event_channel, VcpuContext, VcpuError, VcpuEvent, VcpuSet, VcpuSetError, VmStop,
 };
 
-use crate::guest_setup::{check_kvm_limits, guest_cpuid, GuestCpuidError, KvmLimitError};
+use crate::guest_setup::{
+    check_kvm_limits, guest_cpuid, map_guest_ram, resolve_numa, GuestCpuidError, KvmLimitError,
+};
 use crate::placement::{PlacementSetupError, VmPlacement};
 use crate::probe_bus::ProbeBus;
 use crate::summary::{Summary, VcpuView, WorkloadView};
@@ -64,12 +72,18 @@ pub enum VmmError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// `--numa` does not fit the machine.
+    #[error("--numa")]
+    Numa(#[from] NumaError),
     /// `-m` does not give a usable layout.
     #[error("-m")]
     Layout(#[from] LayoutError),
     /// Guest RAM could not be mapped.
     #[error("guest RAM")]
     Memory(#[from] MemoryError),
+    /// Guest RAM could not be mapped from its `--object` backends.
+    #[error("memory backends")]
+    Backing(#[from] BackingError),
     /// Guest RAM could not be registered with KVM.
     #[error("KVM memory slots")]
     Slots(#[from] SlotError),
@@ -165,6 +179,7 @@ impl VmmError {
             VmmError::Limits(_)
                 | VmmError::Cpuid(GuestCpuidError::Model(_))
                 | VmmError::Layout(_)
+                | VmmError::Numa(_)
                 | VmmError::Probe(ProbeError::RamTooSmall { .. } | ProbeError::TooManyVcpus { .. })
                 | VmmError::NoSuchVcpu(_)
                 | VmmError::CpuSet(_)
@@ -190,6 +205,8 @@ pub struct Vmm {
     pub(crate) cpuid: Vec<CpuidTable>,
     pub(crate) config: VmmConfig,
     pub(crate) placement: VmPlacement,
+    /// The resolved `--numa` configuration.
+    numa: Option<NumaTopology>,
     /// Spawns vCPU threads (boot and hot-plugged) with the VM's exit handler.
     pub(crate) ctx: VcpuContext<ProbeBus>,
     /// Per-vCPU CPUID for any slot, hot-pluggable ones included.
@@ -207,21 +224,25 @@ impl Vmm {
     /// Build the VM and its vCPU threads (created, not yet running).
     pub fn new(config: VmmConfig) -> Result<Self, VmmError> {
         let topo = config.topology;
+        let numa = resolve_numa(&config.numa, &config.objects, &topo, config.memory)?;
+        let layout = match &numa {
+            Some(n) => n.layout()?,
+            None => MemoryLayout::x86_64(config.memory)?,
+        };
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
         check_kvm_limits(&kvm, &topo)?;
         let placement =
             VmPlacement::for_kvm(&config.placement, &topo, config.name.as_deref(), &kvm)?;
 
         let vm = Arc::new(kvm.create_vm().map_err(kvm_op("KVM_CREATE_VM"))?);
-        let layout = MemoryLayout::x86_64(config.memory)?;
-        let low_ram = layout.regions().first().map_or(0, |r| r.size);
-        let ram = GuestRam::new(&layout)?;
+        let low_ram = ram_from_zero(&layout);
+        let ram = map_guest_ram::<VmmError>(&layout, numa.as_ref(), &config.objects)?;
         // Slots before the irqchip: with the irqchip in place KVM also maps its APIC
         // access page, and every later slot change costs milliseconds (measured).
         let slots = ram.register(Arc::clone(&vm))?;
         create_irqchip(&vm)?;
 
-        let normalizer = guest_cpuid(&kvm, &config.cpu, &topo)?;
+        let normalizer = guest_cpuid(&kvm, &config.cpu, &topo, numa.as_ref())?;
         let cpuid = topo
             .present()
             .map(|i| normalizer.for_vcpu(i))
@@ -259,6 +280,7 @@ impl Vmm {
             cpuid,
             config,
             placement,
+            numa,
             ctx,
             normalizer,
             plugged: Default::default(),
@@ -267,6 +289,11 @@ impl Vmm {
             _ram: ram,
             vm,
         })
+    }
+
+    /// The resolved `--numa` configuration (nodes, CPUs, sizes, distances), if any.
+    pub fn numa(&self) -> Option<&NumaTopology> {
+        self.numa.as_ref()
     }
 
     /// The CPUID table each present vCPU was given, in index order.
@@ -402,7 +429,10 @@ impl Vmm {
     }
 
     fn summarize(&self) -> Result<Summary, VmmError> {
-        let mut summary = Summary::default();
+        let mut summary = Summary {
+            numa_nodes: self.numa.as_ref().map(|n| n.nodes().len()),
+            ..Summary::default()
+        };
         if self.config.probe != ProbeMode::Report {
             for h in self.vcpus.iter() {
                 let progress = self.bus.probe().progress(self.bus.memory(), h.index())?;
@@ -428,12 +458,10 @@ impl Vmm {
                 vcpu: index,
                 source,
             })?;
-            summary.vcpus.push(VcpuView::from_decoded(
-                index.0,
-                &view,
-                Some(h.thread_id().0),
-                h.last_host_cpu(),
-            ));
+            let mut row =
+                VcpuView::from_decoded(index.0, &view, Some(h.thread_id().0), h.last_host_cpu());
+            row.node = amd::node_id(&table);
+            summary.vcpus.push(row);
             seen.push((index.0, table));
         }
         self.write_dumps(&seen)?;
@@ -458,6 +486,19 @@ impl Vmm {
         }
         Ok(())
     }
+}
+
+/// Bytes of RAM contiguous from guest-physical 0 (the probe lives there): with NUMA nodes
+/// the low RAM is several adjacent regions.
+fn ram_from_zero(layout: &MemoryLayout) -> u64 {
+    let mut end = 0;
+    for r in layout.regions() {
+        if r.gpa.0 != end {
+            break;
+        }
+        end = r.end();
+    }
+    end
 }
 
 /// IOAPIC pins reserved in KVM's GSI routing for a user-space IOAPIC (split irqchip).

@@ -97,3 +97,59 @@ fn help_and_cpu_help_succeed() {
         assert!(text.contains(model), "{model} missing from --cpu help");
     }
 }
+
+/// `--numa-cells` files that cannot be used: one line naming the file and what is wrong.
+#[test]
+fn bad_numa_cells_files_give_one_line_and_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let rows = [
+        (
+            file("broken.xml", "<domain><cpu><numa><cell id='0'"),
+            "broken.xml: libvirt XML: ",
+        ),
+        (
+            file("nocell.xml", "<domain/>"),
+            "no <numa><cell> element found",
+        ),
+        (
+            file("nomem.xml", "<numa><cell id='0' cpus='0'/></numa>"),
+            "<cell id='0'>: no memory attribute",
+        ),
+        (
+            file("cpus.json", r#"[{"id": 0, "cpus": "3-1", "memory": 1}]"#),
+            "NUMA cell 0: cpus '3-1'",
+        ),
+        (file("garbage.json", "{"), "not a JSON list of NUMA cells"),
+        (
+            dir.path().join("missing").display().to_string(),
+            "cannot read",
+        ),
+    ];
+    for (path, want) in rows {
+        let out = Command::new(env!("CARGO_BIN_EXE_vmm-reference"))
+            .args(["--numa-cells", &path])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{path}: {err}");
+        assert_eq!(err.lines().count(), 1, "{path}: not one line:\n{err}");
+        assert!(err.contains(want), "{path}: expected {want:?} in {err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_vmm-reference"))
+        .args(["--numa-cells", &rows_path(&dir), "--numa", "node"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}
+
+fn rows_path(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("ok.json");
+    std::fs::write(&path, r#"[{"id": 0, "cpus": "0", "memory": 131072}]"#).unwrap();
+    path.display().to_string()
+}

@@ -221,7 +221,7 @@ fn bad_linux_options_exit_2_with_one_line() {
         ),
         (
             &["--numa", "node"],
-            "vmm-reference: the following required arguments were not provided",
+            "vmm-reference: --numa: total memory for NUMA nodes (0x0) should equal RAM size (0x8000000)",
         ),
     ];
     for (args, want) in rows {

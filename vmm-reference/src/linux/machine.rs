@@ -19,14 +19,14 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cpu_topology::VcpuIndex;
-use guest_memory::NumaTopology;
 use vcpu_lifecycle::{VcpuState, VmStop};
 
 use super::{ControlError, GuestExit, LinuxError, LinuxVm};
 use crate::error_chain;
 use crate::hotplug::InspectError;
 use crate::machine::{
-    backend_failure, cpu_props, default_device_id, plug_position, qom_path, registers, RunControl,
+    backend_failure, cpu_props, default_device_id, node_of, numa_nodes, plug_position, qom_path,
+    registers, RunControl,
 };
 use crate::monitor::{
     BackendError, CpuInfo, CpuPlugRequest, CpuSlot, EventSink, MonitorBackend, NumaNode, Registers,
@@ -57,52 +57,16 @@ fn control_failed(operation: &'static str, e: ControlError) -> BackendError {
     }
 }
 
-/// The NUMA node of vCPU `index`: from `--numa`, or node 0 without it.
-fn node_of(vm: &LinuxVm, index: VcpuIndex) -> Option<u32> {
-    match vm.numa() {
-        Some(numa) => numa.node_of_cpu(index).map(|n| n.0),
-        None => Some(0),
-    }
-}
-
-/// `info numa` of a VM: each `--numa` node with its present CPUs (QEMU lists the CPUs
-/// present in a node, not its empty slots) and its RAM; without `--numa`, one node holding
-/// every present CPU and all `memory` bytes.
-pub fn numa_nodes(
-    numa: Option<&NumaTopology>,
-    present: &[VcpuIndex],
-    memory: u64,
-) -> Vec<NumaNode> {
-    match numa {
-        Some(numa) => numa
-            .nodes()
-            .iter()
-            .map(|n| NumaNode {
-                id: n.id.0,
-                cpus: n
-                    .cpus
-                    .iter()
-                    .copied()
-                    .filter(|c| present.contains(c))
-                    .collect(),
-                size_mib: n.size >> 20,
-            })
-            .collect(),
-        None => vec![NumaNode {
-            id: 0,
-            cpus: present.to_vec(),
-            size_mib: memory >> 20,
-        }],
-    }
-}
-
 fn cpu_info(vm: &LinuxVm, index: VcpuIndex) -> Option<CpuInfo> {
     let handle = vm.vcpus().get(index)?;
     Some(CpuInfo {
         index,
         qom_path: qom_path(index, vm.plugged_id(index)),
         thread_id: i64::from(handle.thread_id().0),
-        props: cpu_props(vm.topology().position(index).ok()?, node_of(vm, index)),
+        props: cpu_props(
+            vm.topology().position(index).ok()?,
+            node_of(vm.numa(), index),
+        ),
         halted: handle.state() == VcpuState::Halted,
     })
 }
@@ -221,7 +185,7 @@ impl MonitorBackend for LinuxMachine {
             .filter_map(|index| {
                 Some(CpuSlot {
                     index,
-                    props: cpu_props(topo.position(index).ok()?, node_of(&vm, index)),
+                    props: cpu_props(topo.position(index).ok()?, node_of(vm.numa(), index)),
                     qom_path: vm
                         .vcpus()
                         .get(index)
@@ -297,7 +261,7 @@ impl MonitorBackend for LinuxMachine {
 
 #[cfg(test)]
 mod tests {
-    use guest_memory::{NumaConfig, NumaMachine, UnassignedCpus};
+    use guest_memory::{NumaConfig, NumaMachine, NumaTopology, UnassignedCpus};
 
     use super::*;
     use crate::hotplug::HotplugError;

@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 
 use cpu_topology::{CpuTopology, VcpuIndex};
 use cpuid_model::normalize::Normalizer;
-use guest_memory::{
-    GuestRam, MemoryLayout, MemorySlots, NumaMachine, NumaTopology, UnassignedCpus,
-};
+use guest_memory::{GuestRam, MemoryLayout, MemorySlots, NumaTopology};
 use kvm_bindings::{kvm_fpu, kvm_pit_config, kvm_regs, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vcpu_lifecycle::{event_channel, StopReason, VcpuContext, VcpuEvent, VcpuSet, VmStop};
@@ -33,7 +31,7 @@ use super::bus::{BusConfig, LinuxBus};
 use super::loader::{self, LoadedKernel};
 use super::serial::SerialBackend;
 use super::{GuestExit, LinuxConfig, LinuxError};
-use crate::guest_setup::{check_kvm_limits, guest_cpuid};
+use crate::guest_setup::{check_kvm_limits, guest_cpuid, map_guest_ram};
 use crate::placement::VmPlacement;
 
 /// How long a vCPU may take to answer a start or stop command.
@@ -82,22 +80,14 @@ pub struct LinuxVm {
     pub(super) vm: Arc<VmFd>,
 }
 
+/// `--numa` for this VM, by the rules every VM shares ([`crate::guest_setup::resolve_numa`]).
 fn resolve_numa(config: &LinuxConfig) -> Result<Option<NumaTopology>, LinuxError> {
-    if config.numa.is_empty() {
-        return Ok(None);
-    }
-    let topo = &config.topology;
-    let numa = config.numa.resolve(&NumaMachine {
-        ram_size: config.memory,
-        max_cpus: topo.max_cpus(),
-        cpus_per_socket: topo.threads_per_socket(),
-        backends: &config.objects,
-        unassigned: UnassignedCpus::Reject,
-    })?;
-    for w in numa.warnings() {
-        log::warn!("--numa: {w}");
-    }
-    Ok(Some(numa))
+    Ok(crate::guest_setup::resolve_numa(
+        &config.numa,
+        &config.objects,
+        &config.topology,
+        config.memory,
+    )?)
 }
 
 impl LinuxVm {
@@ -124,15 +114,7 @@ impl LinuxVm {
         vm.set_identity_map_address(IDENTITY_MAP_ADDR)
             .map_err(kvm_op("KVM_SET_IDENTITY_MAP_ADDR"))?;
 
-        let backends = numa
-            .as_ref()
-            .map(|n| n.node_backends(&config.objects))
-            .unwrap_or_default();
-        let ram = if backends.is_empty() {
-            GuestRam::new(&layout)?
-        } else {
-            GuestRam::with_backends(&layout, &backends)?
-        };
+        let ram = map_guest_ram::<LinuxError>(&layout, numa.as_ref(), &config.objects)?;
         let slots = ram.register(Arc::clone(&vm))?;
         vm.create_irq_chip().map_err(kvm_op("KVM_CREATE_IRQCHIP"))?;
         vm.create_pit2(kvm_pit_config {
@@ -175,7 +157,7 @@ impl LinuxVm {
         bus.register_irqfds(&vm).map_err(kvm_op("KVM_IRQFD"))?;
         serial.input.start(&bus);
 
-        let normalizer = guest_cpuid(&kvm, &config.cpu, &topo)?;
+        let normalizer = guest_cpuid(&kvm, &config.cpu, &topo, numa.as_ref())?;
 
         let (events_tx, events) = event_channel(None);
         let ctx = VcpuContext::new(Arc::clone(&bus) as _, events_tx)?;
