@@ -7,6 +7,7 @@ use cpu_topology::{CpuTopology, VcpuIndex};
 use cpuid_model::check::{self, CheckError};
 use cpuid_model::normalize::{NormalizeError, Normalizer};
 use cpuid_model::spec::ModelSpec;
+use guest_memory::numa::NumaWarning;
 use guest_memory::{
     BackingError, GuestRam, MemoryBackendConfig, MemoryError, MemoryLayout, NumaConfig, NumaError,
     NumaMachine, NumaTopology, UnassignedCpus,
@@ -74,8 +75,12 @@ pub fn resolve_numa(
         backends: objects,
         unassigned: UnassignedCpus::Reject,
     })?;
+    // `mem=` is deprecated in QEMU, not here: this VMM keeps it (a `--numa-cells` cell is
+    // a `mem=` node), so only the other warnings are shown.
     for w in resolved.warnings() {
-        log::warn!("--numa: {w}");
+        if *w != NumaWarning::LegacyMem {
+            log::warn!("--numa: {w}");
+        }
     }
     Ok(Some(resolved))
 }
