@@ -1,7 +1,10 @@
 #![no_main]
 //! The QMP monitor's input side: the JSON stream framer, request validation, the `--qmp`
-//! option and the HMP `xp` format/address parsers. None may panic on any input.
+//! option and the HMP `xp` format/address parsers; and the `--serial` option, the other
+//! chardev-like grammar. None may panic on any input, and a `--serial` value that parses
+//! prints back as one that parses the same.
 use libfuzzer_sys::fuzz_target;
+use vmm_reference::linux::{parse_serial, SerialOutput};
 use vmm_reference::monitor::hmp::{parse_address, parse_xp_format};
 use vmm_reference::monitor::parse_qmp_option;
 use vmm_reference::monitor::protocol::{parse_request, JsonStream};
@@ -21,5 +24,17 @@ fuzz_target!(|data: &[u8]| {
         let _ = parse_qmp_option(text);
         let _ = parse_xp_format(text);
         let _ = parse_address(text);
+        if let Ok(SerialOutput::Socket(server)) = parse_serial(text) {
+            let again = format!(
+                "{},server,wait={}",
+                server.address,
+                if server.wait { "on" } else { "off" }
+            );
+            assert_eq!(
+                parse_serial(&again),
+                Ok(SerialOutput::Socket(server)),
+                "{again}"
+            );
+        }
     }
 });
