@@ -148,7 +148,7 @@ impl fmt::Display for Summary {
             _ => writeln!(f, "Hyper threading is not enabled.")?,
         }
         if let Some(nodes) = self.numa_nodes {
-            writeln!(f, "NUMA node(s): {nodes} (configured with --numa)")?;
+            writeln!(f, "NUMA node(s): {nodes} (from the NUMA configuration)")?;
         }
         writeln!(f)?;
         writeln!(
@@ -256,7 +256,7 @@ mod tests {
                 "core number in a physical CPU: 2",
                 "logical CPU number in a physical CPU: 4",
                 "Hyper threading is enabled. Each core has 2 threads.",
-                "NUMA node(s): 2 (configured with --numa)",
+                "NUMA node(s): 2 (from the NUMA configuration)",
                 "",
             ]
         );

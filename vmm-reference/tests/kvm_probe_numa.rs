@@ -109,7 +109,7 @@ fn kvm_probe_numa_node_per_socket_in_cpuid_summary_and_dump() {
             "core number in a physical CPU: 2",
             "logical CPU number in a physical CPU: 2",
             "Hyper threading is not enabled.",
-            "NUMA node(s): 2 (configured with --numa)",
+            "NUMA node(s): 2 (from the NUMA configuration)",
             "",
         ],
         "{stdout}"
@@ -131,7 +131,7 @@ fn kvm_probe_numa_uneven_nodes_in_cpuid_summary_and_dump() {
 fn kvm_probe_numa_intel_model_has_no_cpuid_node() {
     let (stdout, _) = run_two_nodes("Skylake-Server", "cpus=0-1", "cpus=2-3");
     assert!(
-        stdout.contains("\nNUMA node(s): 2 (configured with --numa)\n"),
+        stdout.contains("\nNUMA node(s): 2 (from the NUMA configuration)\n"),
         "{stdout}"
     );
     assert_eq!(node_column(&stdout), ["-", "-", "-", "-"], "{stdout}");
