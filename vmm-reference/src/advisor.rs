@@ -107,7 +107,10 @@ fn run_workload(
     window: Duration,
 ) -> Result<Vec<f64>, VmmError> {
     let mut config = VmmConfig::new(CpuTopology::flat(n)?);
-    config.probe = mode;
+    config.payload = crate::Payload::Probe(crate::ProbeConfig {
+        mode,
+        ..Default::default()
+    });
     config.placement.config.cpuset = cpuset.cloned();
     config.placement.overcommit.warn_only = true;
     config.name = Some(format!("overcommit-advice-{n}"));

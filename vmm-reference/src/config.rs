@@ -1,4 +1,4 @@
-//! `VmmConfig`: what a VM run needs, already parsed and typed.
+//! `VmmConfig`: what a VM needs, already parsed and typed, and the guest it runs.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use guest_memory::{MemoryBackendConfig, NumaConfig};
 use probe_guest::ProbeMode;
 
 use crate::cli::RunArgs;
+use crate::linux::SerialOutput;
 use crate::placement::PlacementOptions;
 
 /// Everything a [`crate::Vmm`] is built from.
@@ -20,27 +21,67 @@ pub struct VmmConfig {
     pub memory: u64,
     /// CPU model (`--cpu`).
     pub cpu: ModelSpec,
-    /// `--numa` options (empty: no NUMA description). Resolved by the same rules as for a
-    /// Linux guest ([`crate::guest_setup::resolve_numa`]).
+    /// `--numa` options (empty: no NUMA description).
     pub numa: NumaConfig,
     /// `--object memory-backend-*` objects that `--numa node,memdev=` may name.
     pub objects: Vec<MemoryBackendConfig>,
-    /// What the probe guest does.
-    pub probe: ProbeMode,
-    /// Write every vCPU's CPUID view in `cpuid -r` format here.
-    pub dump_cpuid: Option<PathBuf>,
-    /// Write every vCPU's CPUID view as a hwloc-gather-cpuid directory here.
-    pub dump_cpuid_hwloc: Option<PathBuf>,
-    /// Give up on a guest that has not finished after this long.
+    /// Give up on a guest that has not finished after this long (not with a monitor).
     pub timeout: Option<Duration>,
     /// VM name (`--name`), for the host ledger and messages.
     pub name: Option<String>,
     /// Where the vCPU and emulator threads run, and over-commit admission.
     pub placement: PlacementOptions,
+    /// What the VM runs.
+    pub payload: Payload,
+}
+
+/// The guest a VM runs.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// The embedded probe guest, on every vCPU.
+    Probe(ProbeConfig),
+    /// A kernel from a file: Linux (vmlinux or bzImage) or a Multiboot kernel.
+    Kernel(KernelConfig),
+}
+
+/// Options of the probe guest.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeConfig {
+    /// What the probe does on every vCPU.
+    pub mode: ProbeMode,
+    /// Write every vCPU's CPUID view in `cpuid -r` format here.
+    pub dump_cpuid: Option<PathBuf>,
+    /// Write every vCPU's CPUID view as a hwloc-gather-cpuid directory here.
+    pub dump_cpuid_hwloc: Option<PathBuf>,
+}
+
+/// Options of a kernel payload.
+#[derive(Debug, Clone)]
+pub struct KernelConfig {
+    /// The kernel image (`--kernel`).
+    pub kernel: PathBuf,
+    /// The initrd (`--initrd`), or Multiboot module 0.
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line (`--append`).
+    pub cmdline: String,
+    /// Where COM1's output goes (`--serial`).
+    pub serial: SerialOutput,
+}
+
+impl KernelConfig {
+    /// `kernel` with the default command line, no initrd, COM1 on stdout.
+    pub fn new(kernel: PathBuf) -> Self {
+        Self {
+            kernel,
+            initrd: None,
+            cmdline: crate::linux::boot::DEFAULT_CMDLINE.to_string(),
+            serial: SerialOutput::Stdout,
+        }
+    }
 }
 
 impl VmmConfig {
-    /// A config for `topology` with every other value at its default.
+    /// A config for `topology` running the probe, every other value at its default.
     pub fn new(topology: CpuTopology) -> Self {
         Self {
             topology,
@@ -51,33 +92,76 @@ impl VmmConfig {
             ),
             numa: NumaConfig::default(),
             objects: Vec::new(),
-            probe: ProbeMode::Report,
-            dump_cpuid: None,
-            dump_cpuid_hwloc: None,
             timeout: Some(Duration::from_secs(300)),
             name: None,
             placement: PlacementOptions::default(),
+            payload: Payload::Probe(ProbeConfig::default()),
         }
     }
-}
 
-impl VmmConfig {
-    /// Build from parsed command-line options. `cpu` must not be the `help` request.
-    pub fn from_args(args: RunArgs, cpu: ModelSpec) -> Self {
+    /// A config for `topology` booting `kernel`, every other value at its default.
+    pub fn kernel(topology: CpuTopology, kernel: PathBuf) -> Self {
         Self {
+            payload: Payload::Kernel(KernelConfig::new(kernel)),
+            ..Self::new(topology)
+        }
+    }
+
+    /// The probe's options, when the VM runs the probe.
+    pub fn probe_mut(&mut self) -> Option<&mut ProbeConfig> {
+        match &mut self.payload {
+            Payload::Probe(p) => Some(p),
+            Payload::Kernel(_) => None,
+        }
+    }
+
+    /// The kernel's options, when the VM boots a kernel.
+    pub fn kernel_mut(&mut self) -> Option<&mut KernelConfig> {
+        match &mut self.payload {
+            Payload::Kernel(k) => Some(k),
+            Payload::Probe(_) => None,
+        }
+    }
+
+    /// Build from parsed command-line options. `cpu` must not be the `help` request.
+    /// A probe-only option with `--kernel` is refused by name.
+    pub fn from_args(args: RunArgs, cpu: ModelSpec) -> Result<Self, String> {
+        let linux = args.linux;
+        let payload = match linux.kernel {
+            Some(kernel) => {
+                let probe_only = [
+                    (args.probe != ProbeMode::Report, "--probe"),
+                    (args.dump_cpuid.is_some(), "--dump-cpuid"),
+                    (args.dump_cpuid_hwloc.is_some(), "--dump-cpuid-hwloc"),
+                ];
+                if let Some((_, name)) = probe_only.iter().find(|(given, _)| *given) {
+                    return Err(format!("{name} is not supported with --kernel"));
+                }
+                Payload::Kernel(KernelConfig {
+                    kernel,
+                    initrd: linux.initrd,
+                    cmdline: linux.append,
+                    serial: linux.serial,
+                })
+            }
+            None => Payload::Probe(ProbeConfig {
+                mode: args.probe,
+                dump_cpuid: args.dump_cpuid,
+                dump_cpuid_hwloc: args.dump_cpuid_hwloc,
+            }),
+        };
+        Ok(Self {
             topology: args.smp,
             memory: args.memory,
             cpu,
             numa: NumaConfig {
-                options: args.linux.numa,
+                options: linux.numa,
             },
-            objects: args.linux.object,
-            probe: args.probe,
-            dump_cpuid: args.dump_cpuid,
-            dump_cpuid_hwloc: args.dump_cpuid_hwloc,
+            objects: linux.object,
             timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
             name: args.name,
             placement: args.placement.into_options(),
-        }
+            payload,
+        })
     }
 }

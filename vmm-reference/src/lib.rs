@@ -1,5 +1,5 @@
-//! The reference VMM: composes the workspace crates into a VM that runs the embedded probe
-//! guest on every vCPU and reports what each vCPU saw.
+//! The reference VMM: composes the workspace crates into one VM that runs the embedded
+//! probe guest on every vCPU (and reports what each vCPU saw) or boots a kernel.
 //!
 //! `main.rs` only parses the command line; everything else is here, so tests drive a
 //! [`Vmm`] in-process exactly as the binary does:
@@ -9,7 +9,8 @@
 //! use vmm_reference::{Vmm, VmmConfig};
 //!
 //! let config = VmmConfig::new(parse_smp("8,sockets=2,cores=2,threads=2").unwrap());
-//! let summary = Vmm::new(config).and_then(|mut vmm| vmm.run()).unwrap();
+//! let ended = Vmm::new(config).and_then(|mut vmm| vmm.run()).unwrap();
+//! let summary = ended.summary().expect("the probe reports");
 //! assert_eq!(summary.vcpus.len(), 8);
 //! print!("{summary}");
 //! ```
@@ -17,25 +18,29 @@
 pub mod advisor;
 pub mod cli;
 mod config;
+mod error;
 pub mod guest_setup;
 pub mod host_check;
-pub mod hotplug;
 pub mod linux;
 pub mod logger;
 pub mod machine;
 pub mod monitor;
 pub mod placement;
 pub mod planner;
-mod probe_bus;
+pub mod probe;
+pub mod run;
+mod signals;
 mod summary;
-mod vmm;
+pub mod tools;
+pub mod vm;
 
 #[doc(hidden)]
 pub mod testing;
 
-pub use config::VmmConfig;
+pub use config::{KernelConfig, Payload, ProbeConfig, VmmConfig};
+pub use error::VmmError;
 pub use summary::{Summary, VcpuView, WorkloadView};
-pub use vmm::{Vmm, VmmError};
+pub use vm::{Ended, GuestExit, Vmm};
 
 /// The CPU model when `--cpu` is not given, as in QEMU.
 pub const DEFAULT_CPU_MODEL: &str = "qemu64";

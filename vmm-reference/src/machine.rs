@@ -1,24 +1,25 @@
-//! The running machine behind the monitor: a [`Vmm`] shared between the main thread and
-//! the monitor's client threads, its run state, and the quit signal.
+//! The running machine behind the monitor: a [`Vmm`], whatever its guest, its run state
+//! ([`RunControl`]: run state, quit signal, events, the stop/cont/guest-fault
+//! transitions), and the conversions from KVM and topology types to the monitor's plain
+//! data ([`cpu_props`], [`plug_position`], [`qom_path`], [`registers`]).
 //!
-//! The pieces every monitor backend needs, whatever its guest, live here too and are
-//! shared with the Linux VM's backend ([`crate::linux::machine`]): [`RunControl`] (run
-//! state, quit signal, events, the stop/cont/guest-fault transitions) and the conversions
-//! from KVM and topology types to the monitor's plain data ([`cpu_props`],
-//! [`plug_position`], [`qom_path`], [`registers`]).
+//! Differences between guests are the VM's, not the backend's: `device_del` of a probe
+//! vCPU completes at once, a Linux guest is asked to eject the CPU first
+//! ([`Machine::poll_ejected`] then emits `DEVICE_DELETED`); `system_powerdown` presses the
+//! ACPI power button a Linux VM has and the probe VM has not (QEMU's error then).
 
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cpu_topology::{CpuTopology, TopologyPosition, VcpuIndex};
 use guest_memory::NumaTopology;
 use vcpu_lifecycle::{StopReason, VcpuState, VmStop};
+use vmm_sys_util::eventfd::EventFd;
 
-use crate::hotplug::VcpuRegisters;
 use crate::monitor::{
     BackendError, CpuInfo, CpuPlugRequest, CpuProps, CpuSlot, DescriptorTable, EventSink,
     MonitorBackend, NumaNode, Registers, RunState, Segment, Unplug,
 };
+use crate::vm::{GuestExit, Unplugged, VcpuRegisters};
 use crate::{error_chain, Vmm, VmmError};
 
 /// Run state, quit signal and event sink of a VM behind a monitor, with the state
@@ -29,17 +30,18 @@ pub struct RunControl {
     /// Held across a whole `stop` or `cont`, so two clients cannot both pause (or both
     /// resume) the VM. Taken before the VM's lock, never while holding it.
     transition: Mutex<()>,
-    quit: Mutex<Sender<()>>,
+    /// Written when a client asks to quit: the event loop waits on it.
+    quit: EventFd,
     events: EventSink,
 }
 
 impl RunControl {
-    /// A VM in `prelaunch`; `quit` is signalled when a client asks to quit.
-    pub fn new(quit: Sender<()>, events: EventSink) -> Self {
+    /// A VM in `prelaunch`; `quit` is written when a client asks to quit.
+    pub fn new(quit: EventFd, events: EventSink) -> Self {
         Self {
             state: Mutex::new(RunState::Prelaunch),
             transition: Mutex::new(()),
-            quit: Mutex::new(quit),
+            quit,
             events,
         }
     }
@@ -61,7 +63,9 @@ impl RunControl {
 
     /// Tell the main thread that a client asked to quit.
     pub fn quit(&self) {
-        let _ = self.quit.lock().unwrap_or_else(|p| p.into_inner()).send(());
+        if let Err(e) = self.quit.write(1) {
+            log::error!("cannot wake the main loop for quit: {e}");
+        }
     }
 
     /// `stop`: `pause` every vCPU when the VM runs; a VM in any other state is left alone.
@@ -143,10 +147,6 @@ pub fn backend_failure(
             source: error_chain(e).into(),
         }
     }
-}
-
-fn failed(operation: &'static str, e: VmmError) -> BackendError {
-    backend_failure(operation, &e, e.is_bad_input())
 }
 
 /// QMP `CpuInstanceProperties` of a topology position on NUMA node `node`.
@@ -252,12 +252,15 @@ pub fn registers(r: &VcpuRegisters) -> Registers {
     }
 }
 
-/// A VM driven by a monitor.
+/// A VM driven by a monitor, whatever its guest.
 #[derive(Debug)]
 pub struct Machine {
     vmm: Mutex<Vmm>,
     control: RunControl,
 }
+
+/// Console lines logged with a guest fault.
+const FAULT_CONSOLE_LINES: usize = 10;
 
 /// The NUMA node of vCPU `index`: from `--numa`, or node 0 without it.
 pub fn node_of(numa: Option<&NumaTopology>, index: VcpuIndex) -> Option<u32> {
@@ -299,8 +302,8 @@ pub fn numa_nodes(
 }
 
 impl Machine {
-    /// Wrap a built (not yet started) VM; `quit` is signalled when a client asks to quit.
-    pub fn new(vmm: Vmm, quit: Sender<()>, events: EventSink) -> Arc<Self> {
+    /// Wrap a built (not yet started) VM; `quit` is written when a client asks to quit.
+    pub fn new(vmm: Vmm, quit: EventFd, events: EventSink) -> Arc<Self> {
         Arc::new(Self {
             vmm: Mutex::new(vmm),
             control: RunControl::new(quit, events),
@@ -319,25 +322,49 @@ impl Machine {
         Ok(())
     }
 
-    /// The guest stopped the VM: stop every vCPU and tell monitor clients, as QEMU does
-    /// with `-no-shutdown` (the process stays up for inspection until `quit`).
-    pub fn guest_stopped(&self, stop: &VmStop) {
-        log::error!("guest stopped: {stop}");
-        if let Err(e) = self.vmm().stop() {
-            log::error!(
-                "stopping the vCPUs after a guest fault: {}",
-                error_chain(&e)
-            );
+    /// A vCPU stopped the VM: stop every vCPU. When the guest ended the VM itself (reset,
+    /// ACPI power off) emit `SHUTDOWN` and return how, for the caller to exit, as QEMU
+    /// does without `-no-shutdown`; for a fault, tell clients and keep the VM for
+    /// inspection (`None`), as QEMU does with `-no-shutdown`.
+    pub fn guest_stopped(&self, stop: &VmStop) -> Option<GuestExit> {
+        let mut vmm = self.vmm();
+        let exit = vmm.guest_exit(stop);
+        if let Err(e) = vmm.stop() {
+            log::error!("stopping the vCPUs: {}", error_chain(&e));
         }
-        self.control.guest_fault(stop);
+        match exit {
+            Some(GuestExit::Reboot) => self.control.guest_shutdown("guest-reset"),
+            Some(GuestExit::PowerOff) => self.control.guest_shutdown("guest-shutdown"),
+            None => {
+                log::error!("guest stopped: {stop}");
+                for line in vmm.bus().console_tail(FAULT_CONSOLE_LINES) {
+                    log::error!("console: {line}");
+                }
+                self.control.guest_fault(stop);
+            }
+        }
+        exit
+    }
+
+    /// Remove the vCPUs the guest ejected since the last call and emit `DEVICE_DELETED`
+    /// for each, as QEMU does once the guest has released the CPU.
+    pub fn poll_ejected(&self) {
+        let removed = self.vmm().finish_ejected();
+        for cpu in removed {
+            let mut data = serde_json::json!({"path": qom_path(cpu.index, cpu.id.as_deref())});
+            if let Some(id) = cpu.id {
+                data["device"] = serde_json::Value::String(id);
+            }
+            self.control.events().emit("DEVICE_DELETED", data);
+        }
     }
 
     /// Stop and join the vCPU threads for process exit.
     pub fn into_exit(self: Arc<Self>) {
         match Arc::try_unwrap(self) {
             Ok(m) => m.vmm.into_inner().unwrap_or_else(|p| p.into_inner()).exit(),
-            // A client thread still holds the machine: stop the vCPUs; the rest goes with
-            // the process.
+            // A client still holds the machine: stop the vCPUs; the rest goes with the
+            // process.
             Err(shared) => {
                 let _ = shared.vmm().stop();
             }
@@ -355,6 +382,16 @@ impl Machine {
     }
 }
 
+/// A failed VM call as the monitor's error: a vCPU that does not exist is QEMU's own
+/// error; the user's fault is shown as is; anything else names the operation.
+fn failed(operation: &'static str, e: VmmError) -> BackendError {
+    match e {
+        VmmError::NoSuchVcpu(index) => BackendError::NoSuchCpu { index },
+        VmmError::Unsupported(_) => BackendError::NotSupported { operation },
+        e => backend_failure(operation, &e, e.is_bad_input()),
+    }
+}
+
 impl MonitorBackend for Machine {
     fn status(&self) -> RunState {
         self.control.status()
@@ -368,6 +405,12 @@ impl MonitorBackend for Machine {
     fn cont(&self) -> Result<(), BackendError> {
         self.control
             .cont(|| self.vmm().resume().map_err(|e| failed("cont", e)))
+    }
+
+    fn powerdown(&self) -> Result<(), BackendError> {
+        self.vmm()
+            .press_power_button()
+            .map_err(|e| failed("system_powerdown", e))
     }
 
     fn quit(&self) {
@@ -423,32 +466,28 @@ impl MonitorBackend for Machine {
     }
 
     fn del_cpu(&self, id: &str) -> Result<Unplug, BackendError> {
-        let mut vmm = self.vmm();
-        let index = vmm
-            .present_vcpus()
-            .into_iter()
-            .find(|&i| vmm.plugged_id(i) == Some(id))
-            .ok_or_else(|| BackendError::DeviceNotFound { id: id.to_string() })?;
-        vmm.remove_vcpu(index)
-            .map_err(|e| failed("device_del", e))?;
-        Ok(Unplug::Completed {
-            qom_path: qom_path(index, Some(id)),
-        })
+        match self.vmm().remove_vcpu(id) {
+            Ok(Some(Unplugged::Done(index))) => Ok(Unplug::Completed {
+                qom_path: qom_path(index, Some(id)),
+            }),
+            Ok(Some(Unplugged::Requested(_))) => Ok(Unplug::Pending),
+            Ok(None) => Err(BackendError::DeviceNotFound { id: id.to_string() }),
+            Err(e) => Err(failed("device_del", e)),
+        }
     }
 
     fn registers(&self, cpu: VcpuIndex) -> Result<Registers, BackendError> {
-        let r = self.vmm().registers(cpu).map_err(|e| match e {
-            VmmError::NoSuchVcpu(index) => BackendError::NoSuchCpu { index },
-            e => failed("info registers", e),
-        })?;
+        let r = self
+            .vmm()
+            .registers(cpu)
+            .map_err(|e| failed("info registers", e))?;
         Ok(registers(&r))
     }
 
     fn gva2gpa(&self, cpu: VcpuIndex, gva: u64) -> Result<Option<u64>, BackendError> {
-        self.vmm().gva_to_gpa(cpu, gva).map_err(|e| match e {
-            VmmError::NoSuchVcpu(index) => BackendError::NoSuchCpu { index },
-            e => failed("gva2gpa", e),
-        })
+        self.vmm()
+            .gva_to_gpa(cpu, gva)
+            .map_err(|e| failed("gva2gpa", e))
     }
 
     fn read_phys(&self, gpa: u64, len: usize) -> Result<Vec<u8>, BackendError> {
@@ -461,10 +500,9 @@ impl MonitorBackend for Machine {
     }
 
     fn vcpupin(&self, cpu: VcpuIndex, cpuset: &str) -> Result<(), BackendError> {
-        self.vmm().vcpupin(cpu, cpuset).map_err(|e| match e {
-            VmmError::NoSuchVcpu(index) => BackendError::NoSuchCpu { index },
-            e => failed("vcpupin", e),
-        })
+        self.vmm()
+            .vcpupin(cpu, cpuset)
+            .map_err(|e| failed("vcpupin", e))
     }
 
     fn vcpuinfo(&self) -> Result<String, BackendError> {
@@ -474,8 +512,6 @@ impl MonitorBackend for Machine {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc::channel;
-
     use cpu_topology::smp::parse_smp;
     use serde_json::{json, Value};
     use vcpu_lifecycle::Rip;
@@ -483,12 +519,9 @@ mod tests {
     use super::*;
 
     /// A control whose events are collected without timestamps.
-    fn control() -> (
-        RunControl,
-        std::sync::mpsc::Receiver<()>,
-        Arc<Mutex<Vec<Value>>>,
-    ) {
-        let (tx, rx) = channel();
+    fn control() -> (RunControl, EventFd, Arc<Mutex<Vec<Value>>>) {
+        let quit = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let rx = quit.try_clone().unwrap();
         let sink = EventSink::new();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = Arc::clone(&seen);
@@ -498,7 +531,7 @@ mod tests {
             s.lock().unwrap().push(v);
             true
         }));
-        (RunControl::new(tx, sink), rx, seen)
+        (RunControl::new(quit, sink), rx, seen)
     }
 
     fn stop(reason: StopReason) -> VmStop {
@@ -589,9 +622,9 @@ mod tests {
             *events.lock().unwrap(),
             [json!({"event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"}})]
         );
-        assert!(rx.try_recv().is_err());
+        assert!(rx.read().is_err(), "no quit yet");
         c.quit();
-        assert!(rx.try_recv().is_ok());
+        assert_eq!(rx.read().unwrap(), 1);
     }
 
     #[test]

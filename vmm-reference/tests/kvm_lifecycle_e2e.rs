@@ -12,7 +12,7 @@ use vmm_reference::{Vmm, VmmConfig};
 fn spinning_vm(smp: &str) -> Vmm {
     vmm_reference::testing::require_kvm();
     let mut config = VmmConfig::new(parse_smp(smp).unwrap());
-    config.probe = ProbeMode::Spin { iterations: 0 };
+    config.probe_mut().unwrap().mode = ProbeMode::Spin { iterations: 0 };
     Vmm::new(config).unwrap()
 }
 
@@ -93,7 +93,7 @@ fn kvm_pause_resume_stop_of_spinning_vcpus() {
 fn kvm_finite_spin_halts_each_vcpu_once() {
     vmm_reference::testing::require_kvm();
     let mut config = VmmConfig::new(parse_smp("2").unwrap());
-    config.probe = ProbeMode::Spin {
+    config.probe_mut().unwrap().mode = ProbeMode::Spin {
         iterations: 100_000,
     };
     let mut vmm = Vmm::new(config).unwrap();
@@ -116,11 +116,11 @@ fn kvm_finite_spin_halts_each_vcpu_once() {
 fn kvm_run_reports_workload_progress() {
     vmm_reference::testing::require_kvm();
     let mut config = VmmConfig::new(parse_smp("2").unwrap());
-    config.probe = ProbeMode::Barrier {
+    config.probe_mut().unwrap().mode = ProbeMode::Barrier {
         rounds: 50,
         work: 1000,
     };
-    let summary = Vmm::new(config).unwrap().run().unwrap();
+    let summary = Vmm::new(config).unwrap().run().unwrap().summary().unwrap();
     let rounds: Vec<u64> = summary.workload.iter().map(|w| w.progress).collect();
     assert_eq!(rounds, [50, 50]);
 }

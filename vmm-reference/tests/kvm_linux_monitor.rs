@@ -611,28 +611,30 @@ fn probe_options_are_refused_with_a_kernel() {
     }
 }
 
-/// The library path: a VMM embedding `LinuxVm` drives hot-plug itself and sees an eject
+/// The library path: a VMM embedding `Vmm` with a kernel drives hot-plug itself and sees an eject
 /// the guest makes (here written to the bus as the guest's vCPU would).
 #[test]
 fn kvm_linux_vm_unplug_completes_on_eject_and_the_slot_replugs() {
     use cpu_topology::smp::parse_smp;
     use cpu_topology::{TopologyPosition, VcpuIndex};
     use vcpu_lifecycle::ExitHandler;
-    use vmm_reference::linux::{EjectedCpu, LinuxConfig, LinuxVm, SerialOutput};
+    use vmm_reference::linux::SerialOutput;
+    use vmm_reference::vm::{EjectedCpu, Unplugged};
+    use vmm_reference::{Vmm, VmmConfig};
 
     require_kvm();
     let dir = tempfile::tempdir().unwrap();
     let kernel = write_tiny_kernel(dir.path(), &asm::HLT_LOOP);
-    let mut config = LinuxConfig::new(parse_smp("1,maxcpus=2").unwrap(), kernel);
-    config.serial = SerialOutput::Null;
+    let mut config = VmmConfig::kernel(parse_smp("1,maxcpus=2").unwrap(), kernel);
+    config.kernel_mut().unwrap().serial = SerialOutput::Null;
     config.placement.ledger_dir = Some(dir.path().join("ledger"));
-    let mut vm = LinuxVm::new(config).unwrap();
+    let mut vm = Vmm::new(config).unwrap();
     vm.start().unwrap();
     let slot1 = TopologyPosition {
         core: 1,
         ..TopologyPosition::default()
     };
-    let base = vm.boot_tables().hotplug.unwrap().io_base;
+    let base = vm.boot_tables().unwrap().hotplug.unwrap().io_base;
     assert_eq!(base, HOTPLUG_SELECTOR);
 
     for round in 0..2 {
@@ -640,8 +642,11 @@ fn kvm_linux_vm_unplug_completes_on_eject_and_the_slot_replugs() {
         assert_eq!(vm.present_vcpus(), [VcpuIndex(0), VcpuIndex(1)]);
         let err = vm.add_vcpu(slot1, "cpu9").unwrap_err();
         assert_eq!(err.to_string(), "CPU[1] with APIC ID 1 exists");
-        assert_eq!(vm.request_unplug("nope").unwrap(), None);
-        assert_eq!(vm.request_unplug("cpu1").unwrap(), Some(VcpuIndex(1)));
+        assert_eq!(vm.remove_vcpu("nope").unwrap(), None);
+        assert_eq!(
+            vm.remove_vcpu("cpu1").unwrap(),
+            Some(Unplugged::Requested(VcpuIndex(1)))
+        );
         // Nothing happens until the guest ejects.
         assert_eq!(vm.finish_ejected(), []);
         assert_eq!(vm.present_vcpus().len(), 2);

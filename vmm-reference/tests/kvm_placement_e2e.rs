@@ -34,7 +34,7 @@ fn last_cpu(tid: i32) -> u32 {
 fn pinned_vm(pins: &[&str], ledger: &std::path::Path) -> Vmm {
     vmm_reference::testing::require_kvm();
     let mut config = VmmConfig::new(parse_smp("4").unwrap());
-    config.probe = ProbeMode::Spin { iterations: 0 };
+    config.probe_mut().unwrap().mode = ProbeMode::Spin { iterations: 0 };
     config.placement.config.vcpu_pins = pins.iter().map(|p| VcpuPin::parse(p).unwrap()).collect();
     config.placement.ledger_dir = Some(ledger.to_path_buf());
     Vmm::new(config).unwrap()

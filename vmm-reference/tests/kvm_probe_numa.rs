@@ -219,7 +219,7 @@ fn kvm_probe_numa_memfd_backend_is_bound_while_the_probe_runs() {
     vmm_reference::testing::require_kvm();
     let mut config = VmmConfig::new(parse_smp("2,sockets=2").unwrap());
     config.memory = 128 << 20;
-    config.probe = ProbeMode::Spin { iterations: 0 };
+    config.probe_mut().unwrap().mode = ProbeMode::Spin { iterations: 0 };
     config.objects = vec![
         parse_memory_backend(
             "memory-backend-memfd,id=probe-numa-bound,size=64M,host-nodes=0,policy=bind",

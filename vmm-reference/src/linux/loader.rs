@@ -91,6 +91,15 @@ pub fn detect_format(head: &[u8]) -> KernelFormat {
     }
 }
 
+/// Check that the kernel at `path` can be read and say what it is (before KVM is
+/// touched, so a missing file is bad input and not a half-built VM).
+pub fn detect_file_format(path: &Path) -> Result<KernelFormat, LoaderError> {
+    let mut file = File::open(path).map_err(read_err(path))?;
+    let mut head = [0u8; 4];
+    let n = file.read(&mut head).map_err(read_err(path))?;
+    Ok(detect_format(&head[..n]))
+}
+
 /// Load the kernel at `path` into `mem`.
 pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, LoaderError> {
     let mut file = File::open(path).map_err(read_err(path))?;

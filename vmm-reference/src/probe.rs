@@ -1,13 +1,12 @@
-//! The VM's I/O bus while the probe guest runs: the doorbell port and nothing else.
-//!
-//! Unassigned ports read as all ones and swallow writes, as on a PC; so do MMIO accesses
-//! outside RAM. The doorbell is the only device, so the routing table is one match arm.
+//! The probe guest's side of the VM: its doorbell device (one port write per message,
+//! the data in guest memory), and what the VM reports when every vCPU is done (the
+//! cpu-info.sh summary, the per-vCPU table, `cpuid -r` and hwloc dumps).
 
 use std::sync::Mutex;
 
 use cpu_topology::VcpuIndex;
 use probe_guest::{Doorbell, ProbeGuest, ProbeReport};
-use vcpu_lifecycle::{ExitAction, ExitHandler};
+use vcpu_lifecycle::ExitAction;
 use vm_memory::GuestMemoryMmap;
 
 /// What one vCPU slot of the probe has delivered.
@@ -16,15 +15,16 @@ struct Slot {
     report: Mutex<Option<ProbeReport>>,
 }
 
-/// Exit handler of a probe run.
+/// The probe's doorbell: Report copies a vCPU's CPUID view out of guest memory, Done
+/// halts the vCPU, Ping (the exits workload) is answered with nothing to do.
 #[derive(Debug)]
-pub struct ProbeBus {
+pub struct ProbeDoorbell {
     probe: ProbeGuest,
     mem: GuestMemoryMmap,
     slots: Vec<Slot>,
 }
 
-impl ProbeBus {
+impl ProbeDoorbell {
     /// A bus for `max_cpus` vCPU slots reading reports from `mem`.
     pub fn new(probe: ProbeGuest, mem: GuestMemoryMmap, max_cpus: u32) -> Self {
         let slots = (0..max_cpus).map(|_| Slot::default()).collect();
@@ -69,13 +69,10 @@ impl ProbeBus {
     }
 }
 
-impl ExitHandler for ProbeBus {
-    fn io_in(&self, _vcpu: VcpuIndex, _port: u16, data: &mut [u8]) -> ExitAction {
-        data.fill(0xff);
-        ExitAction::Continue
-    }
-
-    fn io_out(&self, vcpu: VcpuIndex, port: u16, data: &[u8]) -> ExitAction {
+impl ProbeDoorbell {
+    /// A port write of the guest: the doorbell's, or one to an empty port (ignored).
+    #[inline]
+    pub fn io_out(&self, vcpu: VcpuIndex, port: u16, data: &[u8]) -> ExitAction {
         // Ping (the per-exit message of the exits workload) needs no state: it is answered
         // without touching the vCPU's slot.
         match Doorbell::from_port_write(port, data) {
@@ -85,14 +82,5 @@ impl ExitHandler for ProbeBus {
             // the vCPU is done, and it never enters this vCPU again.
             Some(Doorbell::Done) => ExitAction::Halt,
         }
-    }
-
-    fn mmio_read(&self, _vcpu: VcpuIndex, _addr: u64, data: &mut [u8]) -> ExitAction {
-        data.fill(0xff);
-        ExitAction::Continue
-    }
-
-    fn mmio_write(&self, _vcpu: VcpuIndex, _addr: u64, _data: &[u8]) -> ExitAction {
-        ExitAction::Continue
     }
 }

@@ -1,0 +1,227 @@
+//! Running a VM on one event loop: rust-vmm's `event-manager` (epoll) in the main thread.
+//!
+//! Event sources, all on the same epoll set:
+//! - the VM's lifecycle eventfd ([`Vmm::event_fd`]): a vCPU halted or stopped the VM;
+//! - a signalfd for SIGTERM, SIGINT and SIGHUP ([`TerminationSignals`]);
+//! - a timerfd for `--timeout` (without a monitor) and one that polls for CPUs a Linux
+//!   guest ejected (with a monitor);
+//! - the monitor's quit eventfd, written when a client sends `quit`.
+//!
+//! What ends the run ([`Outcome`]): without a monitor, the VM's end ([`Vmm::on_event`]:
+//! the probe done on every vCPU, the guest's reset or power off, a fault, the timeout);
+//! with one, `quit`, or the guest's reset or power off (a fault keeps the VM up for
+//! inspection, as QEMU's `-no-shutdown`); in both, a termination signal.
+
+use std::cell::RefCell;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use vcpu_lifecycle::VcpuEvent;
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::timerfd::TimerFd;
+
+use crate::error::VmmError;
+use crate::machine::Machine;
+use crate::monitor::{EventSink, Monitor, QmpOption, QmpServer};
+use crate::signals::{Received, TerminationSignals};
+use crate::vm::{Ended, GuestExit};
+use crate::{Vmm, VmmConfig};
+
+/// How often a monitor VM looks for CPUs the guest ejected.
+const EJECT_POLL: Duration = Duration::from_millis(100);
+
+/// How a run of the VM ended without an error.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The VM ended by itself: the probe's summary, or the guest's reset or power off.
+    Vm(Ended),
+    /// A monitor client sent `quit`.
+    Quit,
+    /// A termination signal arrived.
+    Signal(Received),
+}
+
+type Shared<T> = Rc<RefCell<Option<T>>>;
+type Subscriber = Box<dyn MutEventSubscriber>;
+
+/// Build the VM from `config`, start it, and run the event loop until the run ends; the
+/// VM is torn down (vCPU threads joined, ledger entry released, monitor socket removed)
+/// before this returns.
+pub fn run(config: VmmConfig, qmp: Option<&QmpOption>) -> Result<Outcome, VmmError> {
+    let io = |what| move |source: std::io::Error| VmmError::EventLoop { what, source };
+    // Before the first thread: every thread inherits the blocked mask.
+    let signals = TerminationSignals::new().map_err(io("block SIGTERM, SIGINT, SIGHUP"))?;
+    let timeout = config.timeout.filter(|_| qmp.is_none());
+    let vmm = Vmm::new(config)?;
+    let quit = EventFd::new(libc::EFD_NONBLOCK).map_err(io("create the quit eventfd"))?;
+    let sink = EventSink::new();
+    let machine = Machine::new(
+        vmm,
+        quit.try_clone().map_err(io("clone an eventfd"))?,
+        sink.clone(),
+    );
+    let server = match qmp {
+        Some(qmp) => match QmpServer::start(&qmp.path, Monitor::new(machine.clone(), sink)) {
+            Ok(server) => {
+                if qmp.wait {
+                    while !server.wait_for_client(Duration::from_secs(60)) {}
+                }
+                Some(server)
+            }
+            Err(e) => {
+                machine.into_exit();
+                return Err(VmmError::Unsupported(crate::error_chain(&e)));
+            }
+        },
+        None => None,
+    };
+    let result = event_loop(&machine, signals, quit, timeout, server.is_some());
+    if let Some(server) = server {
+        server.shutdown();
+    }
+    machine.into_exit();
+    result
+}
+
+fn event_loop(
+    machine: &Arc<Machine>,
+    signals: TerminationSignals,
+    quit: EventFd,
+    timeout: Option<Duration>,
+    monitor: bool,
+) -> Result<Outcome, VmmError> {
+    let io = |what| move |source: std::io::Error| VmmError::EventLoop { what, source };
+    let mut manager: EventManager<Subscriber> =
+        EventManager::new().map_err(|e| VmmError::EventLoop {
+            what: "create the epoll event loop",
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    let outcome: Shared<Result<Outcome, VmmError>> = Rc::new(RefCell::new(None));
+    let errno = |e: vmm_sys_util::errno::Error| std::io::Error::from_raw_os_error(e.errno());
+    let mut timer = TimerFd::new()
+        .map_err(errno)
+        .map_err(io("create a timerfd"))?;
+    match (timeout, monitor) {
+        (Some(t), false) => timer.reset(t, None),
+        (_, true) => timer.reset(EJECT_POLL, Some(EJECT_POLL)),
+        (None, false) => Ok(()),
+    }
+    .map_err(errno)
+    .map_err(io("arm the timerfd"))?;
+    let vm_fd = machine
+        .vmm()
+        .event_fd()
+        .try_clone()
+        .map_err(io("clone the lifecycle eventfd"))?;
+    manager.add_subscriber(Box::new(Driver {
+        machine: Arc::clone(machine),
+        monitor,
+        vm_fd,
+        signals,
+        quit,
+        timer,
+        outcome: Rc::clone(&outcome),
+    }));
+    machine.start()?;
+    while outcome.borrow().is_none() {
+        manager.run().map_err(|e| VmmError::EventLoop {
+            what: "epoll_wait",
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
+    let result = outcome.borrow_mut().take();
+    result.unwrap_or(Ok(Outcome::Quit))
+}
+
+/// The VM's side of the event loop: lifecycle events, signals, timers and quit.
+struct Driver {
+    machine: Arc<Machine>,
+    monitor: bool,
+    vm_fd: EventFd,
+    signals: TerminationSignals,
+    quit: EventFd,
+    timer: TimerFd,
+    outcome: Shared<Result<Outcome, VmmError>>,
+}
+
+impl Driver {
+    fn end(&self, result: Result<Outcome, VmmError>) {
+        let mut slot = self.outcome.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(result);
+        }
+    }
+
+    fn lifecycle(&self) {
+        loop {
+            let Some(event) = self.machine.vmm().try_event() else {
+                return;
+            };
+            if self.monitor {
+                // Before a stop: a guest that ejects a CPU and then resets reports the
+                // eject first.
+                self.machine.poll_ejected();
+                if let VcpuEvent::StopVm(stop) = event {
+                    if let Some(exit) = self.machine.guest_stopped(&stop) {
+                        return self.end(Ok(Outcome::Vm(Ended::Guest(exit))));
+                    }
+                }
+            } else if let Some(ended) = self.machine.vmm().on_event(event) {
+                return self.end(ended.map(Outcome::Vm));
+            }
+        }
+    }
+
+    fn timer(&mut self) {
+        let _ = self.timer.wait();
+        if self.monitor {
+            self.machine.poll_ejected();
+        } else {
+            let error = self.machine.vmm().timeout_error();
+            self.end(Err(error));
+        }
+    }
+}
+
+impl MutEventSubscriber for Driver {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        let fd = events.fd();
+        if fd == self.vm_fd.as_raw_fd() {
+            self.lifecycle();
+        } else if fd == self.signals.as_raw_fd() {
+            if let Some(received) = self.signals.read() {
+                self.end(Ok(Outcome::Signal(received)));
+            }
+        } else if fd == self.quit.as_raw_fd() {
+            let _ = self.quit.read();
+            self.end(Ok(Outcome::Quit));
+        } else if fd == self.timer.as_raw_fd() {
+            self.timer();
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        let fds = [
+            self.vm_fd.as_raw_fd(),
+            self.signals.as_raw_fd(),
+            self.quit.as_raw_fd(),
+            self.timer.as_raw_fd(),
+        ];
+        for fd in fds {
+            if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
+                log::error!("event loop: cannot watch fd {fd}: {e:?}");
+            }
+        }
+    }
+}
+
+/// The message the binary prints for a guest's own end of the VM.
+pub fn guest_exit_message(exit: GuestExit) -> &'static str {
+    match exit {
+        GuestExit::Reboot => "guest reboot",
+        GuestExit::PowerOff => "guest power off",
+    }
+}

@@ -1,0 +1,317 @@
+//! What differs between the guests a VM runs: the interrupt controller, the image in
+//! guest memory, the entry state of each vCPU, and the devices on the bus.
+//!
+//! | | probe | Linux kernel |
+//! |---|---|---|
+//! | irqchip | split (local APICs in KVM) where offered | full in-kernel (PIC, IOAPIC) + PIT |
+//! | image | probe code, GDT, page tables, CPUID queries | vmlinux/bzImage, initrd, zero page, MP, ACPI |
+//! | boot vCPUs | every vCPU in long mode, runnable | BSP in long mode at the kernel entry; APs wait for INIT/SIPI |
+//! | hot-plugged vCPU | runs the probe at once | waits for INIT/SIPI; the guest learns of it through ACPI |
+//! | devices | the probe doorbell | COM1, i8042 reset, ACPI power registers, CPU hot-plug block |
+
+use cpu_topology::{CpuTopology, VcpuIndex};
+use cpuid_model::{dump, CpuidTable};
+use guest_memory::{GuestRam, MemoryLayout, NumaTopology};
+use kvm_bindings::{
+    kvm_enable_cap, kvm_fpu, kvm_mp_state, kvm_pit_config, kvm_regs, KVM_CAP_SPLIT_IRQCHIP,
+    KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Cap, VcpuFd, VmFd};
+use probe_guest::{ProbeGuest, ProbeLayout};
+use x86_boot::layout::BOOT_STACK_POINTER;
+use x86_boot::long_mode::long_mode_sregs;
+
+use super::bus::VmBus;
+use crate::config::{KernelConfig, Payload, ProbeConfig};
+use crate::error::{kvm_op, vcpu_op, VmmError};
+use crate::linux::boot::{self, BootInput, BootTables};
+use crate::linux::bus::{BusConfig, LinuxBus};
+use crate::linux::loader::{self, LoadedKernel};
+use crate::linux::serial::SerialBackend;
+use crate::probe::ProbeDoorbell;
+
+/// KVM_SET_TSS_ADDR: three pages in the 32-bit MMIO hole, below the identity-map page
+/// (Firecracker's addresses).
+const TSS_ADDR: usize = 0xfffb_d000;
+/// KVM_SET_IDENTITY_MAP_ADDR: one page in the MMIO hole.
+const IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
+/// IOAPIC pins reserved in KVM's GSI routing for a user-space IOAPIC (split irqchip).
+const IOAPIC_PINS: u64 = 24;
+
+/// How a guest ended the VM by itself, without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestExit {
+    /// The guest reset itself: through the keyboard controller (`reboot=k`, the default
+    /// command line's reboot and panic path) or the ACPI reset register (`reboot=acpi`).
+    Reboot,
+    /// The guest powered itself off through ACPI (S5: `poweroff`, `halt -p`, or an
+    /// orderly shutdown after the power button).
+    PowerOff,
+}
+
+/// A payload checked and opened before KVM is touched.
+pub(super) enum Prepared<'a> {
+    Probe(&'a ProbeConfig),
+    Kernel(&'a KernelConfig, SerialBackend),
+}
+
+/// Check what can be checked without KVM and open the serial backend (a socket server
+/// with `wait` blocks until its first client connects).
+pub(super) fn prepare(payload: &Payload) -> Result<Prepared<'_>, VmmError> {
+    Ok(match payload {
+        Payload::Probe(p) => Prepared::Probe(p),
+        Payload::Kernel(k) => {
+            boot::cmdline_bytes(&k.cmdline)?;
+            loader::detect_file_format(&k.kernel)?;
+            if let Some(initrd) = &k.initrd {
+                loader::initrd_size(initrd)?;
+            }
+            Prepared::Kernel(k, SerialBackend::open(&k.serial)?)
+        }
+    })
+}
+
+impl Prepared<'_> {
+    /// VM-wide setup a payload needs before guest RAM exists.
+    pub(super) fn before_memory(&self, vm: &VmFd) -> Result<(), VmmError> {
+        if let Prepared::Kernel(..) = self {
+            vm.set_tss_address(TSS_ADDR)
+                .map_err(kvm_op("KVM_SET_TSS_ADDR"))?;
+            vm.set_identity_map_address(IDENTITY_MAP_ADDR)
+                .map_err(kvm_op("KVM_SET_IDENTITY_MAP_ADDR"))?;
+        }
+        Ok(())
+    }
+
+    /// The interrupt controller. The probe uses neither PIC nor IOAPIC: it gets the split
+    /// irqchip where KVM offers it (Linux 4.4+), local APICs only, since the full
+    /// in-kernel irqchip costs about 10 ms more to tear down (the kernel waits for SRCU
+    /// grace periods while it unregisters the PIC and IOAPIC; docs/PERFORMANCE.md). A
+    /// kernel gets the full in-kernel irqchip and PIT: its devices raise interrupts
+    /// through irqfds.
+    pub(super) fn create_irqchip(&self, vm: &VmFd) -> Result<(), VmmError> {
+        match self {
+            Prepared::Probe(_) if vm.check_extension(Cap::SplitIrqchip) => {
+                let mut cap = kvm_enable_cap {
+                    cap: KVM_CAP_SPLIT_IRQCHIP,
+                    ..Default::default()
+                };
+                cap.args[0] = IOAPIC_PINS;
+                vm.enable_cap(&cap)
+                    .map_err(kvm_op("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"))
+            }
+            Prepared::Probe(_) => vm.create_irq_chip().map_err(kvm_op("KVM_CREATE_IRQCHIP")),
+            Prepared::Kernel(..) => {
+                vm.create_irq_chip().map_err(kvm_op("KVM_CREATE_IRQCHIP"))?;
+                vm.create_pit2(kvm_pit_config {
+                    flags: KVM_PIT_SPEAKER_DUMMY,
+                    ..Default::default()
+                })
+                .map_err(kvm_op("KVM_CREATE_PIT2"))
+            }
+        }
+    }
+
+    /// Write the guest's image into RAM and build its bus.
+    pub(super) fn load(
+        self,
+        vm: &VmFd,
+        ram: &GuestRam,
+        layout: &MemoryLayout,
+        topo: &CpuTopology,
+        numa: Option<&NumaTopology>,
+        cpuid: &[CpuidTable],
+    ) -> Result<(Guest, VmBus), VmmError> {
+        match self {
+            Prepared::Probe(config) => {
+                let probe = ProbeGuest::new(
+                    config.mode,
+                    ProbeLayout::new(topo.max_cpus(), ram_from_zero(layout))?,
+                );
+                let queries: Vec<(u32, u32)> = cpuid
+                    .first()
+                    .map(|t| {
+                        dump::cpuid_r_queries(t)
+                            .into_iter()
+                            .map(|k| (k.leaf, k.subleaf))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                probe.load(ram.memory(), &queries, topo.cpus())?;
+                let doorbell = ProbeDoorbell::new(probe, ram.memory().clone(), topo.max_cpus());
+                Ok((Guest::Probe(config.clone()), VmBus::with_doorbell(doorbell)))
+            }
+            Prepared::Kernel(config, serial) => {
+                let mem = ram.memory();
+                let kernel = loader::load_kernel(mem, &config.kernel)?;
+                let initrd = match &config.initrd {
+                    Some(path) => {
+                        let size = loader::initrd_size(path)?;
+                        let addr = boot::initrd_address(layout, kernel.end, size)?;
+                        loader::load_initrd(mem, path, addr)?;
+                        Some((addr, size))
+                    }
+                    None => None,
+                };
+                let cpus = boot::cpu_entries(topo, numa)?;
+                let tables = boot::write_boot_tables(
+                    mem,
+                    BootInput {
+                        layout,
+                        cpus: cpus.clone(),
+                        numa,
+                        cmdline: &config.cmdline,
+                        initrd,
+                        setup_header: kernel.setup_header.clone(),
+                    },
+                )?;
+                let platform = std::sync::Arc::new(LinuxBus::new(
+                    serial.sink,
+                    BusConfig {
+                        hotplug: tables.hotplug.map(|h| (h, cpus.as_slice())),
+                        power: tables.power,
+                    },
+                )?);
+                platform.register_irqfds(vm).map_err(kvm_op("KVM_IRQFD"))?;
+                serial.input.start(&platform);
+                Ok((
+                    Guest::Kernel { kernel, tables },
+                    VmBus::with_platform(platform),
+                ))
+            }
+        }
+    }
+}
+
+/// The guest a built VM runs.
+#[derive(Debug)]
+pub(super) enum Guest {
+    /// The probe on every vCPU.
+    Probe(ProbeConfig),
+    /// A loaded Linux kernel and the tables it boots with.
+    Kernel {
+        kernel: LoadedKernel,
+        tables: BootTables,
+    },
+}
+
+impl Guest {
+    pub(super) fn probe(&self) -> Option<&ProbeConfig> {
+        match self {
+            Guest::Probe(p) => Some(p),
+            Guest::Kernel { .. } => None,
+        }
+    }
+
+    pub(super) fn kernel(&self) -> Option<&LoadedKernel> {
+        match self {
+            Guest::Kernel { kernel, .. } => Some(kernel),
+            Guest::Probe(_) => None,
+        }
+    }
+
+    pub(super) fn boot_tables(&self) -> Option<&BootTables> {
+        match self {
+            Guest::Kernel { tables, .. } => Some(tables),
+            Guest::Probe(_) => None,
+        }
+    }
+
+    /// Whether an unplug waits for the guest to release the CPU (ACPI eject) rather
+    /// than taking the vCPU away at once.
+    pub(super) fn unplug_needs_guest(&self) -> bool {
+        matches!(self, Guest::Kernel { .. })
+    }
+
+    /// The entry state of a boot vCPU.
+    pub(super) fn configure_boot_vcpu(
+        &self,
+        fd: &VcpuFd,
+        index: VcpuIndex,
+        bus: &VmBus,
+    ) -> Result<(), VmmError> {
+        match self {
+            Guest::Probe(_) => probe_entry(fd, index, bus),
+            Guest::Kernel { kernel, tables } if index.0 == 0 => linux_bsp(fd, kernel, tables),
+            // The APs keep KVM's initial state: waiting for INIT/SIPI from the guest.
+            Guest::Kernel { .. } => Ok(()),
+        }
+    }
+
+    /// The entry state of a hot-plugged vCPU (`reused`: a parked fd from an earlier
+    /// plug of the same slot, which keeps its CPUID).
+    pub(super) fn configure_plugged_vcpu(
+        &self,
+        fd: &VcpuFd,
+        index: VcpuIndex,
+        bus: &VmBus,
+        reused: bool,
+    ) -> Result<(), VmmError> {
+        match self {
+            Guest::Probe(_) => probe_entry(fd, index, bus),
+            // A new vCPU already waits for INIT/SIPI; a reused one is reset to that
+            // state from wherever the guest left it.
+            Guest::Kernel { .. } if reused => fd
+                .set_mp_state(kvm_mp_state {
+                    mp_state: KVM_MP_STATE_UNINITIALIZED,
+                })
+                .map_err(vcpu_op(index, "KVM_SET_MP_STATE")),
+            Guest::Kernel { .. } => Ok(()),
+        }
+    }
+}
+
+/// The probe starts every vCPU directly in long mode (APs would otherwise wait for
+/// INIT/SIPI with the in-kernel irqchip).
+fn probe_entry(fd: &VcpuFd, index: VcpuIndex, bus: &VmBus) -> Result<(), VmmError> {
+    let probe = bus
+        .probe()
+        .map(ProbeDoorbell::probe)
+        .ok_or_else(|| VmmError::Unsupported("the probe VM has no probe doorbell".into()))?;
+    let base = fd.get_sregs().map_err(vcpu_op(index, "KVM_GET_SREGS"))?;
+    fd.set_sregs(&probe.vcpu_sregs(&base))
+        .map_err(vcpu_op(index, "KVM_SET_SREGS"))?;
+    fd.set_regs(&probe.vcpu_regs(index)?)
+        .map_err(vcpu_op(index, "KVM_SET_REGS"))?;
+    fd.set_mp_state(kvm_mp_state {
+        mp_state: KVM_MP_STATE_RUNNABLE,
+    })
+    .map_err(vcpu_op(index, "KVM_SET_MP_STATE"))
+}
+
+/// The BSP enters the kernel in 64-bit mode: RIP at the entry, RSI at the zero page,
+/// interrupts off, a boot stack, the identity map and flat GDT of the boot tables.
+fn linux_bsp(fd: &VcpuFd, kernel: &LoadedKernel, tables: &BootTables) -> Result<(), VmmError> {
+    let index = VcpuIndex(0);
+    let base = fd.get_sregs().map_err(vcpu_op(index, "KVM_GET_SREGS"))?;
+    fd.set_sregs(&long_mode_sregs(&base, &tables.long_mode))
+        .map_err(vcpu_op(index, "KVM_SET_SREGS"))?;
+    fd.set_regs(&kvm_regs {
+        rip: kernel.entry.0,
+        rsi: tables.zero_page.0,
+        rsp: BOOT_STACK_POINTER,
+        rbp: BOOT_STACK_POINTER,
+        rflags: 0x2,
+        ..Default::default()
+    })
+    .map_err(vcpu_op(index, "KVM_SET_REGS"))?;
+    fd.set_fpu(&kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    })
+    .map_err(vcpu_op(index, "KVM_SET_FPU"))
+}
+
+/// Bytes of RAM contiguous from guest-physical 0 (the probe lives there): with NUMA nodes
+/// the low RAM is several adjacent regions.
+fn ram_from_zero(layout: &MemoryLayout) -> u64 {
+    let mut end = 0;
+    for r in layout.regions() {
+        if r.gpa.0 != end {
+            break;
+        }
+        end = r.end();
+    }
+    end
+}
