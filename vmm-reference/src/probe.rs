@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use cpu_topology::VcpuIndex;
 use probe_guest::{Doorbell, ProbeGuest, ProbeReport};
-use vcpu_lifecycle::ExitAction;
+use vcpu_lifecycle::{ExitAction, ExitHandler};
 use vm_memory::GuestMemoryMmap;
 
 /// What one vCPU slot of the probe has delivered.
@@ -15,7 +15,8 @@ struct Slot {
     report: Mutex<Option<ProbeReport>>,
 }
 
-/// The probe's doorbell: Report copies a vCPU's CPUID view out of guest memory, Done
+/// The probe's doorbell, the probe VM's only device (every other port reads as all ones
+/// and swallows writes): Report copies a vCPU's CPUID view out of guest memory, Done
 /// halts the vCPU, Ping (the exits workload) is answered with nothing to do.
 #[derive(Debug)]
 pub struct ProbeDoorbell {
@@ -69,10 +70,13 @@ impl ProbeDoorbell {
     }
 }
 
-impl ProbeDoorbell {
-    /// A port write of the guest: the doorbell's, or one to an empty port (ignored).
-    #[inline]
-    pub fn io_out(&self, vcpu: VcpuIndex, port: u16, data: &[u8]) -> ExitAction {
+impl ExitHandler for ProbeDoorbell {
+    fn io_in(&self, _vcpu: VcpuIndex, _port: u16, data: &mut [u8]) -> ExitAction {
+        data.fill(0xff);
+        ExitAction::Continue
+    }
+
+    fn io_out(&self, vcpu: VcpuIndex, port: u16, data: &[u8]) -> ExitAction {
         // Ping (the per-exit message of the exits workload) needs no state: it is answered
         // without touching the vCPU's slot.
         match Doorbell::from_port_write(port, data) {
@@ -82,5 +86,14 @@ impl ProbeDoorbell {
             // the vCPU is done, and it never enters this vCPU again.
             Some(Doorbell::Done) => ExitAction::Halt,
         }
+    }
+
+    fn mmio_read(&self, _vcpu: VcpuIndex, _addr: u64, data: &mut [u8]) -> ExitAction {
+        data.fill(0xff);
+        ExitAction::Continue
+    }
+
+    fn mmio_write(&self, _vcpu: VcpuIndex, _addr: u64, _data: &[u8]) -> ExitAction {
+        ExitAction::Continue
     }
 }

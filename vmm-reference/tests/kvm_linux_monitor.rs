@@ -650,7 +650,7 @@ fn kvm_linux_vm_unplug_completes_on_eject_and_the_slot_replugs() {
         // Nothing happens until the guest ejects.
         assert_eq!(vm.finish_ejected(), []);
         assert_eq!(vm.present_vcpus().len(), 2);
-        let bus = vm.bus();
+        let bus = vm.bus().devices().unwrap();
         bus.io_out(VcpuIndex(0), base, &1u32.to_le_bytes());
         let mut status = [0u8];
         bus.io_in(VcpuIndex(0), base + 4, &mut status);

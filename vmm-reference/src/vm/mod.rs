@@ -29,9 +29,10 @@ use cpuid_model::normalize::Normalizer;
 use cpuid_model::CpuidTable;
 use guest_memory::{GuestRam, MemoryLayout, MemorySlots, NumaTopology};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use vcpu_lifecycle::{event_channel, VcpuContext, VcpuEvent, VcpuSet};
+use vcpu_lifecycle::{event_channel, VcpuEvent, VcpuSet};
 use vmm_sys_util::eventfd::EventFd;
 
+use bus::Spawner;
 pub use bus::VmBus;
 pub use control::{EjectedCpu, HotplugError, Unplugged, VcpuRegisters};
 pub use payload::GuestExit;
@@ -54,13 +55,13 @@ pub struct Vmm {
     events: Receiver<VcpuEvent>,
     /// Written on every lifecycle event: what an event loop waits on.
     event_fd: EventFd,
-    bus: Arc<VmBus>,
+    bus: VmBus,
     guest: Guest,
     config: VmmConfig,
     placement: VmPlacement,
     numa: Option<NumaTopology>,
     /// Spawns vCPU threads (boot and hot-plugged) with the VM's exit handler.
-    ctx: VcpuContext<VmBus>,
+    ctx: Spawner,
     /// Per-vCPU CPUID for any slot, hot-pluggable ones included.
     normalizer: Normalizer,
     /// The CPUID each boot vCPU was given, in index order.
@@ -105,7 +106,6 @@ impl Vmm {
             .map(|i| normalizer.for_vcpu(i))
             .collect::<Result<Vec<_>, _>>()?;
         let (guest, bus) = prepared.load(&vm, &ram, &layout, &topo, numa.as_ref(), &cpuid)?;
-        let bus = Arc::new(bus);
 
         let event_fd = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmmError::EventLoop {
             what: "create the lifecycle eventfd",
@@ -116,7 +116,7 @@ impl Vmm {
             source,
         })?;
         let (events_tx, events) = event_channel(Some(notify));
-        let ctx = VcpuContext::new(Arc::clone(&bus), events_tx)?;
+        let ctx = bus.spawner(events_tx)?;
         let apic = topo.apic_layout();
         let mut vcpus = VcpuSet::new();
         for (index, table) in topo.present().zip(&cpuid) {

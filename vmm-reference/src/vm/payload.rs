@@ -139,7 +139,10 @@ impl Prepared<'_> {
                     .unwrap_or_default();
                 probe.load(ram.memory(), &queries, topo.cpus())?;
                 let doorbell = ProbeDoorbell::new(probe, ram.memory().clone(), topo.max_cpus());
-                Ok((Guest::Probe(config.clone()), VmBus::with_doorbell(doorbell)))
+                Ok((
+                    Guest::Probe(config.clone()),
+                    VmBus::Probe(std::sync::Arc::new(doorbell)),
+                ))
             }
             Prepared::Kernel(config, serial) => {
                 let mem = ram.memory();
@@ -174,10 +177,7 @@ impl Prepared<'_> {
                 )?);
                 platform.register_irqfds(vm).map_err(kvm_op("KVM_IRQFD"))?;
                 serial.input.start(&platform);
-                Ok((
-                    Guest::Kernel { kernel, tables },
-                    VmBus::with_platform(platform),
-                ))
+                Ok((Guest::Kernel { kernel, tables }, VmBus::Platform(platform)))
             }
         }
     }
