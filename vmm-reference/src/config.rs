@@ -8,7 +8,7 @@ use cpuid_model::spec::ModelSpec;
 use guest_memory::{MemoryBackendConfig, NumaConfig};
 use probe_guest::ProbeMode;
 
-use crate::cli::RunArgs;
+use crate::cli::{DeviceOption, RunArgs};
 use crate::linux::SerialOutput;
 use crate::placement::PlacementOptions;
 
@@ -66,6 +66,8 @@ pub struct KernelConfig {
     pub cmdline: String,
     /// Where COM1's output goes (`--serial`).
     pub serial: SerialOutput,
+    /// Extra devices (`-device isa-debug-exit`, `-device pc-testdev`).
+    pub devices: Vec<DeviceOption>,
 }
 
 impl KernelConfig {
@@ -76,6 +78,7 @@ impl KernelConfig {
             initrd: None,
             cmdline: crate::linux::boot::DEFAULT_CMDLINE.to_string(),
             serial: SerialOutput::Stdout,
+            devices: Vec::new(),
         }
     }
 }
@@ -126,6 +129,9 @@ impl VmmConfig {
     /// Build from parsed command-line options. `cpu` must not be the `help` request.
     /// A probe-only option with `--kernel` is refused by name.
     pub fn from_args(args: RunArgs, cpu: ModelSpec) -> Result<Self, String> {
+        if let Some(refused) = args.qemu.refused(args.qmp.is_some()) {
+            return Err(refused);
+        }
         let linux = args.linux;
         let payload = match linux.kernel {
             Some(kernel) => {
@@ -142,7 +148,11 @@ impl VmmConfig {
                     initrd: linux.initrd,
                     cmdline: linux.append,
                     serial: linux.serial,
+                    devices: args.qemu.device,
                 })
+            }
+            None if !args.qemu.device.is_empty() => {
+                return Err("-device is for kernel payloads (--kernel)".into())
             }
             None => Payload::Probe(ProbeConfig {
                 mode: args.probe,

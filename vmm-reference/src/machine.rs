@@ -81,24 +81,27 @@ impl RunControl {
         Ok(())
     }
 
-    /// `cont`: `resume` a paused VM; a VM the guest stopped cannot be resumed.
+    /// `cont`: `resume` a paused VM, or `start` one that was never started (QEMU's
+    /// `-S`); a VM the guest stopped cannot be resumed.
     pub fn cont(
         &self,
+        start: impl FnOnce() -> Result<(), BackendError>,
         resume: impl FnOnce() -> Result<(), BackendError>,
     ) -> Result<(), BackendError> {
         let _transition = self.transition.lock().unwrap_or_else(|p| p.into_inner());
         match self.status() {
-            RunState::Paused => {
-                resume()?;
-                self.set(RunState::Running);
-                Ok(())
+            RunState::Paused => resume()?,
+            RunState::Prelaunch => start()?,
+            RunState::Running => return Ok(()),
+            RunState::Shutdown | RunState::InternalError => {
+                return Err(BackendError::Rejected(
+                    "the guest stopped the VM; it cannot be resumed (quit, and start it again)"
+                        .to_string(),
+                ))
             }
-            RunState::Shutdown | RunState::InternalError => Err(BackendError::Rejected(
-                "the guest stopped the VM; it cannot be resumed (quit, and start it again)"
-                    .to_string(),
-            )),
-            RunState::Running | RunState::Prelaunch => Ok(()),
         }
+        self.set(RunState::Running);
+        Ok(())
     }
 
     /// The guest faulted and its vCPUs were stopped: record the state and tell clients, as
@@ -403,8 +406,10 @@ impl MonitorBackend for Machine {
     }
 
     fn cont(&self) -> Result<(), BackendError> {
-        self.control
-            .cont(|| self.vmm().resume().map_err(|e| failed("cont", e)))
+        self.control.cont(
+            || self.vmm().start().map_err(|e| failed("cont", e)),
+            || self.vmm().resume().map_err(|e| failed("cont", e)),
+        )
     }
 
     fn powerdown(&self) -> Result<(), BackendError> {
@@ -551,20 +556,36 @@ mod tests {
         };
         // Not started yet: nothing to pause or resume.
         c.stop(pause).unwrap();
-        c.cont(|| unreachable!("prelaunch is not resumed")).unwrap();
         assert_eq!(c.status(), RunState::Prelaunch);
         c.set(RunState::Running);
         c.stop(pause).unwrap();
         c.stop(pause).unwrap();
         assert_eq!(c.status(), RunState::Paused);
         assert_eq!(*calls.lock().unwrap(), ["pause"]);
-        c.cont(|| Ok(())).unwrap();
+        c.cont(|| unreachable!("a paused VM is resumed"), || Ok(()))
+            .unwrap();
         assert_eq!(c.status(), RunState::Running);
         // A failed pause leaves the VM running and reports why.
         let err = c
             .stop(|| Err(BackendError::Rejected("wedged".into())))
             .unwrap_err();
         assert_eq!(err.to_string(), "wedged");
+        assert_eq!(c.status(), RunState::Running);
+    }
+
+    #[test]
+    fn cont_starts_a_vm_that_was_never_started() {
+        let (c, _rx, _) = control();
+        let started = std::cell::Cell::new(false);
+        c.cont(
+            || {
+                started.set(true);
+                Ok(())
+            },
+            || unreachable!("prelaunch is started, not resumed"),
+        )
+        .unwrap();
+        assert!(started.get());
         assert_eq!(c.status(), RunState::Running);
     }
 
@@ -606,7 +627,7 @@ mod tests {
                 json!({"event": "STOP", "data": {}}),
             ]
         );
-        let err = c.cont(|| unreachable!()).unwrap_err();
+        let err = c.cont(|| unreachable!(), || unreachable!()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the guest stopped the VM; it cannot be resumed (quit, and start it again)"

@@ -28,11 +28,14 @@ fn main() -> ExitCode {
             CpuArg::Help => tools::cpu_help(),
             CpuArg::Spec(spec) => {
                 let plan_only = cli.run.placement.placement_plan;
-                let qmp = cli.run.qmp.clone();
+                let options = run::RunOptions {
+                    qmp: cli.run.qmp.clone(),
+                    start_paused: cli.run.qemu.start_paused,
+                };
                 match VmmConfig::from_args(cli.run, spec) {
                     Err(msg) => Err(tools::bad_input(&msg)),
                     Ok(config) if plan_only => placement_plan(config),
-                    Ok(config) => run_vm(config, qmp.as_ref()),
+                    Ok(config) => run_vm(config, &options),
                 }
             }
         },
@@ -41,11 +44,8 @@ fn main() -> ExitCode {
 }
 
 /// Run the VM and print how it ended.
-fn run_vm(
-    config: VmmConfig,
-    qmp: Option<&vmm_reference::monitor::QmpOption>,
-) -> Result<ExitCode, ExitCode> {
-    match run::run(config, qmp) {
+fn run_vm(config: VmmConfig, options: &run::RunOptions) -> Result<ExitCode, ExitCode> {
+    match run::run(config, options) {
         Ok(Outcome::Vm(Ended::ProbeDone(summary))) => tools::emit(&summary.to_string()),
         Ok(Outcome::Vm(Ended::Guest(exit))) => {
             eprintln!("vmm-reference: {}", run::guest_exit_message(exit))

@@ -44,13 +44,23 @@ pub enum Outcome {
     Signal(Received),
 }
 
+/// How the binary runs a VM beyond its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The QMP monitor (`--qmp`).
+    pub qmp: Option<QmpOption>,
+    /// Leave the vCPUs stopped until a monitor client sends `cont` (QEMU's `-S`).
+    pub start_paused: bool,
+}
+
 type Shared<T> = Rc<RefCell<Option<T>>>;
 type Subscriber = Box<dyn MutEventSubscriber>;
 
 /// Build the VM from `config`, start it, and run the event loop until the run ends; the
 /// VM is torn down (vCPU threads joined, ledger entry released, monitor socket removed)
 /// before this returns.
-pub fn run(config: VmmConfig, qmp: Option<&QmpOption>) -> Result<Outcome, VmmError> {
+pub fn run(config: VmmConfig, options: &RunOptions) -> Result<Outcome, VmmError> {
+    let qmp = options.qmp.as_ref();
     let io = |what| move |source: std::io::Error| VmmError::EventLoop { what, source };
     // Before the first thread: every thread inherits the blocked mask.
     let signals = TerminationSignals::new().map_err(io("block SIGTERM, SIGINT, SIGHUP"))?;
@@ -78,7 +88,14 @@ pub fn run(config: VmmConfig, qmp: Option<&QmpOption>) -> Result<Outcome, VmmErr
         },
         None => None,
     };
-    let result = event_loop(&machine, signals, quit, timeout, server.is_some());
+    let result = event_loop(
+        &machine,
+        signals,
+        quit,
+        timeout,
+        server.is_some(),
+        options.start_paused,
+    );
     if let Some(server) = server {
         server.shutdown();
     }
@@ -92,6 +109,7 @@ fn event_loop(
     quit: EventFd,
     timeout: Option<Duration>,
     monitor: bool,
+    start_paused: bool,
 ) -> Result<Outcome, VmmError> {
     let io = |what| move |source: std::io::Error| VmmError::EventLoop { what, source };
     let mut manager: EventManager<Subscriber> =
@@ -125,7 +143,9 @@ fn event_loop(
         timer,
         outcome: Rc::clone(&outcome),
     }));
-    machine.start()?;
+    if !start_paused {
+        machine.start()?;
+    }
     while outcome.borrow().is_none() {
         manager.run().map_err(|e| VmmError::EventLoop {
             what: "epoll_wait",

@@ -59,6 +59,21 @@ fn malformed_options_give_one_line_and_status_2() {
             &["--overcommit-ratio", "0"],
             "invalid value '0' for '--overcommit-ratio <N>'",
         ),
+        // QEMU's switches that this VMM refuses, each with what to do instead.
+        (&["-machine", "q35"], "unsupported machine type 'q35'"),
+        (
+            &["-M", "pc,accel=tcg"],
+            "accelerator 'tcg' is not available",
+        ),
+        (&["-accel", "tcg"], "runs guests with KVM only (-accel kvm)"),
+        (&["-daemonize"], "-daemonize is not supported"),
+        (&["-S"], "-S needs a monitor to continue the VM: add --qmp"),
+        (&["-device", "e1000"], "unsupported device 'e1000'"),
+        (&["-device", "pc-testdev"], "-device is for kernel payloads"),
+        (
+            &["-display", "gtk"],
+            "invalid value 'gtk' for '--display <TYPE>'",
+        ),
     ];
     for (args, want) in rows {
         let out = Command::new(env!("CARGO_BIN_EXE_vmm-reference"))

@@ -217,3 +217,30 @@ fn kvm_host_check_says_kvm_works() {
         "{text}"
     );
 }
+
+/// A QEMU command line's everyday switches run the VM unchanged.
+#[test]
+fn kvm_qemu_switches_are_accepted() {
+    let out = vmm(&[
+        "-machine",
+        "pc,accel=kvm",
+        "-accel",
+        "kvm",
+        "-enable-kvm",
+        "-nographic",
+        "-display",
+        "none",
+        "-nodefaults",
+        "-no-reboot",
+        "-smp",
+        "2",
+        "-m",
+        "128",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("logical CPU number in total: 2"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -11,37 +11,12 @@ use cpuid_model::spec::ModelSpec;
 use probe_guest::ProbeMode;
 use vcpu_placement::{CpuSpec, OvercommitPolicy, PlacementConfig, PlacementPolicy, VcpuPin};
 
+mod compat;
+
+pub use compat::{normalize_args, parse_device, DeviceOption, QemuArgs};
+
 use crate::monitor::{parse_qmp_option, QmpOption};
 use crate::placement::PlacementOptions;
-
-/// Long options QEMU users type with a single dash.
-const QEMU_SINGLE_DASH: &[&str] = &[
-    "smp", "cpu", "memory", "timeout", "probe", "name", "qmp", "kernel", "initrd", "append",
-    "numa", "object", "serial",
-];
-
-/// Rewrite QEMU-style single-dash long options (`-smp 4`, `-smp=4`) to `--smp`.
-/// Everything after a bare `--` is left alone.
-pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut passthrough = false;
-    for a in args {
-        if passthrough || a == "--" {
-            passthrough = true;
-            out.push(a);
-            continue;
-        }
-        let rewritten = a
-            .strip_prefix('-')
-            .filter(|rest| !rest.starts_with('-'))
-            .and_then(|rest| {
-                let name = rest.split('=').next().unwrap_or(rest);
-                QEMU_SINGLE_DASH.contains(&name).then(|| format!("-{a}"))
-            });
-        out.push(rewritten.unwrap_or(a));
-    }
-    out
-}
 
 /// The reference VMM: runs the embedded probe guest on every vCPU and reports what each saw.
 #[derive(Debug, Parser)]
@@ -190,6 +165,10 @@ pub struct RunArgs {
     /// Linux guest options (`--kernel` boots a kernel instead of the probe guest).
     #[command(flatten)]
     pub linux: LinuxArgs,
+
+    /// QEMU's everyday switches.
+    #[command(flatten)]
+    pub qemu: QemuArgs,
 }
 
 /// Options of a Linux guest (docs/LINUX.md) and the NUMA options both VMs take.
@@ -434,38 +413,6 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(from_file.run.linux.numa, from_options.run.linux.numa);
-    }
-
-    #[test]
-    fn qemu_single_dash_spellings_are_accepted() {
-        assert_eq!(
-            normalize_args(v(&[
-                "vmm",
-                "-smp",
-                "4",
-                "-m",
-                "1G",
-                "-cpu=host",
-                "-x",
-                "--smp",
-                "2"
-            ])),
-            v(&[
-                "vmm",
-                "--smp",
-                "4",
-                "-m",
-                "1G",
-                "--cpu=host",
-                "-x",
-                "--smp",
-                "2"
-            ])
-        );
-        assert_eq!(
-            normalize_args(v(&["a", "--", "-smp"])),
-            v(&["a", "--", "-smp"])
-        );
     }
 
     #[test]
