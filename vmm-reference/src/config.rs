@@ -1,6 +1,6 @@
 //! `VmmConfig`: what a VM needs, already parsed and typed, and the guest it runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cpu_topology::CpuTopology;
@@ -160,7 +160,7 @@ impl VmmConfig {
                 dump_cpuid_hwloc: args.dump_cpuid_hwloc,
             }),
         };
-        Ok(Self {
+        let config = Self {
             topology: args.smp,
             memory: args.memory,
             cpu,
@@ -172,6 +172,85 @@ impl VmmConfig {
             name: args.name,
             placement: args.placement.into_options(),
             payload,
-        })
+        };
+        config.check_output_paths()?;
+        Ok(config)
     }
+
+    /// Check the files the run will write before anything runs: a missing directory or
+    /// a file that cannot be written is bad input now, not a failure after the guest ran.
+    pub fn check_output_paths(&self) -> Result<(), String> {
+        match &self.payload {
+            Payload::Probe(p) => {
+                if let Some(path) = &p.dump_cpuid {
+                    check_writable_file("--dump-cpuid", path)?;
+                }
+                if let Some(dir) = &p.dump_cpuid_hwloc {
+                    check_creatable_dir("--dump-cpuid-hwloc", dir)?;
+                }
+            }
+            Payload::Kernel(k) => {
+                if let SerialOutput::File(path) = &k.serial {
+                    check_writable_file("--serial file:", path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The directory `path` would be created in (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// `path` can be created or overwritten: its directory exists, and the file, if there,
+/// opens for writing (it is not truncated here).
+fn check_writable_file(option: &str, path: &Path) -> Result<(), String> {
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(format!(
+            "{option} {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        ));
+    }
+    if path.is_dir() {
+        return Err(format!("{option} {}: is a directory", path.display()));
+    }
+    let opened = if path.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(drop)
+    } else {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .and_then(|_| std::fs::remove_file(path))
+    };
+    opened.map_err(|e| format!("{option} {}: cannot write: {e}", path.display()))
+}
+
+/// `dir` exists as a directory or can be created in an existing one.
+fn check_creatable_dir(option: &str, dir: &Path) -> Result<(), String> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if dir.exists() {
+        return Err(format!("{option} {}: not a directory", dir.display()));
+    }
+    let parent = parent_dir(dir);
+    if !parent.is_dir() {
+        return Err(format!(
+            "{option} {}: the directory {} does not exist",
+            dir.display(),
+            parent.display()
+        ));
+    }
+    Ok(())
 }
