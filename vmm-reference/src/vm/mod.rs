@@ -255,12 +255,36 @@ impl Vmm {
             _slots,
             ram,
             vm,
+            config,
             ..
         } = self;
         drop(vcpus);
         bus.flush_console();
         drop(placement);
+        remove_socket_files(&config);
         std::mem::forget((parked, _slots, ram, vm));
+    }
+}
+
+/// Remove the Unix socket files the VM's serial backend created (a file that is no longer
+/// a socket is left alone).
+fn remove_socket_files(config: &VmmConfig) {
+    use crate::linux::serial::{SerialOutput, SocketAddress};
+    use std::os::unix::fs::FileTypeExt;
+    let Some(crate::KernelConfig {
+        serial: SerialOutput::Socket(server),
+        ..
+    }) = (match &config.payload {
+        crate::Payload::Kernel(k) => Some(k),
+        crate::Payload::Probe(_) => None,
+    })
+    else {
+        return;
+    };
+    if let SocketAddress::Unix(path) = &server.address {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
