@@ -182,7 +182,8 @@ impl QmpServer {
                 q.pop_front();
                 log::warn!("QMP event queue full: the oldest event was dropped");
             }
-            q.push_back(line.to_owned());
+            // Every message ends with CRLF on the wire, as QEMU sends them.
+            q.push_back(format!("{}\r\n", line.trim_end()));
             drop(q);
             let _ = queue.wake.write(1);
             true
