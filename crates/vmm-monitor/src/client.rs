@@ -10,10 +10,6 @@ use serde_json::Value;
 
 use crate::protocol::{JsonStream, Session};
 
-/// Bytes read from one client per readiness event, so a flooding client cannot starve the
-/// others (the loop is level-triggered: the rest is read on the next round).
-const READ_CHUNK: usize = 64 * 1024;
-
 /// What a read produced.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ReadOutcome {
@@ -63,11 +59,10 @@ impl Client {
         }
     }
 
-    /// Reads what is available (up to [`READ_CHUNK`]) into the framer.
-    pub(crate) fn read(&mut self) -> ReadOutcome {
-        let mut buf = vec![0u8; READ_CHUNK];
+    /// Reads what is available, at most one `buf` full, into the framer.
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> ReadOutcome {
         loop {
-            return match self.stream.read(&mut buf) {
+            return match self.stream.read(buf) {
                 Ok(0) => {
                     self.eof = true;
                     ReadOutcome::Eof

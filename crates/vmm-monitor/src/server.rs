@@ -5,7 +5,7 @@
 //! in [`MutEventSubscriber::process`], on the thread that runs the loop. It starts no
 //! thread, whatever the number of clients.
 //!
-//! - Sockets are non-blocking. Each client has its own input framer ([`JsonStream`]) and
+//! - Sockets are non-blocking. Each client has its own input framer ([`JsonStream`](crate::JsonStream)) and
 //!   output buffer; output that the socket does not take now waits for `EPOLLOUT`. A client
 //!   whose unsent output passes [`QmpServer::with_output_limit`] is dropped, so a stuck
 //!   client never blocks the loop nor grows without bound.
@@ -45,6 +45,10 @@ pub const DEFAULT_OUTPUT_LIMIT: usize = 4 << 20;
 /// Events kept for the loop at most; past it the oldest are dropped (the loop is not being
 /// run, or something emits events without end).
 pub const MAX_QUEUED_EVENTS: usize = 4096;
+
+/// Bytes read from one client per readiness event, so a flooding client cannot starve the
+/// others (the loop is level-triggered: the rest is read on the next round).
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +151,7 @@ pub struct QmpServer {
     subscription: Option<u64>,
     output_limit: usize,
     on_first_client: Option<Box<dyn FnOnce() + Send>>,
+    read_buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for QmpServer {
@@ -199,6 +204,7 @@ impl QmpServer {
             subscription: Some(subscription),
             output_limit: DEFAULT_OUTPUT_LIMIT,
             on_first_client: None,
+            read_buf: vec![0; READ_CHUNK],
         })
     }
 
@@ -326,7 +332,7 @@ impl QmpServer {
         let Some(client) = self.clients.get_mut(&fd) else {
             return true;
         };
-        if client.eof || client.read() != ReadOutcome::Data {
+        if client.eof || client.read(&mut self.read_buf) != ReadOutcome::Data {
             return true;
         }
         loop {
