@@ -339,6 +339,11 @@ impl QmpServer {
             let Some(client) = self.clients.get_mut(&fd) else {
                 return true;
             };
+            // A client that sends faster than it reads stops being served here; `settle`
+            // drops it.
+            if client.pending() > self.output_limit {
+                return true;
+            }
             let Some(item) = client.framer.next_value() else {
                 return true;
             };

@@ -5,13 +5,11 @@ mod common;
 
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{fake_monitor, Client, Rig};
+use common::{fake_monitor, run_python, Client, Rig};
 use serde_json::json;
 use vmm_monitor::{MonitorBackend, QmpServer};
 
@@ -380,29 +378,6 @@ fn first_client_callback_serves_wait_on() {
     let (_b, _) = Client::connect(&rig.path);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(rig.handle.clients_accepted(), 2);
-}
-
-fn run_python(script: &str, args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/qmp")
-        .join(script);
-    let out = Command::new("python3")
-        .arg(&script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}): pip install qemu.qmp"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stdout.contains("MISSING qemu.qmp"),
-        "the qemu.qmp Python package is missing: pip install qemu.qmp"
-    );
-    assert!(
-        out.status.success(),
-        "{} failed\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        script.display()
-    );
-    stdout
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -122,4 +123,29 @@ impl Client {
 /// Threads of this process now.
 pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// Runs `tests/qmp/SCRIPT ARGS...` with python3 and returns its stdout; fails when the
+/// script fails or `qemu.qmp` is missing.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/qmp")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python3 ({e}): pip install qemu.qmp"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stdout.contains("MISSING qemu.qmp"),
+        "the qemu.qmp Python package is missing: pip install qemu.qmp"
+    );
+    assert!(
+        out.status.success(),
+        "{} failed\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        script.display()
+    );
+    stdout
 }
