@@ -1,9 +1,11 @@
-//! Asynchronous QMP events and their fan-out to connected clients.
+//! Asynchronous QMP events and their fan-out.
 //!
 //! An event is serialised once, with its timestamp, and handed to every subscriber as one
-//! complete line; a subscriber that reports failure (a client gone or not reading) is
-//! dropped. The VMM holds an [`EventSink`] to emit events it originates (a guest shutdown,
-//! a CPU the guest finally ejected).
+//! complete line, in the calling thread and in emission order (subscribers are called under
+//! one lock); a subscriber that reports failure is dropped. The VMM holds an [`EventSink`]
+//! to emit events it originates (a guest shutdown, a CPU the guest finally ejected), from
+//! any thread. A [`QmpServer`](crate::QmpServer) subscribes once and queues each line for
+//! its event loop, which sends it to every negotiated client.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
