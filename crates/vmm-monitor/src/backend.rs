@@ -1,0 +1,289 @@
+//! The contract between the monitor and the VMM it controls.
+//!
+//! The monitor never touches vCPU threads, KVM or guest memory itself: every command maps to
+//! one call of [`MonitorBackend`]. The VMM implements the trait; tests implement it with a
+//! fake. Types here are plain data, so a backend can be written without knowing JSON.
+
+use cpu_topology::VcpuIndex;
+
+/// The run state of the VM, as QMP `query-status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Created but not started yet (`prelaunch`).
+    Prelaunch,
+    /// vCPUs are executing guest code (`running`).
+    Running,
+    /// Stopped by the monitor (`paused`).
+    Paused,
+    /// The guest shut down or `quit` was requested (`shutdown`).
+    Shutdown,
+    /// A vCPU failed in a way the VMM cannot recover from (`internal-error`).
+    InternalError,
+}
+
+impl RunState {
+    /// The QMP `RunState` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Prelaunch => "prelaunch",
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Shutdown => "shutdown",
+            RunState::InternalError => "internal-error",
+        }
+    }
+
+    /// Whether guest code runs (QMP `running`).
+    pub fn is_running(self) -> bool {
+        self == RunState::Running
+    }
+}
+
+/// Where a CPU sits in the topology: QMP `CpuInstanceProperties`.
+///
+/// `module_id` and `node_id` are optional because QEMU only reports them when the machine
+/// has modules or NUMA nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuProps {
+    /// `socket-id`.
+    pub socket_id: u32,
+    /// `die-id`.
+    pub die_id: u32,
+    /// `module-id`, when the topology has modules.
+    pub module_id: Option<u32>,
+    /// `core-id`.
+    pub core_id: u32,
+    /// `thread-id` (the SMT thread, not a host thread).
+    pub thread_id: u32,
+    /// `node-id`, when the VM has NUMA nodes.
+    pub node_id: Option<u32>,
+}
+
+/// One present vCPU, as `query-cpus-fast` and `info cpus` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuInfo {
+    /// `cpu-index`.
+    pub index: VcpuIndex,
+    /// QOM path, e.g. `/machine/unattached/device[0]` for boot CPUs or
+    /// `/machine/peripheral/cpu5` for a CPU hot-plugged with `id=cpu5`.
+    pub qom_path: String,
+    /// Host thread id (TID) of the vCPU thread.
+    pub thread_id: i64,
+    /// Topology position.
+    pub props: CpuProps,
+    /// Whether the vCPU is halted (HLT) right now; shown by `info cpus`.
+    pub halted: bool,
+}
+
+/// One possible CPU slot, present or not: an entry of `query-hotpluggable-cpus`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuSlot {
+    /// vCPU index the slot gives a CPU plugged into it (not shown by QMP; used by the
+    /// legacy HMP `cpu-add N`).
+    pub index: VcpuIndex,
+    /// Topology position of the slot.
+    pub props: CpuProps,
+    /// QOM path of the CPU in the slot, `None` when the slot is empty.
+    pub qom_path: Option<String>,
+}
+
+/// A CPU to hot-plug: the properties of QMP `device_add` for a CPU driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuPlugRequest {
+    /// `id` given by the client, if any; the QOM path is `/machine/peripheral/<id>`.
+    pub id: Option<String>,
+    /// Requested topology position (`node_id` is ignored: the slot decides it).
+    pub props: CpuProps,
+}
+
+/// What happened on `device_del`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unplug {
+    /// The CPU is gone; the monitor emits `DEVICE_DELETED` with this QOM path.
+    Completed {
+        /// QOM path the removed CPU had.
+        qom_path: String,
+    },
+    /// Removal was requested from the guest; the backend emits `DEVICE_DELETED` itself
+    /// (through its [`EventSink`](crate::EventSink)) when the guest lets the CPU go.
+    Pending,
+}
+
+/// Whether KVM is used: QMP `query-kvm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvmState {
+    /// KVM acceleration is in use.
+    pub enabled: bool,
+    /// KVM is available on the host.
+    pub present: bool,
+}
+
+/// One segment register as the VMM sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Segment {
+    /// Selector.
+    pub selector: u16,
+    /// Base address.
+    pub base: u64,
+    /// Limit.
+    pub limit: u32,
+    /// Access rights in the VMX/SVM "attributes" layout (type, S, DPL, P, AVL, L, D/B, G).
+    pub flags: u32,
+}
+
+/// A descriptor table register (GDTR, IDTR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DescriptorTable {
+    /// Base address.
+    pub base: u64,
+    /// Limit.
+    pub limit: u16,
+}
+
+/// A snapshot of one vCPU's registers, for `info registers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[allow(missing_docs)] // register names speak for themselves
+pub struct Registers {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub rsp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rip: u64,
+    pub rflags: u64,
+    pub es: Segment,
+    pub cs: Segment,
+    pub ss: Segment,
+    pub ds: Segment,
+    pub fs: Segment,
+    pub gs: Segment,
+    pub ldt: Segment,
+    pub tr: Segment,
+    pub gdt: DescriptorTable,
+    pub idt: DescriptorTable,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    /// Whether the vCPU is halted.
+    pub halted: bool,
+}
+
+/// One guest NUMA node, for `info numa`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumaNode {
+    /// Node id.
+    pub id: u32,
+    /// vCPU indices in the node.
+    pub cpus: Vec<VcpuIndex>,
+    /// Memory of the node in MiB.
+    pub size_mib: u64,
+}
+
+/// An error a backend call reports; the monitor turns it into a QMP error reply.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The VMM does not implement the operation (QMP `GenericError`).
+    #[error("{operation} is not supported by this VMM")]
+    NotSupported {
+        /// What was asked, e.g. `system_reset`.
+        operation: &'static str,
+    },
+    /// No device (CPU) with this id exists (QMP `DeviceNotFound`).
+    #[error("Device '{id}' not found")]
+    DeviceNotFound {
+        /// The id the client gave.
+        id: String,
+    },
+    /// No vCPU with this index exists.
+    #[error("CPU {index} does not exist")]
+    NoSuchCpu {
+        /// The index the client gave.
+        index: VcpuIndex,
+    },
+    /// The request was refused; the message is shown to the client as is (QMP
+    /// `GenericError`), e.g. `CPU[5] with APIC ID 5 exists`.
+    #[error("{0}")]
+    Rejected(String),
+    /// The operation failed in the VMM.
+    #[error("{operation} failed")]
+    Failed {
+        /// What was attempted.
+        operation: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// What the monitor asks of the VMM. Every method is called on the thread that runs the
+/// monitor's event loop (or the caller of [`Monitor::handle`](crate::Monitor::handle)),
+/// never from a vCPU thread, and must not block for long: the loop serves every client and
+/// every other event source of the VMM (a wedged vCPU is reported, not waited on forever).
+pub trait MonitorBackend: Send + Sync {
+    /// Current run state.
+    fn status(&self) -> RunState;
+    /// Pause every vCPU (`stop`). Stopping a paused VM succeeds and does nothing.
+    fn stop(&self) -> Result<(), BackendError>;
+    /// Resume every vCPU (`cont`). Resuming a running VM succeeds and does nothing.
+    fn cont(&self) -> Result<(), BackendError>;
+    /// Reset the VM (`system_reset`). The default says it is not supported.
+    fn reset(&self) -> Result<(), BackendError> {
+        Err(BackendError::NotSupported {
+            operation: "system_reset",
+        })
+    }
+    /// Press the ACPI power button (`system_powerdown`): the guest shuts down in an
+    /// orderly way. The default says it is not supported (a VM without ACPI).
+    fn powerdown(&self) -> Result<(), BackendError> {
+        Err(BackendError::NotSupported {
+            operation: "system_powerdown",
+        })
+    }
+    /// Ask the VMM to exit (`quit`). Called once the reply has been queued for the client,
+    /// on the thread that runs the [`QmpServer`](crate::QmpServer)'s event loop; the server
+    /// then closes every connection and its socket by itself. Record the request (a flag, an
+    /// `EventFd` the embedder watches) and return: the event loop is busy until this returns.
+    fn quit(&self);
+    /// Whether KVM is used. The default is what this VMM always does: yes.
+    fn kvm(&self) -> KvmState {
+        KvmState {
+            enabled: true,
+            present: true,
+        }
+    }
+    /// CPU model name without the `-x86_64-cpu` suffix, e.g. `qemu64`.
+    fn cpu_model(&self) -> String;
+    /// Present vCPUs ordered by index.
+    fn cpus(&self) -> Vec<CpuInfo>;
+    /// Every possible slot ordered by vCPU index.
+    fn hotpluggable_cpus(&self) -> Vec<CpuSlot>;
+    /// Hot-plug a vCPU into the slot at `request.props`; returns its new description.
+    fn add_cpu(&self, request: &CpuPlugRequest) -> Result<CpuInfo, BackendError>;
+    /// Hot-unplug the CPU that was plugged with `id`.
+    fn del_cpu(&self, id: &str) -> Result<Unplug, BackendError>;
+    /// Register snapshot of one vCPU.
+    fn registers(&self, cpu: VcpuIndex) -> Result<Registers, BackendError>;
+    /// Translate a guest-virtual address with `cpu`'s page tables; `None` when unmapped.
+    fn gva2gpa(&self, cpu: VcpuIndex, gva: u64) -> Result<Option<u64>, BackendError>;
+    /// Read `len` bytes of guest-physical memory at `gpa`.
+    fn read_phys(&self, gpa: u64, len: usize) -> Result<Vec<u8>, BackendError>;
+    /// Guest NUMA nodes; empty when the VM has none.
+    fn numa(&self) -> Vec<NumaNode>;
+    /// Pin one vCPU to the host CPUs in `cpuset` (libvirt cpuset grammar, e.g. `2-3,^3`).
+    fn vcpupin(&self, cpu: VcpuIndex, cpuset: &str) -> Result<(), BackendError>;
+    /// libvirt-style `vcpuinfo` text: VCPU, CPU, State, CPU time, CPU Affinity per vCPU.
+    fn vcpuinfo(&self) -> Result<String, BackendError>;
+}
