@@ -5,9 +5,9 @@
 //! prints back as one that parses the same.
 use libfuzzer_sys::fuzz_target;
 use vmm_reference::linux::{parse_serial, SerialOutput};
-use vmm_reference::monitor::hmp::{parse_address, parse_xp_format};
-use vmm_reference::monitor::parse_qmp_option;
-use vmm_reference::monitor::protocol::{parse_request, JsonStream};
+use vmm_monitor::hmp::{parse_address, parse_xp_format};
+use vmm_monitor::parse_qmp_option;
+use vmm_monitor::protocol::{parse_request, JsonStream};
 
 fuzz_target!(|data: &[u8]| {
     // Feed the stream in two pieces, as a socket may deliver it.

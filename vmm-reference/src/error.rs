@@ -166,6 +166,9 @@ pub enum VmmError {
         #[source]
         source: vm_memory::GuestMemoryError,
     },
+    /// The QMP monitor could not be set up (its socket).
+    #[error(transparent)]
+    Monitor(vmm_monitor::ServerError),
     /// The event loop or one of its event sources failed.
     #[error("event loop: {what}")]
     EventLoop {
@@ -191,6 +194,7 @@ impl VmmError {
             | VmmError::NoSuchVcpu(_)
             | VmmError::CpuSet(_)
             | VmmError::Hotplug(_)
+            | VmmError::Monitor(_)
             | VmmError::Unsupported(_) => true,
             VmmError::Slot(e) => !matches!(e, x86_boot::acpi::HotplugError::Interrupt { .. }),
             VmmError::Serial(e) => e.is_bad_input(),

@@ -24,7 +24,6 @@ pub mod host_check;
 pub mod linux;
 pub mod logger;
 pub mod machine;
-pub mod monitor;
 pub mod placement;
 pub mod planner;
 pub mod probe;

@@ -15,12 +15,12 @@ use guest_memory::NumaTopology;
 use vcpu_lifecycle::{StopReason, VcpuState, VmStop};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::monitor::{
+use crate::vm::{GuestExit, Unplugged, VcpuRegisters};
+use crate::{error_chain, Vmm, VmmError};
+use vmm_monitor::{
     BackendError, CpuInfo, CpuPlugRequest, CpuProps, CpuSlot, DescriptorTable, EventSink,
     MonitorBackend, NumaNode, Registers, RunState, Segment, Unplug,
 };
-use crate::vm::{GuestExit, Unplugged, VcpuRegisters};
-use crate::{error_chain, Vmm, VmmError};
 
 /// Run state, quit signal and event sink of a VM behind a monitor, with the state
 /// transitions every backend makes the same way.

@@ -25,10 +25,10 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use crate::error::VmmError;
 use crate::machine::Machine;
-use crate::monitor::{EventSink, Monitor, QmpOption, QmpServer};
 use crate::signals::{Received, TerminationSignals};
 use crate::vm::{Ended, GuestExit};
 use crate::{Vmm, VmmConfig};
+use vmm_monitor::{EventSink, Monitor, QmpOption, QmpServer, QmpVersion, ServerHandle};
 
 /// How often a monitor VM looks for CPUs the guest ejected.
 const EJECT_POLL: Duration = Duration::from_millis(100);
@@ -73,44 +73,64 @@ pub fn run(config: VmmConfig, options: &RunOptions) -> Result<Outcome, VmmError>
         quit.try_clone().map_err(io("clone an eventfd"))?,
         sink.clone(),
     );
-    let server = match qmp {
-        Some(qmp) => match QmpServer::start(&qmp.path, Monitor::new(machine.clone(), sink)) {
-            Ok(server) => {
-                if qmp.wait {
-                    while !server.wait_for_client(Duration::from_secs(60)) {}
-                }
-                Some(server)
-            }
-            Err(e) => {
-                machine.into_exit();
-                return Err(VmmError::Unsupported(crate::error_chain(&e)));
-            }
-        },
-        None => None,
+    let server = match qmp.map(|q| bind_monitor(q, &machine, sink)).transpose() {
+        Ok(server) => server,
+        Err(e) => {
+            machine.into_exit();
+            return Err(e);
+        }
     };
+    let monitor = server
+        .as_ref()
+        .map(|s| (s.handle(), qmp.is_some_and(|q| q.wait)));
     let result = event_loop(
         &machine,
-        signals,
-        quit,
+        Sources {
+            signals,
+            quit,
+            server,
+        },
         timeout,
-        server.is_some(),
+        monitor,
         options.start_paused,
     );
-    if let Some(server) = server {
-        server.shutdown();
-    }
     machine.into_exit();
     result
 }
 
-fn event_loop(
+/// The QMP server for `machine` on `qmp.path`, greeting as this VMM.
+fn bind_monitor(
+    qmp: &QmpOption,
     machine: &Arc<Machine>,
+    sink: EventSink,
+) -> Result<QmpServer, VmmError> {
+    let version = QmpVersion {
+        package: format!("vmm-reference {}", env!("CARGO_PKG_VERSION")),
+        ..QmpVersion::default()
+    };
+    let monitor = Monitor::new(machine.clone(), sink).with_version(version);
+    QmpServer::bind(&qmp.path, monitor).map_err(VmmError::Monitor)
+}
+
+/// The event sources besides the VM's own.
+struct Sources {
     signals: TerminationSignals,
     quit: EventFd,
+    server: Option<QmpServer>,
+}
+
+fn event_loop(
+    machine: &Arc<Machine>,
+    sources: Sources,
     timeout: Option<Duration>,
-    monitor: bool,
+    monitor: Option<(ServerHandle, bool)>,
     start_paused: bool,
 ) -> Result<Outcome, VmmError> {
+    let Sources {
+        signals,
+        quit,
+        server,
+    } = sources;
     let io = |what| move |source: std::io::Error| VmmError::EventLoop { what, source };
     let mut manager: EventManager<Subscriber> =
         EventManager::new().map_err(|e| VmmError::EventLoop {
@@ -122,7 +142,7 @@ fn event_loop(
     let mut timer = TimerFd::new()
         .map_err(errno)
         .map_err(io("create a timerfd"))?;
-    match (timeout, monitor) {
+    match (timeout, monitor.is_some()) {
         (Some(t), false) => timer.reset(t, None),
         (_, true) => timer.reset(EJECT_POLL, Some(EJECT_POLL)),
         (None, false) => Ok(()),
@@ -134,24 +154,39 @@ fn event_loop(
         .event_fd()
         .try_clone()
         .map_err(io("clone the lifecycle eventfd"))?;
+    if let Some(server) = server {
+        manager.add_subscriber(Box::new(server));
+    }
     manager.add_subscriber(Box::new(Driver {
         machine: Arc::clone(machine),
-        monitor,
+        monitor: monitor.is_some(),
         vm_fd,
         signals,
         quit,
         timer,
         outcome: Rc::clone(&outcome),
     }));
-    if !start_paused {
-        machine.start()?;
-    }
-    while outcome.borrow().is_none() {
+    let mut run_once = || {
         manager.run().map_err(|e| VmmError::EventLoop {
             what: "epoll_wait",
             source: std::io::Error::other(e.to_string()),
-        })?;
+        })
+    };
+    // QEMU's `wait=on`: the guest starts once the first client is there.
+    if let Some((handle, true)) = &monitor {
+        while handle.clients_accepted() == 0 && outcome.borrow().is_none() {
+            run_once()?;
+        }
     }
+    if !start_paused && outcome.borrow().is_none() {
+        machine.start()?;
+    }
+    while outcome.borrow().is_none() {
+        run_once()?;
+    }
+    // Dropping the manager drops the monitor server: its clients are closed and its
+    // socket file removed.
+    drop(manager);
     let result = outcome.borrow_mut().take();
     result.unwrap_or(Ok(Outcome::Quit))
 }

@@ -100,3 +100,40 @@ fn kvm_qmp_stress_plug_unplug_stop_cont_leaks_nothing() {
         &["--smp", "2,maxcpus=6,sockets=2,cores=3", "--probe", "spin"],
     );
 }
+
+/// Twenty QMP clients at once on a 4-vCPU VM: every client is answered and sees the STOP
+/// and RESUME of one client's stop/cont, and the process has its 4 `vcpu N` threads, the
+/// main thread, and nothing per client.
+#[test]
+fn kvm_qmp_twenty_clients_on_the_main_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket: PathBuf = dir.path().join("qmp.sock");
+    let mut vmm = start_vmm(&socket, &["--smp", "4", "--probe", "spin"]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/vmm-monitor/tests/qmp/many_clients.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args([socket.to_str().unwrap(), &vmm.id().to_string(), "20"])
+        .output()
+        .expect("python3 is missing: scripts/install-deps installs it and qemu.qmp");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        let _ = vmm.kill();
+        panic!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let value = |key: &str| -> u32 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no '{key}' in {stdout}"))
+    };
+    assert_eq!(value("connected"), 20);
+    assert_eq!(value("answered"), 20);
+    assert_eq!(value("stop-resume"), 20);
+    let threads = value("threads-connected");
+    assert!(threads <= 4 + 3, "{threads} threads with 20 clients");
+    println!("threads with 20 clients connected: {threads}");
+    let status = vmm.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!socket.exists());
+}

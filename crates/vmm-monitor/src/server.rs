@@ -389,9 +389,14 @@ impl QmpServer {
             .store(self.clients.len(), Ordering::SeqCst);
     }
 
-    /// Flushes what the sockets take now, closes every connection and the listener, and
+    /// Sends the events still queued (a guest's SHUTDOWN just before the VMM exits),
+    /// flushes what the sockets take now, closes every connection and the listener, and
     /// removes the socket file.
     fn close(&mut self, mut ops: Option<&mut EventOps>) {
+        if self.listener.is_some() {
+            let lines = self.shared.take_events();
+            self.broadcast(&lines);
+        }
         for (_, mut c) in self.clients.drain() {
             c.flush();
             let _ = c.stream.shutdown(std::net::Shutdown::Both);

@@ -15,8 +15,8 @@ mod compat;
 
 pub use compat::{normalize_args, parse_device, DeviceOption, QemuArgs};
 
-use crate::monitor::{parse_qmp_option, QmpOption};
 use crate::placement::PlacementOptions;
+use vmm_monitor::{parse_qmp_option, QmpOption};
 
 /// The reference VMM: runs the embedded probe guest on every vCPU and reports what each saw.
 #[derive(Debug, Parser)]
