@@ -148,7 +148,7 @@ pub enum SmpError {
         /// Bits below the package id.
         shift: u32,
     },
-    /// The resolved values were rejected by [`CpuTopology::new`] (not expected to happen:
+    /// The resolved values were rejected by [`CpuTopology::new`](crate::topology::CpuTopology::new) (not expected to happen:
     /// the checks above cover its invariant).
     #[error("building the CPU topology failed")]
     Topology(#[source] TopologyError),
