@@ -57,8 +57,18 @@ fn live_entry_json(n: usize) -> Vec<u8> {
     serde_json::to_vec(&entry).unwrap()
 }
 
-fn is_root() -> bool {
-    fs::metadata("/proc/self").unwrap().uid() == 0
+/// Whether this test may chown files to another uid (root). Otherwise it says it is
+/// skipped, unless `REQUIRE_ROOT` is set, which makes that an error.
+fn can_chown() -> bool {
+    if fs::metadata("/proc/self").unwrap().uid() == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("REQUIRE_ROOT").is_none(),
+        "REQUIRE_ROOT set, not root"
+    );
+    eprintln!("skipped: chown needs root (REQUIRE_ROOT=1 makes this an error)");
+    false
 }
 
 /// Admit an 8-vCPU VM: it fits only if none of the planted 8-vCPU loads is counted.
@@ -185,12 +195,7 @@ fn fifo_and_directory_entries_do_not_hang_the_scan() {
 
 #[test]
 fn entry_owned_by_another_uid_is_not_trusted() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("REQUIRE_ROOT").is_none(),
-            "REQUIRE_ROOT set, not root"
-        );
-        eprintln!("skipped: chown needs root (REQUIRE_ROOT=1 makes this an error)");
+    if !can_chown() {
         return;
     }
     let dir = scratch("foreign");
@@ -276,12 +281,7 @@ fn directory_is_private_unless_shared_and_entries_are_owner_only() {
 
 #[test]
 fn shared_ledger_trusts_the_group_but_not_others() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("REQUIRE_ROOT").is_none(),
-            "REQUIRE_ROOT set, not root"
-        );
-        eprintln!("skipped: chown needs root (REQUIRE_ROOT=1 makes this an error)");
+    if !can_chown() {
         return;
     }
     let dir = scratch("shared-group");
