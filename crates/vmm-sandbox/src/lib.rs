@@ -35,6 +35,11 @@
 //! # }
 //! ```
 
+/// Compiles the README example as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod filter;
 mod mode;
 mod privilege;

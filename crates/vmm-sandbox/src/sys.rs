@@ -114,7 +114,7 @@ extern "C" fn on_sigsys(
     };
     let (kind, name) = THREAD.try_with(Cell::get).unwrap_or((0, [0; 16]));
     let kind = match kind {
-        0 => "unfiltered",
+        0 => "inherited",
         k => ThreadKind::ALL[usize::from(k - 1)].name(),
     };
     let name_len = name.iter().position(|b| *b == 0).unwrap_or(name.len());
