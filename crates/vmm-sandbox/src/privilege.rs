@@ -89,6 +89,17 @@ pub enum PrivilegeError {
         #[source]
         source: io::Error,
     },
+    /// Another thread of the process still holds capabilities (it was spawned before the
+    /// drop, which empties only the calling thread's sets when there is no `--runas`).
+    #[error("dropping capabilities: thread {tid} '{name}' still holds capabilities (CapPrm {permitted:#x}); drop them before spawning threads")]
+    ThreadKeepsCapabilities {
+        /// The thread id.
+        tid: u32,
+        /// Its name.
+        name: String,
+        /// Its permitted set.
+        permitted: u64,
+    },
     /// Capabilities are left after the drop (effective, permitted masks).
     #[error(
         "dropping capabilities did not stick: effective {effective:#x}, permitted {permitted:#x}"
@@ -184,8 +195,11 @@ impl RunAs {
 /// 3. Empty the effective, permitted and inheritable sets (`capset`) and check that the
 ///    kernel reports both effective and permitted empty.
 ///
+/// 4. Check that no thread of the process keeps a permitted capability.
+///
 /// Call it on the main thread before any other thread is spawned: capability sets are per
-/// thread, and later threads inherit the emptied ones. Running as root without `runas`
+/// thread (without `runas` only the calling thread's are emptied; step 4 reports a thread
+/// spawned too early), and later threads inherit the emptied ones. Running as root without `runas`
 /// is supported: the process keeps uid 0 but holds no capability, so it can still use
 /// the fds it opened and files it owns, and nothing else root could.
 pub fn drop_privileges(runas: Option<&Credentials>) -> Result<(), PrivilegeError> {
@@ -224,6 +238,37 @@ pub fn drop_privileges(runas: Option<&Credentials>) -> Result<(), PrivilegeError
             effective,
             permitted,
         });
+    }
+    other_threads_hold_none()
+}
+
+/// Check `/proc/self/task/*/status`: no thread may keep a permitted capability.
+fn other_threads_hold_none() -> Result<(), PrivilegeError> {
+    let caps = |source| PrivilegeError::Capabilities {
+        call: "reading /proc/self/task",
+        source,
+    };
+    for task in std::fs::read_dir("/proc/self/task").map_err(caps)? {
+        let task = task.map_err(caps)?;
+        // A thread that ended since the listing has nothing left to check.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::trim)
+                .unwrap_or_default()
+        };
+        let permitted = u64::from_str_radix(field("CapPrm:"), 16).unwrap_or(u64::MAX);
+        if permitted != 0 {
+            return Err(PrivilegeError::ThreadKeepsCapabilities {
+                tid: task.file_name().to_string_lossy().parse().unwrap_or(0),
+                name: field("Name:").to_owned(),
+                permitted,
+            });
+        }
     }
     Ok(())
 }

@@ -114,6 +114,18 @@ fn child(scenario: &str) {
             drop_privileges(None).unwrap();
             print_proc_ids();
         }
+        "caps-root-late" => {
+            // A thread spawned before the drop keeps its own capability sets.
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let early = std::thread::Builder::new()
+                .name("early".into())
+                .spawn(move || rx.recv())
+                .unwrap();
+            let err = drop_privileges(None).unwrap_err();
+            println!("{err}");
+            tx.send(()).unwrap();
+            early.join().unwrap().unwrap();
+        }
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -248,6 +260,15 @@ fn root_without_runas_keeps_uid_but_no_capability() {
     }
 }
 
+fn a_thread_spawned_before_the_drop_is_reported() {
+    let (out, stdout, stderr) = run("caps-root-late");
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("'early' still holds capabilities (CapPrm 0x"),
+        "{stdout}"
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 3 && args[1] == "--child" {
@@ -270,7 +291,11 @@ fn main() {
             threads_stack_their_filter_on_the_main_one,
         ),
     ];
-    let root_tests: [(&str, fn()); 2] = [
+    let root_tests: [(&str, fn()); 3] = [
+        (
+            "a_thread_spawned_before_the_drop_is_reported",
+            a_thread_spawned_before_the_drop_is_reported,
+        ),
         (
             "runas_nobody_has_no_ids_or_capabilities_left",
             runas_nobody_has_no_ids_or_capabilities_left,
