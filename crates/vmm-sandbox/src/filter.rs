@@ -107,7 +107,10 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Compile every thread kind's filter for `mode`. In [`SeccompMode::On`] this also
+    /// Compile every thread kind's filter for `mode`. When std prints panic backtraces
+    /// (`RUST_BACKTRACE` set and not `0`), the syscalls that takes (`filters/backtrace.json`:
+    /// reading the executable's debug information) are added to every filter, so a vCPU
+    /// thread's panic still reports instead of tripping the filter. In [`SeccompMode::On`] this also
     /// registers the process-wide SIGSYS reporter (see [`set_report_prefix`]): a forbidden
     /// syscall prints `<prefix>: seccomp: ...` naming the syscall and the thread, then the
     /// process exits with [`Sandbox::VIOLATION_EXIT_CODE`].
@@ -117,7 +120,7 @@ impl Sandbox {
         let mut programs = Vec::new();
         if mode != SeccompMode::Off {
             for kind in ThreadKind::ALL {
-                programs.push(compile(kind, mode)?);
+                programs.push(compile(kind, mode, backtraces_wanted())?);
             }
         }
         if mode == SeccompMode::On {
@@ -161,11 +164,25 @@ impl Sandbox {
     }
 }
 
-/// Compile one kind's filter with the mode's mismatch action.
-fn compile(kind: ThreadKind, mode: SeccompMode) -> Result<BpfProgram, SeccompError> {
+/// What std needs to print a panic's backtrace (`RUST_BACKTRACE=1`): reading the
+/// executable's debug information. Added to every filter only when backtraces are on.
+const BACKTRACE_JSON: &str = include_str!("../filters/backtrace.json");
+
+/// Whether std prints backtraces in this process: `RUST_BACKTRACE` set and not `0`.
+fn backtraces_wanted() -> bool {
+    std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0")
+}
+
+/// Compile one kind's filter with the mode's mismatch action, plus the backtrace rules
+/// when `backtraces`.
+fn compile(
+    kind: ThreadKind,
+    mode: SeccompMode,
+    backtraces: bool,
+) -> Result<BpfProgram, SeccompError> {
     let name = kind.name();
-    let mut doc: Value = serde_json::from_str(kind.filter_json())
-        .map_err(|source| SeccompError::FilterFile { kind: name, source })?;
+    let file_err = |source| SeccompError::FilterFile { kind: name, source };
+    let mut doc: Value = serde_json::from_str(kind.filter_json()).map_err(file_err)?;
     let action = match mode {
         SeccompMode::Log => "log",
         SeccompMode::On | SeccompMode::Off => "trap",
@@ -175,8 +192,28 @@ fn compile(kind: ThreadKind, mode: SeccompMode) -> Result<BpfProgram, SeccompErr
         .and_then(Value::as_object_mut)
         .ok_or(SeccompError::MissingFilter { kind: name })?;
     filter.insert("mismatch_action".into(), Value::from(action));
-    let json = serde_json::to_vec(&doc)
-        .map_err(|source| SeccompError::FilterFile { kind: name, source })?;
+    if backtraces {
+        let extra: Value = serde_json::from_str(BACKTRACE_JSON).map_err(file_err)?;
+        let rules = filter
+            .get_mut("filter")
+            .and_then(Value::as_array_mut)
+            .ok_or(SeccompError::MissingFilter { kind: name })?;
+        let unconditional = |rules: &[Value], syscall: &Value| {
+            rules
+                .iter()
+                .any(|r| r["syscall"] == *syscall && r.get("args").is_none())
+        };
+        for rule in extra["backtrace"]["filter"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if !unconditional(rules, &rule["syscall"]) {
+                rules.push(rule.clone());
+            }
+        }
+    }
+    let json = serde_json::to_vec(&doc).map_err(file_err)?;
     let mut map = seccompiler::compile_from_json(json.as_slice(), TargetArch::x86_64)
         .map_err(|source| SeccompError::Compile { kind: name, source })?;
     map.remove(name)
@@ -215,8 +252,14 @@ mod tests {
     fn every_filter_compiles_in_every_mode() {
         for mode in [SeccompMode::On, SeccompMode::Log] {
             for kind in ThreadKind::ALL {
-                let program = compile(kind, mode).unwrap();
+                let program = compile(kind, mode, false).unwrap();
                 assert!(program.len() > 10, "{} in {mode}", kind.name());
+                let with_backtraces = compile(kind, mode, true).unwrap();
+                assert!(
+                    with_backtraces.len() > program.len(),
+                    "{} in {mode}",
+                    kind.name()
+                );
             }
         }
     }

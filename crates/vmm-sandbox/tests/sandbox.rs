@@ -75,6 +75,22 @@ fn child(scenario: &str) {
         "vcpu-log" => vcpu_then(SeccompMode::Log, getppid),
         "vcpu-ioctl" => vcpu_then(SeccompMode::On, kvm_create_vm_on_bad_fd),
         "off" => vcpu_then(SeccompMode::Off, getppid),
+        "vcpu-panic" => {
+            // vmm-reference turns a vCPU thread's panic into a reported guest stop: the
+            // panic message, a backtrace when RUST_BACKTRACE asks for one, and the
+            // unwinding must all work under the vCPU filter.
+            let sandbox = Sandbox::new(SeccompMode::On).unwrap();
+            let result = std::thread::Builder::new()
+                .name("vcpu 0".into())
+                .spawn(move || {
+                    sandbox.apply(ThreadKind::Vcpu).unwrap();
+                    let data = vec![1u8; 1 << 20];
+                    panic!("guest stopped under the filter ({} bytes)", data.len());
+                })
+                .unwrap()
+                .join();
+            println!("joined: panicked={}", result.is_err());
+        }
         "main-then-threads" => {
             // The main filter first, then threads that add their own on top: what a
             // hot-plugged vCPU does. Everything ends through the normal exit paths.
@@ -117,10 +133,15 @@ fn child(scenario: &str) {
         "caps-root-late" => {
             // A thread spawned before the drop keeps its own capability sets.
             let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let (started_tx, started) = std::sync::mpsc::channel::<()>();
             let early = std::thread::Builder::new()
                 .name("early".into())
-                .spawn(move || rx.recv())
+                .spawn(move || {
+                    started_tx.send(()).unwrap();
+                    rx.recv()
+                })
                 .unwrap();
+            started.recv().unwrap();
             let err = drop_privileges(None).unwrap_err();
             println!("{err}");
             tx.send(()).unwrap();
@@ -145,10 +166,18 @@ fn print_proc_ids() {
 }
 
 fn run(scenario: &str) -> (Output, String, String) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--child", scenario])
-        .output()
-        .unwrap();
+    run_with(scenario, None)
+}
+
+/// Run a scenario with `RUST_BACKTRACE` set to `backtrace`, or removed.
+fn run_with(scenario: &str, backtrace: Option<&str>) -> (Output, String, String) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--child", scenario]);
+    match backtrace {
+        Some(value) => cmd.env("RUST_BACKTRACE", value),
+        None => cmd.env_remove("RUST_BACKTRACE"),
+    };
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, stdout, stderr)
@@ -203,6 +232,23 @@ fn off_mode_installs_nothing() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("vcpu: Seccomp=0 NoNewPrivs=0"), "{stdout}");
     assert!(stdout.contains("survived"), "{stdout}");
+}
+
+fn a_vcpu_thread_panic_unwinds_under_the_filter() {
+    for backtrace in [None, Some("0"), Some("1"), Some("full")] {
+        let (out, stdout, stderr) = run_with("vcpu-panic", backtrace);
+        assert!(
+            out.status.success(),
+            "RUST_BACKTRACE={backtrace:?}: {stdout}{stderr}"
+        );
+        assert!(stdout.contains("joined: panicked=true"), "{stdout}");
+        assert!(
+            stderr.contains("guest stopped under the filter (1048576 bytes)"),
+            "{stderr}"
+        );
+        let traced = stderr.contains("stack backtrace:");
+        assert_eq!(traced, matches!(backtrace, Some("1" | "full")), "{stderr}");
+    }
 }
 
 fn threads_stack_their_filter_on_the_main_one() {
@@ -286,6 +332,10 @@ fn main() {
         ),
         ("log_mode_lets_it_through", log_mode_lets_it_through),
         ("off_mode_installs_nothing", off_mode_installs_nothing),
+        (
+            "a_vcpu_thread_panic_unwinds_under_the_filter",
+            a_vcpu_thread_panic_unwinds_under_the_filter,
+        ),
         (
             "threads_stack_their_filter_on_the_main_one",
             threads_stack_their_filter_on_the_main_one,
