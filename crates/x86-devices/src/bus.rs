@@ -229,11 +229,23 @@ impl BusDevice for NoDevice {
     }
 }
 
+/// A device that can sit in front of the table ([`BusBuilder::first_io`]): its port
+/// range is a constant, so the bus checks it with two instructions and calls the device
+/// without dynamic dispatch (and the check vanishes for [`NoDevice`]).
+pub trait FirstDevice: BusDevice {
+    /// The ports the device answers (`len` 0: none).
+    const PORTS: Range;
+}
+
+impl FirstDevice for NoDevice {
+    const PORTS: Range = Range::ports(0, 0);
+}
+
 /// Builds a [`Bus`]: register every device, then [`BusBuilder::build`].
 #[derive(Debug)]
 pub struct BusBuilder<F = NoDevice> {
     first: F,
-    first_range: Option<(&'static str, Range)>,
+    first_name: &'static str,
     io: Vec<Entry>,
     mmio: Vec<Entry>,
 }
@@ -249,27 +261,27 @@ impl BusBuilder<NoDevice> {
     pub fn new() -> Self {
         Self {
             first: NoDevice,
-            first_range: None,
+            first_name: "",
             io: Vec::new(),
             mmio: Vec::new(),
         }
     }
 }
 
-impl<F: BusDevice> BusBuilder<F> {
-    /// Place `device` in front of the table at port range `range`: the bus checks it
-    /// before the table and calls it without dynamic dispatch (so its code is inlined
-    /// into the run loop). Meant for one hot doorbell; replaces an earlier first device.
-    pub fn first_io<G: BusDevice>(
+impl<F: FirstDevice> BusBuilder<F> {
+    /// Place `device` in front of the table at its constant port range
+    /// ([`FirstDevice::PORTS`]): the bus checks it before the table and calls it without
+    /// dynamic dispatch, so its code is inlined into the run loop. Meant for one hot
+    /// doorbell; replaces an earlier first device.
+    pub fn first_io<G: FirstDevice>(
         self,
         name: &'static str,
-        range: Range,
         device: G,
     ) -> Result<BusBuilder<G>, BusError> {
-        check(&self.io, name, Space::Io, range, 0xffff)?;
+        check(&self.io, name, Space::Io, G::PORTS, 0xffff)?;
         Ok(BusBuilder {
             first: device,
-            first_range: Some((name, range)),
+            first_name: name,
             io: self.io,
             mmio: self.mmio,
         })
@@ -283,10 +295,9 @@ impl<F: BusDevice> BusBuilder<F> {
         device: Arc<dyn BusDevice>,
     ) -> Result<Self, BusError> {
         let last = check(&self.io, name, Space::Io, range, 0xffff)?;
-        if let Some((other, other_range)) = self.first_range {
-            if other_range.base <= last && range.base < other_range.base + other_range.len {
-                return Err(overlap(name, Space::Io, range, other, other_range));
-            }
+        let first = F::PORTS;
+        if first.len > 0 && first.base <= last && range.base < first.base + first.len {
+            return Err(overlap(name, Space::Io, range, self.first_name, first));
         }
         insert(&mut self.io, name, range, last, device);
         Ok(self)
@@ -306,16 +317,10 @@ impl<F: BusDevice> BusBuilder<F> {
 
     /// The finished, immutable bus.
     pub fn build(self) -> Bus<F> {
-        let (first_base, first_len) = match self.first_range {
-            Some((_, r)) => (r.base as u16, r.len as u32),
-            None => (0, 0),
-        };
         Bus {
             first: self.first,
-            first_base,
-            first_len,
-            io: self.io.into_boxed_slice(),
-            mmio: self.mmio.into_boxed_slice(),
+            io: Table::new(self.io),
+            mmio: Table::new(self.mmio),
             exit: OnceLock::new(),
         }
     }
@@ -377,22 +382,50 @@ fn insert(
     );
 }
 
-/// The device covering `addr` and the offset into its range.
-#[inline]
-fn route(table: &[Entry], addr: u64) -> Option<(&Entry, u64)> {
-    let at = table.partition_point(|e| e.base <= addr);
-    let entry = table.get(at.checked_sub(1)?)?;
-    (addr <= entry.last).then(|| (entry, addr - entry.base))
+/// The routing table of one address space: the ranges' first addresses in a compact
+/// sorted array for the search, the rest beside it.
+#[derive(Debug)]
+struct Table {
+    bases: Box<[u64]>,
+    entries: Box<[Entry]>,
+}
+
+impl Table {
+    fn new(entries: Vec<Entry>) -> Self {
+        Self {
+            bases: entries.iter().map(|e| e.base).collect(),
+            entries: entries.into_boxed_slice(),
+        }
+    }
+
+    /// The device covering `addr` and the offset into its range: a binary search for
+    /// the last range starting at or below `addr` (one compare per halving, no early
+    /// exits), then its end.
+    #[inline]
+    fn route(&self, addr: u64) -> Option<(&Entry, u64)> {
+        let bases = &self.bases[..];
+        if bases.first().is_none_or(|&b| addr < b) {
+            return None;
+        }
+        let (mut lo, mut len) = (0, bases.len());
+        while len > 1 {
+            let half = len / 2;
+            if bases[lo + half] <= addr {
+                lo += half;
+            }
+            len -= half;
+        }
+        let entry = self.entries.get(lo)?;
+        (addr <= entry.last).then(|| (entry, addr - entry.base))
+    }
 }
 
 /// The port-I/O/MMIO bus of a VM; see the [module docs](self).
 #[derive(Debug)]
 pub struct Bus<F = NoDevice> {
     first: F,
-    first_base: u16,
-    first_len: u32,
-    io: Box<[Entry]>,
-    mmio: Box<[Entry]>,
+    io: Table,
+    mmio: Table,
     exit: OnceLock<VmExit>,
 }
 
@@ -411,8 +444,16 @@ impl<F> Bus<F> {
     /// Every registered range: `(space, range, device name)`, in address order, the
     /// first device included (for `info mtree`-like listings and tests).
     pub fn map(&self) -> Vec<(Space, Range, &'static str)> {
-        let io = self.io.iter().map(|e| (Space::Io, e.range(), e.name));
-        let mmio = self.mmio.iter().map(|e| (Space::Mmio, e.range(), e.name));
+        let io = self
+            .io
+            .entries
+            .iter()
+            .map(|e| (Space::Io, e.range(), e.name));
+        let mmio = self
+            .mmio
+            .entries
+            .iter()
+            .map(|e| (Space::Mmio, e.range(), e.name));
         io.chain(mmio).collect()
     }
 
@@ -435,20 +476,11 @@ impl<F> Bus<F> {
         ExitAction::StopVm(StopRequest::new(reason))
     }
 
-    #[inline]
-    fn first_offset(&self, port: u16) -> Option<u64> {
-        let offset = u32::from(port.wrapping_sub(self.first_base));
-        (offset < self.first_len).then_some(u64::from(offset))
-    }
-}
-
-impl<F: BusDevice> ExitHandler for Bus<F> {
-    #[inline]
-    fn io_in(&self, vcpu: VcpuIndex, port: u16, data: &mut [u8]) -> ExitAction {
-        if let Some(offset) = self.first_offset(port) {
-            return self.act(self.first.read(vcpu, offset, data));
-        }
-        match route(&self.io, u64::from(port)) {
+    /// A port read the first device does not claim (kept out of line, so the inlined
+    /// fast path stays small).
+    #[inline(never)]
+    fn table_in(&self, vcpu: VcpuIndex, port: u16, data: &mut [u8]) -> ExitAction {
+        match self.io.route(u64::from(port)) {
             Some((e, offset)) => self.act(e.device.read(vcpu, offset, data)),
             None => {
                 data.fill(0xff);
@@ -457,19 +489,44 @@ impl<F: BusDevice> ExitHandler for Bus<F> {
         }
     }
 
-    #[inline]
-    fn io_out(&self, vcpu: VcpuIndex, port: u16, data: &[u8]) -> ExitAction {
-        if let Some(offset) = self.first_offset(port) {
-            return self.act(self.first.write(vcpu, offset, data));
-        }
-        match route(&self.io, u64::from(port)) {
+    /// A port write the first device does not claim.
+    #[inline(never)]
+    fn table_out(&self, vcpu: VcpuIndex, port: u16, data: &[u8]) -> ExitAction {
+        match self.io.route(u64::from(port)) {
             Some((e, offset)) => self.act(e.device.write(vcpu, offset, data)),
             None => ExitAction::Continue,
         }
     }
+}
+
+impl<F: FirstDevice> Bus<F> {
+    /// The offset of `port` in the first device's range, if it is there.
+    #[inline(always)]
+    fn first_offset(port: u16) -> Option<u64> {
+        let offset = u64::from(port.wrapping_sub(F::PORTS.base as u16));
+        (offset < F::PORTS.len).then_some(offset)
+    }
+}
+
+impl<F: FirstDevice> ExitHandler for Bus<F> {
+    #[inline]
+    fn io_in(&self, vcpu: VcpuIndex, port: u16, data: &mut [u8]) -> ExitAction {
+        if let Some(offset) = Self::first_offset(port) {
+            return self.act(self.first.read(vcpu, offset, data));
+        }
+        self.table_in(vcpu, port, data)
+    }
+
+    #[inline]
+    fn io_out(&self, vcpu: VcpuIndex, port: u16, data: &[u8]) -> ExitAction {
+        if let Some(offset) = Self::first_offset(port) {
+            return self.act(self.first.write(vcpu, offset, data));
+        }
+        self.table_out(vcpu, port, data)
+    }
 
     fn mmio_read(&self, vcpu: VcpuIndex, addr: u64, data: &mut [u8]) -> ExitAction {
-        match route(&self.mmio, addr) {
+        match self.mmio.route(addr) {
             Some((e, offset)) => self.act(e.device.read(vcpu, offset, data)),
             None => {
                 data.fill(0xff);
@@ -479,7 +536,7 @@ impl<F: BusDevice> ExitHandler for Bus<F> {
     }
 
     fn mmio_write(&self, vcpu: VcpuIndex, addr: u64, data: &[u8]) -> ExitAction {
-        match route(&self.mmio, addr) {
+        match self.mmio.route(addr) {
             Some((e, offset)) => self.act(e.device.write(vcpu, offset, data)),
             None => ExitAction::Continue,
         }
@@ -509,6 +566,23 @@ mod tests {
                 _ => DeviceAction::Continue,
             }
         }
+    }
+
+    /// A first device at ports 0x510..=0x513.
+    #[derive(Debug, Default)]
+    struct Doorbell(Probe);
+
+    impl BusDevice for Doorbell {
+        fn read(&self, v: VcpuIndex, offset: u64, data: &mut [u8]) -> DeviceAction {
+            self.0.read(v, offset, data)
+        }
+        fn write(&self, v: VcpuIndex, offset: u64, data: &[u8]) -> DeviceAction {
+            self.0.write(v, offset, data)
+        }
+    }
+
+    impl FirstDevice for Doorbell {
+        const PORTS: Range = Range::ports(0x510, 4);
     }
 
     const V: VcpuIndex = VcpuIndex(0);
@@ -580,20 +654,18 @@ mod tests {
         ));
         // The first device's range counts too, whichever is registered first.
         let bus = BusBuilder::new()
-            .first_io("doorbell", Range::ports(0x510, 1), NoDevice)
+            .first_io("doorbell", Doorbell::default())
             .unwrap();
         assert_eq!(
             bus.io("fw_cfg", Range::ports(0x510, 2), d.clone())
                 .unwrap_err()
                 .to_string(),
-            "register fw_cfg at port range 0x510..=0x511: overlaps doorbell at 0x510..=0x510"
+            "register fw_cfg at port range 0x510..=0x511: overlaps doorbell at 0x510..=0x513"
         );
         let bus = BusBuilder::new()
-            .io("fw_cfg", Range::ports(0x510, 2), d)
+            .io("fw_cfg", Range::ports(0x513, 2), d)
             .unwrap();
-        assert!(bus
-            .first_io("doorbell", Range::ports(0x511, 1), NoDevice)
-            .is_err());
+        assert!(bus.first_io("doorbell", Doorbell::default()).is_err());
     }
 
     #[test]
@@ -601,11 +673,11 @@ mod tests {
         let bus = BusBuilder::new()
             .io("table", Range::ports(0x3f8, 8), Arc::new(NoDevice))
             .unwrap()
-            .first_io("doorbell", Range::ports(0x510, 4), Probe::default())
+            .first_io("doorbell", Doorbell::default())
             .unwrap()
             .build();
         assert_eq!(bus.io_out(V, 0x512, &[0xdd]), ExitAction::Halt);
-        assert_eq!(*bus.first().0.lock().unwrap(), [(2, vec![0xdd])]);
+        assert_eq!(*bus.first().0 .0.lock().unwrap(), [(2, vec![0xdd])]);
         let mut d = [0u8; 1];
         bus.io_in(V, 0x513, &mut d);
         assert_eq!(d, [3]);
@@ -630,6 +702,30 @@ mod tests {
             ExitAction::StopVm(_)
         ));
         assert_eq!(bus.vm_exit(), Some(&VmExit::DebugExit(0xee)));
+    }
+
+    #[test]
+    fn lookup_agrees_with_a_linear_scan() {
+        // Ranges of 1..=7 ports every 10 ports, for every table size up to 12.
+        for n in 0..12u16 {
+            let mut b = BusBuilder::new();
+            let mut naive = Vec::new();
+            for i in (0..n).rev() {
+                let r = Range::ports(0x100 + 10 * i, 1 + i % 7);
+                b = b.io("d", r, Arc::new(Probe::default())).unwrap();
+                naive.push(r);
+            }
+            let bus = b.build();
+            for port in 0xf0..0x100 + 10 * n + 10 {
+                let want = naive
+                    .iter()
+                    .find(|r| r.base <= u64::from(port) && u64::from(port) < r.base + r.len)
+                    .map(|r| (u64::from(port) - r.base) as u8);
+                let mut d = [0u8];
+                bus.io_in(V, port, &mut d);
+                assert_eq!(d[0], want.unwrap_or(0xff), "{n} ranges, port {port:#x}");
+            }
+        }
     }
 
     #[test]

@@ -63,7 +63,8 @@ pub mod serial;
 
 pub use acpi_pm::AcpiPm;
 pub use bus::{
-    Bus, BusBuilder, BusDevice, BusError, DeviceAction, NoDevice, Range, ResetSource, Space, VmExit,
+    Bus, BusBuilder, BusDevice, BusError, DeviceAction, FirstDevice, NoDevice, Range, ResetSource,
+    Space, VmExit,
 };
 pub use com1::{Com1, ConsoleRing, ConsoleSink};
 pub use cpu_hotplug::CpuHotplug;

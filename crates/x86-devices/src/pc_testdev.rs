@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use cpu_topology::VcpuIndex;
 
-use crate::bus::{BusBuilder, BusDevice, BusError, DeviceAction, Range};
+use crate::bus::{BusBuilder, BusDevice, BusError, DeviceAction, FirstDevice, Range};
 
 /// The data register.
 pub const TESTDEV_IOPORT: Range = Range::ports(0xe0, 4);
@@ -74,7 +74,7 @@ impl PcTestdev {
     }
 
     /// Put every range of the device on `bus`.
-    pub fn register<F: BusDevice>(
+    pub fn register<F: FirstDevice>(
         self: &Arc<Self>,
         bus: BusBuilder<F>,
     ) -> Result<BusBuilder<F>, BusError> {

@@ -543,3 +543,206 @@ impl MutEventSubscriber for SerialSubscriber {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::BusDevice;
+    use cpu_topology::VcpuIndex;
+    use event_manager::{EventManager, SubscriberOps};
+
+    const V: VcpuIndex = VcpuIndex(0);
+
+    struct Vm {
+        com1: Arc<Com1>,
+        loop_: EventManager<SerialSubscriber>,
+    }
+
+    impl Vm {
+        fn new(serial: &SerialOutput) -> Self {
+            let backend = SerialBackend::open(serial).unwrap();
+            let com1 = Arc::new(Com1::new(backend.sink).unwrap());
+            let mut loop_ = EventManager::new().unwrap();
+            let sub = backend.input.subscriber(com1.clone()).unwrap();
+            loop_.add_subscriber(sub);
+            Self { com1, loop_ }
+        }
+
+        /// Run the event loop until `done` holds (at most 5 s of 10 ms turns).
+        fn run_until(&mut self, mut done: impl FnMut(&Com1) -> bool) -> bool {
+            for _ in 0..500 {
+                if done(&self.com1) {
+                    return true;
+                }
+                self.loop_.run_with_timeout(10).unwrap();
+            }
+            done(&self.com1)
+        }
+
+        /// Run the event loop until a turn of 50 ms has nothing to do.
+        fn settle(&mut self) {
+            for _ in 0..100 {
+                if self.loop_.run_with_timeout(50).unwrap() == 0 {
+                    return;
+                }
+            }
+        }
+
+        fn guest_print(&self, text: &[u8]) {
+            for b in text {
+                self.com1.write(V, 0, &[*b]);
+            }
+        }
+
+        /// What the guest reads from the receive FIFO now.
+        fn guest_read_all(&self) -> Vec<u8> {
+            let mut got = Vec::new();
+            let mut lsr = [0u8];
+            loop {
+                self.com1.read(V, 5, &mut lsr);
+                if lsr[0] & 1 == 0 {
+                    return got;
+                }
+                let mut b = [0u8];
+                self.com1.read(V, 0, &mut b);
+                got.push(b[0]);
+            }
+        }
+    }
+
+    fn unix(path: &std::path::Path) -> SerialOutput {
+        SerialOutput::Socket(SocketServer {
+            address: SocketAddress::Unix(path.into()),
+            wait: false,
+        })
+    }
+
+    #[test]
+    fn unix_client_gets_output_sends_input_and_may_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.sock");
+        let mut vm = Vm::new(&unix(&path));
+        vm.guest_print(b"before anyone connected\n");
+
+        let mut client = UnixStream::connect(&path).unwrap();
+        vm.settle();
+        vm.guest_print(b"login: ");
+        let mut buf = [0u8; 7];
+        client.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"login: ");
+
+        client.write_all(b"root\n").unwrap();
+        assert!(vm.run_until(|c| c.input_space() == 64 - 5));
+        assert_eq!(vm.guest_read_all(), b"root\n");
+
+        // The client leaves; the guest prints on; a second client takes over.
+        drop(client);
+        vm.settle();
+        vm.guest_print(b"still running\n");
+        let mut second = UnixStream::connect(&path).unwrap();
+        vm.settle();
+        vm.guest_print(b"hello\n");
+        let mut buf = [0u8; 6];
+        second.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello\n");
+        assert_eq!(vm.com1.console_tail(2), ["login: still running", "hello"]);
+
+        drop(vm);
+        assert!(
+            !path.exists(),
+            "the socket file is removed with the subscriber"
+        );
+    }
+
+    #[test]
+    fn input_waits_for_room_in_the_fifo_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.sock");
+        let mut vm = Vm::new(&unix(&path));
+        let mut client = UnixStream::connect(&path).unwrap();
+        let text: Vec<u8> = (0..300u32).map(|i| b'a' + (i % 26) as u8).collect();
+        client.write_all(&text).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..50 {
+            // Turns of the event loop fill the FIFO (64 bytes) and then pause.
+            let want = text.len() - got.len();
+            vm.run_until(|c| c.input_space() == 0 || 64 - c.input_space() == want);
+            got.extend(vm.guest_read_all());
+            if got.len() == text.len() {
+                break;
+            }
+        }
+        assert_eq!(got, text);
+    }
+
+    #[test]
+    fn tcp_server_accepts_and_replaces_clients() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut vm = Vm::new(&SerialOutput::Socket(SocketServer {
+            address: SocketAddress::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            wait: false,
+        }));
+        let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        vm.settle();
+        let mut second = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        vm.settle();
+        vm.guest_print(b"x");
+        let mut b = [0u8; 1];
+        second.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"x");
+        let mut rest = Vec::new();
+        first.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "the first client was closed");
+        second.write_all(b"y").unwrap();
+        vm.run_until(|c| c.input_space() < 64);
+        assert_eq!(vm.guest_read_all(), b"y");
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_dropped_not_waited_for() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        ours.set_write_timeout(Some(CLIENT_WRITE_TIMEOUT)).unwrap();
+        let mut sink = SocketSink::default();
+        lock(&sink.current).replace(Box::new(ours));
+        for _ in 0..16 * 1024 {
+            sink.write_all(&[b'x'; 1024]).unwrap();
+        }
+        assert!(!sink.connected(), "the stalled client is dropped");
+    }
+
+    #[test]
+    fn file_and_null_backends_have_no_input_and_bad_paths_are_user_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        let backend = SerialBackend::open(&SerialOutput::File(log.clone())).unwrap();
+        let com1 = Arc::new(Com1::new(backend.sink).unwrap());
+        assert!(backend.input.subscriber(com1.clone()).is_none());
+        for b in b"boot ok\n" {
+            com1.write(V, 0, &[*b]);
+        }
+        assert_eq!(std::fs::read(&log).unwrap(), b"boot ok\n");
+        assert!(matches!(
+            SerialBackend::open(&SerialOutput::Null).unwrap().input.0,
+            Input::None
+        ));
+
+        let regular = dir.path().join("regular");
+        std::fs::write(&regular, b"keep").unwrap();
+        let err = SerialBackend::open(&unix(&regular)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("--serial: listen on unix:{}", regular.display())
+        );
+        assert!(err.is_bad_input());
+        assert_eq!(std::fs::read(&regular).unwrap(), b"keep");
+        let err = SerialBackend::open(&SerialOutput::File(dir.path().join("no/such"))).unwrap_err();
+        assert!(err.is_bad_input());
+    }
+}
