@@ -319,6 +319,7 @@ impl<F: FirstDevice> BusBuilder<F> {
     pub fn build(self) -> Bus<F> {
         Bus {
             first: self.first,
+            first_name: self.first_name,
             io: Table::new(self.io),
             mmio: Table::new(self.mmio),
             exit: OnceLock::new(),
@@ -424,6 +425,7 @@ impl Table {
 #[derive(Debug)]
 pub struct Bus<F = NoDevice> {
     first: F,
+    first_name: &'static str,
     io: Table,
     mmio: Table,
     exit: OnceLock<VmExit>,
@@ -439,22 +441,6 @@ impl<F> Bus<F> {
     /// The first device (the probe doorbell, say).
     pub fn first(&self) -> &F {
         &self.first
-    }
-
-    /// Every registered range: `(space, range, device name)`, in address order, the
-    /// first device included (for `info mtree`-like listings and tests).
-    pub fn map(&self) -> Vec<(Space, Range, &'static str)> {
-        let io = self
-            .io
-            .entries
-            .iter()
-            .map(|e| (Space::Io, e.range(), e.name));
-        let mmio = self
-            .mmio
-            .entries
-            .iter()
-            .map(|e| (Space::Mmio, e.range(), e.name));
-        io.chain(mmio).collect()
     }
 
     #[inline]
@@ -500,6 +486,17 @@ impl<F> Bus<F> {
 }
 
 impl<F: FirstDevice> Bus<F> {
+    /// Every registered range: `(space, range, device name)`, in address order, the
+    /// first device included (for `info mtree`-like listings and tests).
+    pub fn map(&self) -> Vec<(Space, Range, &'static str)> {
+        let first = (F::PORTS.len > 0).then_some((Space::Io, F::PORTS, self.first_name));
+        let io = self.io.entries.iter().map(|e| (Space::Io, e.range(), e.name));
+        let mut io: Vec<_> = io.chain(first).collect();
+        io.sort_by_key(|(_, r, _)| r.base);
+        let mmio = self.mmio.entries.iter().map(|e| (Space::Mmio, e.range(), e.name));
+        io.into_iter().chain(mmio).collect()
+    }
+
     /// The offset of `port` in the first device's range, if it is there.
     #[inline(always)]
     fn first_offset(port: u16) -> Option<u64> {
@@ -683,6 +680,8 @@ mod tests {
         assert_eq!(d, [3]);
         bus.io_in(V, 0x514, &mut d);
         assert_eq!(d, [0xff]);
+        let map: Vec<_> = bus.map().into_iter().map(|(_, r, n)| (r.base, n)).collect();
+        assert_eq!(map, [(0x3f8, "table"), (0x510, "doorbell")]);
     }
 
     #[test]
