@@ -25,7 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bus = BusBuilder::new()
         .io("com1", COM1_RANGE, com1.clone())?
         .io("i8042 data", I8042_DATA_RANGE, Arc::new(I8042::Data))?
-        .io("i8042 command", I8042_COMMAND_RANGE, Arc::new(I8042::Command))?
+        .io(
+            "i8042 command",
+            I8042_COMMAND_RANGE,
+            Arc::new(I8042::Command),
+        )?
         .io("fw_cfg", FW_CFG_RANGE, Arc::new(fw_cfg))?
         .io("isa-debug-exit", DEBUG_EXIT_RANGE, Arc::new(DebugExit))?;
     let bus = PcTestdev::new(Arc::new(NoHooks)).register(bus)?.build();

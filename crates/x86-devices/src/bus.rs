@@ -490,10 +490,18 @@ impl<F: FirstDevice> Bus<F> {
     /// first device included (for `info mtree`-like listings and tests).
     pub fn map(&self) -> Vec<(Space, Range, &'static str)> {
         let first = (F::PORTS.len > 0).then_some((Space::Io, F::PORTS, self.first_name));
-        let io = self.io.entries.iter().map(|e| (Space::Io, e.range(), e.name));
+        let io = self
+            .io
+            .entries
+            .iter()
+            .map(|e| (Space::Io, e.range(), e.name));
         let mut io: Vec<_> = io.chain(first).collect();
         io.sort_by_key(|(_, r, _)| r.base);
-        let mmio = self.mmio.entries.iter().map(|e| (Space::Mmio, e.range(), e.name));
+        let mmio = self
+            .mmio
+            .entries
+            .iter()
+            .map(|e| (Space::Mmio, e.range(), e.name));
         io.into_iter().chain(mmio).collect()
     }
 

@@ -73,3 +73,8 @@ pub use fw_cfg::{FwCfg, FwCfgBuilder};
 pub use i8042::I8042;
 pub use irq::InterruptLine;
 pub use pc_testdev::{PcTestdev, TestdevHooks};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
