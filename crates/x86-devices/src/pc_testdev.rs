@@ -55,6 +55,19 @@ pub trait TestdevHooks: Send + Sync + std::fmt::Debug {
 pub struct NoHooks;
 impl TestdevHooks for NoHooks {}
 
+/// Hooks that drive the IRQ lines through `KVM_IRQ_LINE` on the in-kernel irqchip (the
+/// flush page stays a no-op).
+#[derive(Debug)]
+pub struct KvmIrqLines(pub Arc<kvm_ioctls::VmFd>);
+
+impl TestdevHooks for KvmIrqLines {
+    fn set_irq_line(&self, line: u32, level: bool) {
+        if let Err(e) = self.0.set_irq_line(line, level) {
+            log::warn!("pc-testdev: set IRQ line {line} to {level}: {e}");
+        }
+    }
+}
+
 /// The pc-testdev state, shared by its five ranges.
 #[derive(Debug)]
 pub struct PcTestdev {
