@@ -745,4 +745,74 @@ mod tests {
         let err = SerialBackend::open(&SerialOutput::File(dir.path().join("no/such"))).unwrap_err();
         assert!(err.is_bad_input());
     }
+
+    /// A VM whose COM1 input is `file` as standard input would be.
+    fn stdin_vm(file: File) -> Vm {
+        let com1 = Arc::new(Com1::new(ConsoleSink::ring_only()).unwrap());
+        let sub = SerialInput(Input::Stdin(file))
+            .subscriber(com1.clone())
+            .unwrap();
+        let mut loop_ = EventManager::new().unwrap();
+        loop_.add_subscriber(sub);
+        Vm { com1, loop_ }
+    }
+
+    #[test]
+    fn stdin_from_a_pollable_source_is_watched_and_ends_at_eof() {
+        // A socket pair stands in for a pipe or terminal (std's pipe() is newer than
+        // the workspace's rust-version).
+        let (reader, mut writer) = UnixStream::pair().unwrap();
+        let fd = std::os::fd::OwnedFd::from(reader);
+        let mut vm = stdin_vm(File::from(fd));
+        writer.write_all(b"echo hi\n").unwrap();
+        drop(writer);
+        assert!(vm.run_until(|c| c.input_space() == 64 - 8));
+        assert_eq!(vm.guest_read_all(), b"echo hi\n");
+        vm.settle();
+        assert_eq!(vm.com1.input_space(), 64, "end of file adds nothing");
+    }
+
+    #[test]
+    fn stdin_from_a_regular_file_is_read_as_the_guest_empties_the_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("input");
+        let text: Vec<u8> = (0..150u32).map(|i| b'0' + (i % 10) as u8).collect();
+        std::fs::write(&path, &text).unwrap();
+        // Epoll refuses regular files: the subscriber reads at registration and after
+        // each time the guest empties the FIFO.
+        let mut vm = stdin_vm(File::open(&path).unwrap());
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            vm.settle();
+            got.extend(vm.guest_read_all());
+        }
+        assert_eq!(got, text);
+    }
+
+    #[test]
+    fn wait_on_blocks_until_the_first_client_who_then_sees_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.sock");
+        let connect_to = path.clone();
+        let client = std::thread::spawn(move || loop {
+            if let Ok(s) = UnixStream::connect(&connect_to) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        });
+        let mut vm = Vm::new(&SerialOutput::Socket(SocketServer {
+            address: SocketAddress::Unix(path.clone()),
+            wait: true,
+        }));
+        let mut client = client.join().unwrap();
+        vm.guest_print(b"first byte");
+        let mut buf = [0u8; 10];
+        client.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"first byte");
+        client.write_all(b"k").unwrap();
+        assert!(
+            vm.run_until(|c| c.input_space() == 63),
+            "the waited-for client is read too"
+        );
+    }
 }
