@@ -22,6 +22,10 @@
 //! (reboot, power off, debug-exit value, stop reason); the bus records the first one
 //! ([`Bus::vm_exit`]) and stops the VM, and the VMM maps it to its exit code.
 //!
+//! [`Platform`] bundles a kernel payload's whole device set (Linux: COM1, i8042, ACPI
+//! PM, CPU hot-plug; a multiboot kvm-unit-tests kernel: COM1, i8042, fw_cfg,
+//! isa-debug-exit, pc-testdev) with the control-plane calls the VMM needs.
+//!
 //! COM1's host side ([`serial`]) parses `--serial` and runs on the VMM's one
 //! `event-manager` loop: a [`serial::SerialSubscriber`] per VM, no threads.
 //!
@@ -59,6 +63,7 @@ pub mod fw_cfg;
 pub mod i8042;
 pub mod irq;
 pub mod pc_testdev;
+pub mod platform;
 pub mod serial;
 
 pub use acpi_pm::AcpiPm;
@@ -73,6 +78,7 @@ pub use fw_cfg::{FwCfg, FwCfgBuilder};
 pub use i8042::I8042;
 pub use irq::InterruptLine;
 pub use pc_testdev::{PcTestdev, TestdevHooks};
+pub use platform::{Platform, PlatformConfig, PlatformError, TestDevices};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
