@@ -7,6 +7,7 @@ use cpu_topology::CpuTopology;
 use cpuid_model::spec::ModelSpec;
 use guest_memory::{MemoryBackendConfig, NumaConfig};
 use probe_guest::ProbeMode;
+use vmm_sandbox::{Credentials, SeccompMode};
 
 use crate::cli::{DeviceOption, RunArgs};
 use crate::linux::SerialOutput;
@@ -33,6 +34,23 @@ pub struct VmmConfig {
     pub placement: PlacementOptions,
     /// What the VM runs.
     pub payload: Payload,
+    /// Seccomp filters and privileges.
+    pub security: SecurityConfig,
+}
+
+/// How the VMM confines itself once the VM is set up.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityConfig {
+    /// Seccomp filters per thread kind (`--seccomp`; `off` for library callers).
+    pub seccomp: SeccompMode,
+    /// Give up capabilities (and, with `runas`, root) before the first vCPU thread
+    /// exists: /dev/kvm, guest RAM, the serial socket and the ledger are set up by then.
+    pub drop_privileges: bool,
+    /// The user and group to run as (`--runas`).
+    pub runas: Option<Credentials>,
+    /// Test only: every vCPU thread makes a syscall its filter forbids (getppid) before
+    /// its first KVM_RUN.
+    pub selftest_forbidden_syscall: bool,
 }
 
 /// The guest a VM runs.
@@ -99,6 +117,10 @@ impl VmmConfig {
             name: None,
             placement: PlacementOptions::default(),
             payload: Payload::Probe(ProbeConfig::default()),
+            security: SecurityConfig {
+                seccomp: SeccompMode::Off,
+                ..SecurityConfig::default()
+            },
         }
     }
 
@@ -172,6 +194,17 @@ impl VmmConfig {
             name: args.name,
             placement: args.placement.into_options(),
             payload,
+            security: SecurityConfig {
+                seccomp: args.security.sandbox.unwrap_or(args.security.seccomp),
+                drop_privileges: true,
+                runas: args
+                    .security
+                    .runas
+                    .map(|r| r.resolve())
+                    .transpose()
+                    .map_err(|e| e.to_string())?,
+                selftest_forbidden_syscall: args.security.seccomp_selftest,
+            },
         };
         config.check_output_paths()?;
         Ok(config)
@@ -189,11 +222,23 @@ impl VmmConfig {
                     check_creatable_dir("--dump-cpuid-hwloc", dir)?;
                 }
             }
-            Payload::Kernel(k) => {
-                if let SerialOutput::File(path) = &k.serial {
-                    check_writable_file("--serial file:", path)?;
+            Payload::Kernel(k) => match &k.serial {
+                SerialOutput::File(path) => check_writable_file("--serial file:", path)?,
+                SerialOutput::Socket(x86_devices::serial::SocketServer {
+                    address: x86_devices::serial::SocketAddress::Unix(path),
+                    ..
+                }) => {
+                    let dir = parent_dir(path);
+                    if !dir.is_dir() {
+                        return Err(format!(
+                            "--serial unix: {}: the directory {} does not exist",
+                            path.display(),
+                            dir.display()
+                        ));
+                    }
                 }
-            }
+                _ => {}
+            },
         }
         Ok(())
     }

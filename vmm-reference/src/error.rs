@@ -74,10 +74,13 @@ pub enum VmmError {
     Boot(#[from] crate::linux::boot::BootError),
     /// The serial backend could not be opened (`--serial`).
     #[error(transparent)]
-    Serial(#[from] crate::linux::serial::SerialError),
-    /// The I/O bus could not be built or could not raise an interrupt.
-    #[error("I/O bus")]
-    Bus(#[from] crate::linux::bus::BusError),
+    Serial(#[from] x86_devices::serial::SerialError),
+    /// The platform devices could not be built.
+    #[error("platform devices")]
+    Platform(#[from] x86_devices::PlatformError),
+    /// The ACPI power button could not be pressed.
+    #[error("system_powerdown")]
+    PowerButton(#[from] x86_devices::acpi_pm::PowerButtonError),
     /// A vCPU thread failed or did not answer.
     #[error("vCPU thread")]
     Vcpu(#[from] vcpu_lifecycle::VcpuError),
@@ -169,6 +172,12 @@ pub enum VmmError {
     /// The QMP monitor could not be set up (its socket).
     #[error(transparent)]
     Monitor(vmm_monitor::ServerError),
+    /// The seccomp filters could not be compiled or installed.
+    #[error("seccomp")]
+    Seccomp(#[from] vmm_sandbox::SeccompError),
+    /// Privileges could not be dropped (`--runas`, capabilities).
+    #[error("dropping privileges")]
+    Privileges(#[from] vmm_sandbox::PrivilegeError),
     /// The event loop or one of its event sources failed.
     #[error("event loop: {what}")]
     EventLoop {

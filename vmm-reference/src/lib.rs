@@ -36,7 +36,7 @@ pub mod vm;
 #[doc(hidden)]
 pub mod testing;
 
-pub use config::{KernelConfig, Payload, ProbeConfig, VmmConfig};
+pub use config::{KernelConfig, Payload, ProbeConfig, SecurityConfig, VmmConfig};
 pub use error::VmmError;
 pub use summary::{Summary, VcpuView, WorkloadView};
 pub use vm::{Ended, GuestExit, Vmm};

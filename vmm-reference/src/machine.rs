@@ -337,7 +337,9 @@ impl Machine {
         }
         match exit {
             Some(GuestExit::Reboot) => self.control.guest_shutdown("guest-reset"),
-            Some(GuestExit::PowerOff) => self.control.guest_shutdown("guest-shutdown"),
+            Some(GuestExit::PowerOff | GuestExit::DebugExit(_)) => {
+                self.control.guest_shutdown("guest-shutdown")
+            }
             None => {
                 log::error!("guest stopped: {stop}");
                 for line in vmm.bus().console_tail(FAULT_CONSOLE_LINES) {

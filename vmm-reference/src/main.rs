@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     };
     cli.run.linux.absorb_numa_cells();
     vmm_reference::logger::init();
+    vmm_sandbox::set_report_prefix("vmm-reference");
     let code = match cli.command {
         Some(Command::HostCheck) => tools::host_check(),
         Some(Command::CpuidPlan(args)) => tools::cpuid_plan(args),
@@ -48,7 +49,8 @@ fn run_vm(config: VmmConfig, options: &run::RunOptions) -> Result<ExitCode, Exit
     match run::run(config, options) {
         Ok(Outcome::Vm(Ended::ProbeDone(summary))) => tools::emit(&summary.to_string()),
         Ok(Outcome::Vm(Ended::Guest(exit))) => {
-            eprintln!("vmm-reference: {}", run::guest_exit_message(exit))
+            eprintln!("vmm-reference: {}", run::guest_exit_message(exit));
+            return Ok(ExitCode::from(run::guest_exit_status(exit)));
         }
         Ok(Outcome::Quit) => {}
         Ok(Outcome::Signal(s)) => eprintln!(

@@ -28,7 +28,9 @@ use crate::machine::Machine;
 use crate::signals::{Received, TerminationSignals};
 use crate::vm::{Ended, GuestExit};
 use crate::{Vmm, VmmConfig};
-use vmm_monitor::{EventSink, Monitor, QmpOption, QmpServer, QmpVersion, ServerHandle};
+use vmm_monitor::{
+    EventSink, Monitor, QmpListener, QmpOption, QmpServer, QmpVersion, ServerHandle,
+};
 
 /// How often a monitor VM looks for CPUs the guest ejected.
 const EJECT_POLL: Duration = Duration::from_millis(100);
@@ -65,7 +67,13 @@ pub fn run(config: VmmConfig, options: &RunOptions) -> Result<Outcome, VmmError>
     // Before the first thread: every thread inherits the blocked mask.
     let signals = TerminationSignals::new().map_err(io("block SIGTERM, SIGINT, SIGHUP"))?;
     let timeout = config.timeout.filter(|_| qmp.is_none());
-    let vmm = Vmm::new(config)?;
+    // Bound before the VM drops its privileges (the socket's directory may need them).
+    let listener = qmp
+        .map(|q| QmpListener::bind(&q.path))
+        .transpose()
+        .map_err(VmmError::Monitor)?;
+    let mut vmm = Vmm::new(config)?;
+    let serial = vmm.take_serial_input();
     let quit = EventFd::new(libc::EFD_NONBLOCK).map_err(io("create the quit eventfd"))?;
     let sink = EventSink::new();
     let machine = Machine::new(
@@ -73,7 +81,10 @@ pub fn run(config: VmmConfig, options: &RunOptions) -> Result<Outcome, VmmError>
         quit.try_clone().map_err(io("clone an eventfd"))?,
         sink.clone(),
     );
-    let server = match qmp.map(|q| bind_monitor(q, &machine, sink)).transpose() {
+    let server = match listener
+        .map(|l| serve_monitor(l, &machine, sink))
+        .transpose()
+    {
         Ok(server) => server,
         Err(e) => {
             machine.into_exit();
@@ -89,6 +100,7 @@ pub fn run(config: VmmConfig, options: &RunOptions) -> Result<Outcome, VmmError>
             signals,
             quit,
             server,
+            serial,
         },
         timeout,
         monitor,
@@ -98,9 +110,9 @@ pub fn run(config: VmmConfig, options: &RunOptions) -> Result<Outcome, VmmError>
     result
 }
 
-/// The QMP server for `machine` on `qmp.path`, greeting as this VMM.
-fn bind_monitor(
-    qmp: &QmpOption,
+/// The QMP server for `machine` on a bound socket, greeting as this VMM.
+fn serve_monitor(
+    listener: QmpListener,
     machine: &Arc<Machine>,
     sink: EventSink,
 ) -> Result<QmpServer, VmmError> {
@@ -109,7 +121,7 @@ fn bind_monitor(
         ..QmpVersion::default()
     };
     let monitor = Monitor::new(machine.clone(), sink).with_version(version);
-    QmpServer::bind(&qmp.path, monitor).map_err(VmmError::Monitor)
+    QmpServer::from_listener(listener, monitor).map_err(VmmError::Monitor)
 }
 
 /// The event sources besides the VM's own.
@@ -117,6 +129,8 @@ struct Sources {
     signals: TerminationSignals,
     quit: EventFd,
     server: Option<QmpServer>,
+    /// COM1's input (stdin, a socket's clients).
+    serial: Option<x86_devices::serial::SerialSubscriber>,
 }
 
 fn event_loop(
@@ -130,6 +144,7 @@ fn event_loop(
         signals,
         quit,
         server,
+        serial,
     } = sources;
     let io = |what| move |source: std::io::Error| VmmError::EventLoop { what, source };
     let mut manager: EventManager<Subscriber> =
@@ -157,6 +172,9 @@ fn event_loop(
     if let Some(server) = server {
         manager.add_subscriber(Box::new(server));
     }
+    if let Some(serial) = serial {
+        manager.add_subscriber(Box::new(serial));
+    }
     manager.add_subscriber(Box::new(Driver {
         machine: Arc::clone(machine),
         monitor: monitor.is_some(),
@@ -172,6 +190,11 @@ fn event_loop(
             source: std::io::Error::other(e.to_string()),
         })
     };
+    // Everything this thread does from here on is in its filter.
+    machine
+        .vmm()
+        .sandbox()
+        .apply(vmm_sandbox::ThreadKind::Main)?;
     // QEMU's `wait=on`: the guest starts once the first client is there.
     if let Some((handle, true)) = &monitor {
         while handle.clients_accepted() == 0 && outcome.borrow().is_none() {
@@ -274,9 +297,19 @@ impl MutEventSubscriber for Driver {
 }
 
 /// The message the binary prints for a guest's own end of the VM.
-pub fn guest_exit_message(exit: GuestExit) -> &'static str {
+pub fn guest_exit_message(exit: GuestExit) -> String {
     match exit {
-        GuestExit::Reboot => "guest reboot",
-        GuestExit::PowerOff => "guest power off",
+        GuestExit::Reboot => "guest reboot".into(),
+        GuestExit::PowerOff => "guest power off".into(),
+        GuestExit::DebugExit(v) => format!("guest wrote {v:#x} to isa-debug-exit"),
+    }
+}
+
+/// The process exit status for a guest's own end of the VM: 0, or QEMU's
+/// `(value << 1) | 1` for isa-debug-exit (its low 8 bits).
+pub fn guest_exit_status(exit: GuestExit) -> u8 {
+    match exit {
+        GuestExit::Reboot | GuestExit::PowerOff => 0,
+        GuestExit::DebugExit(v) => (x86_devices::VmExit::debug_exit_status(v) & 0xff) as u8,
     }
 }

@@ -335,8 +335,8 @@ fn serial_socket_errors_exit_2() {
         ),
         (
             "unix:/nonexistent-dir/x.sock,server".to_string(),
-            "vmm-reference: --serial: listen on unix:/nonexistent-dir/x.sock: \
-             No such file or directory"
+            "vmm-reference: --serial unix: /nonexistent-dir/x.sock: \
+             the directory /nonexistent-dir does not exist"
                 .to_string(),
         ),
     ];

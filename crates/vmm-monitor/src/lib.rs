@@ -67,7 +67,7 @@ pub use events::{EventSink, QmpEvent};
 pub use fake::FakeBackend;
 pub use option::{parse_qmp_option, QmpOption, QmpOptionError};
 pub use protocol::{ErrorClass, JsonStream, QmpError, QmpVersion, Session};
-pub use server::{QmpServer, ServerError, ServerHandle};
+pub use server::{QmpListener, QmpServer, ServerError, ServerHandle};
 
 /// An error and its sources on one line, each cause once (a `Display` that already quotes
 /// its source is not repeated).

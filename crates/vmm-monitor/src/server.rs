@@ -137,6 +137,44 @@ impl ServerHandle {
     }
 }
 
+/// A QMP socket bound and listening, not served yet; dropped unused, it removes its file.
+#[derive(Debug)]
+pub struct QmpListener {
+    path: PathBuf,
+    listener: Option<UnixListener>,
+    identity: Identity,
+}
+
+impl QmpListener {
+    /// Bind the socket at `path` with the same safety as [`QmpServer::bind`].
+    pub fn bind(path: &Path) -> Result<Self, ServerError> {
+        let (listener, identity) = bind_private(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            listener: Some(listener),
+            identity,
+        })
+    }
+
+    /// Where the socket is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn into_parts(mut self) -> (PathBuf, UnixListener, Identity) {
+        let listener = self.listener.take().expect("a listener is consumed once");
+        (std::mem::take(&mut self.path), listener, self.identity)
+    }
+}
+
+impl Drop for QmpListener {
+    fn drop(&mut self) {
+        if self.listener.is_some() {
+            remove_if_same(&self.path, self.identity);
+        }
+    }
+}
+
 /// The QMP server: a [`MutEventSubscriber`] serving a [`Monitor`] on a Unix socket.
 ///
 /// Dropping it closes every connection and removes the socket file (if it is still the
@@ -169,8 +207,15 @@ impl QmpServer {
     /// until the server is added to an event loop; connections made before wait in the
     /// listen backlog.
     pub fn bind(path: &Path, monitor: Monitor) -> Result<Self, ServerError> {
+        Self::from_listener(QmpListener::bind(path)?, monitor)
+    }
+
+    /// Serve `monitor` on a socket bound earlier (for example before the process gave
+    /// up the privileges the socket's directory needs).
+    pub fn from_listener(bound: QmpListener, monitor: Monitor) -> Result<Self, ServerError> {
         let wake = EventFd::new(libc::EFD_NONBLOCK).map_err(ServerError::WakeEvent)?;
-        let (listener, identity) = bind_private(path)?;
+        let (path, listener, identity) = bound.into_parts();
+        let path = path.as_path();
         let shared = Arc::new(Shared {
             wake,
             queue: Mutex::new(VecDeque::new()),

@@ -28,6 +28,8 @@ const QEMU_SINGLE_DASH: &[&str] = &[
     "no-reboot",
     "nodefaults",
     "device",
+    "sandbox",
+    "runas",
 ];
 
 /// Rewrite QEMU-style single-dash long options (`-smp 4`, `-smp=4`) to `--smp`.

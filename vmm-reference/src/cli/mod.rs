@@ -169,6 +169,41 @@ pub struct RunArgs {
     /// QEMU's everyday switches.
     #[command(flatten)]
     pub qemu: QemuArgs,
+
+    /// Seccomp and privileges.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// How the VMM confines itself (docs/SECURITY.md).
+#[derive(Debug, Args)]
+pub struct SecurityArgs {
+    /// Seccomp filters on every thread: on (a forbidden syscall ends the VMM, naming it),
+    /// log (the kernel logs it and it is allowed), off.
+    #[arg(long, value_name = "MODE", default_value = "on", value_parser = parse_seccomp)]
+    pub seccomp: vmm_sandbox::SeccompMode,
+    /// QEMU's spelling of --seccomp: on|off[,obsolete=..][,elevateprivileges=..][,spawn=..][,resourcecontrol=..].
+    #[arg(long, value_name = "on|off", value_parser = parse_sandbox, conflicts_with = "seccomp")]
+    pub sandbox: Option<vmm_sandbox::SeccompMode>,
+    /// Run as USER[:GROUP] once /dev/kvm is open and the sockets are bound (QEMU's -runas);
+    /// give the ledger a directory that user can write (--ledger-dir).
+    #[arg(long, value_name = "USER[:GROUP]", value_parser = parse_runas)]
+    pub runas: Option<vmm_sandbox::RunAs>,
+    /// Test only: each vCPU thread makes a forbidden syscall before it first enters the guest.
+    #[arg(long, hide = true)]
+    pub seccomp_selftest: bool,
+}
+
+fn parse_seccomp(s: &str) -> Result<vmm_sandbox::SeccompMode, String> {
+    vmm_sandbox::parse_seccomp(s).map_err(|e| e.to_string())
+}
+
+fn parse_sandbox(s: &str) -> Result<vmm_sandbox::SeccompMode, String> {
+    vmm_sandbox::parse_sandbox(s).map_err(|e| e.to_string())
+}
+
+fn parse_runas(s: &str) -> Result<vmm_sandbox::RunAs, String> {
+    vmm_sandbox::parse_runas(s).map_err(|e| e.to_string())
 }
 
 /// Options of a Linux guest (docs/LINUX.md) and the NUMA options both VMs take.

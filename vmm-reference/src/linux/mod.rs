@@ -9,13 +9,12 @@
 //! - [`boot`]: command line, e820, MP table, ACPI (FADT, MADT, DSDT, SRAT, SLIT), zero
 //!   page;
 //! - [`loader`]: vmlinux (ELF) or bzImage, initrd;
-//! - [`bus`]: the platform devices and their interrupts;
-//! - [`serial`]: COM1's backends (`--serial`: stdio, file, null, Unix or TCP socket).
+//!
+//! The devices (COM1 and its `--serial` backends, i8042, ACPI power registers, CPU
+//! hot-plug block) are the `x86-devices` crate's `Platform`.
 
 pub mod boot;
-pub mod bus;
 pub mod loader;
-pub mod serial;
 
 pub use crate::vm::GuestExit;
-pub use serial::{parse_serial, SerialOutput};
+pub use x86_devices::serial::{parse_serial, SerialOutput};

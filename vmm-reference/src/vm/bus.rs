@@ -14,8 +14,8 @@ use kvm_ioctls::VcpuFd;
 use vcpu_lifecycle::{EventSender, PreRunHook, VcpuContext, VcpuError, VcpuHandle};
 
 use super::payload::GuestExit;
-use crate::linux::bus::LinuxBus;
 use crate::probe::ProbeDoorbell;
+use x86_devices::{Platform, VmExit};
 
 /// The devices of one VM.
 #[derive(Debug, Clone)]
@@ -23,7 +23,7 @@ pub enum VmBus {
     /// The probe's doorbell, and nothing else.
     Probe(Arc<ProbeDoorbell>),
     /// A kernel's platform devices.
-    Platform(Arc<LinuxBus>),
+    Platform(Arc<Platform>),
 }
 
 impl VmBus {
@@ -36,7 +36,7 @@ impl VmBus {
     }
 
     /// The platform devices, when the VM runs a kernel.
-    pub fn devices(&self) -> Option<&LinuxBus> {
+    pub fn devices(&self) -> Option<&Platform> {
         match self {
             VmBus::Platform(p) => Some(p),
             VmBus::Probe(_) => None,
@@ -45,20 +45,25 @@ impl VmBus {
 
     /// How the guest ended the VM, once a vCPU stopped it through a device.
     pub fn guest_exit(&self) -> Option<GuestExit> {
-        self.devices().and_then(LinuxBus::guest_exit)
+        match self.devices()?.vm_exit()? {
+            VmExit::Reboot(_) => Some(GuestExit::Reboot),
+            VmExit::PowerOff => Some(GuestExit::PowerOff),
+            VmExit::DebugExit(value) => Some(GuestExit::DebugExit(*value)),
+            VmExit::Stop(_) => None,
+        }
     }
 
     /// The last `n` console lines (none without a console).
     pub fn console_tail(&self, n: usize) -> Vec<String> {
         self.devices()
-            .map(|p| p.console_tail(n))
+            .map(|p| p.com1().console_tail(n))
             .unwrap_or_default()
     }
 
     /// Flush buffered console output.
     pub fn flush_console(&self) {
         if let Some(p) = self.devices() {
-            p.flush_console();
+            p.com1().flush_output();
         }
     }
 
@@ -75,7 +80,7 @@ impl VmBus {
 #[derive(Debug)]
 pub(super) enum Spawner {
     Probe(VcpuContext<ProbeDoorbell>),
-    Platform(VcpuContext<LinuxBus>),
+    Platform(VcpuContext<Platform>),
 }
 
 impl Spawner {

@@ -201,7 +201,7 @@ impl Vmm {
         };
         self.guest
             .configure_plugged_vcpu(&fd, index, &self.bus, reused)?;
-        let mut handle = self.ctx.spawn(index, fd, Some(self.placement.hook()))?;
+        let mut handle = self.ctx.spawn(index, fd, Some(self.vcpu_hook()))?;
         if let Err(e) = handle.start(VCPU_TIMEOUT) {
             if let Ok(fd) = handle.stop_and_take_fd(VCPU_TIMEOUT) {
                 self.parked.insert(index, fd);

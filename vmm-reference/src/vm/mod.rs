@@ -70,6 +70,8 @@ pub struct Vmm {
     plugged: BTreeMap<VcpuIndex, String>,
     /// vCPU fds of unplugged slots: KVM cannot destroy a vCPU, so a re-plug reuses it.
     parked: BTreeMap<VcpuIndex, VcpuFd>,
+    /// The seccomp filters of every thread kind.
+    sandbox: vmm_sandbox::Sandbox,
     /// Boot vCPUs that have not finished their guest work (the probe's end of run).
     pending: std::collections::BTreeSet<VcpuIndex>,
     _slots: MemorySlots,
@@ -117,17 +119,24 @@ impl Vmm {
         })?;
         let (events_tx, events) = event_channel(Some(notify));
         let ctx = bus.spawner(events_tx)?;
+        let sandbox = vmm_sandbox::Sandbox::new(config.security.seccomp)?;
+        // The last moment with one thread: every thread from here on is unprivileged.
+        if config.security.drop_privileges {
+            vmm_sandbox::drop_privileges(config.security.runas.as_ref())?;
+        }
         let apic = topo.apic_layout();
         let mut vcpus = VcpuSet::new();
         for (index, table) in topo.present().zip(&cpuid) {
             let fd = create_vcpu(&vm, index, apic.apic_id(index)?.0, table)?;
             guest.configure_boot_vcpu(&fd, index, &bus)?;
-            vcpus.insert(ctx.spawn(index, fd, Some(placement.hook()))?);
+            let hook = vcpu_hook(&placement, &sandbox, &config.security);
+            vcpus.insert(ctx.spawn(index, fd, Some(hook))?);
         }
         // After the vCPU threads exist: they inherit the creating thread's affinity.
         placement.pin_emulator()?;
         Ok(Self {
             pending: topo.present().collect(),
+            sandbox,
             vcpus,
             events,
             event_fd,
@@ -198,9 +207,25 @@ impl Vmm {
         self.guest.kernel()
     }
 
+    /// COM1's input source (stdin or a socket), for the caller's event loop; `None`
+    /// without one, or once taken.
+    pub fn take_serial_input(&mut self) -> Option<x86_devices::serial::SerialSubscriber> {
+        self.guest.take_serial_input()
+    }
+
     /// The boot tables a Linux payload wrote.
     pub fn boot_tables(&self) -> Option<&crate::linux::boot::BootTables> {
         self.guest.boot_tables()
+    }
+
+    /// The seccomp filters (the event loop installs the main thread's).
+    pub fn sandbox(&self) -> &vmm_sandbox::Sandbox {
+        &self.sandbox
+    }
+
+    /// What a new vCPU thread runs before its first KVM_RUN: its pin, then its filter.
+    fn vcpu_hook(&self) -> vcpu_lifecycle::PreRunHook {
+        vcpu_hook(&self.placement, &self.sandbox, &self.config.security)
     }
 
     /// The placement plan, as `--placement-plan` prints it.
@@ -255,37 +280,34 @@ impl Vmm {
             _slots,
             ram,
             vm,
-            config,
             ..
         } = self;
         drop(vcpus);
         bus.flush_console();
         drop(placement);
-        remove_socket_files(&config);
         std::mem::forget((parked, _slots, ram, vm));
     }
 }
 
-/// Remove the Unix socket files the VM's serial backend created (a file that is no longer
-/// a socket is left alone).
-fn remove_socket_files(config: &VmmConfig) {
-    use crate::linux::serial::{SerialOutput, SocketAddress};
-    use std::os::unix::fs::FileTypeExt;
-    let Some(crate::KernelConfig {
-        serial: SerialOutput::Socket(server),
-        ..
-    }) = (match &config.payload {
-        crate::Payload::Kernel(k) => Some(k),
-        crate::Payload::Probe(_) => None,
-    })
-    else {
-        return;
-    };
-    if let SocketAddress::Unix(path) = &server.address {
-        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-            let _ = std::fs::remove_file(path);
+/// What a vCPU thread runs before its first KVM_RUN: its pin, then its seccomp filter.
+fn vcpu_hook(
+    placement: &VmPlacement,
+    sandbox: &vmm_sandbox::Sandbox,
+    security: &crate::SecurityConfig,
+) -> vcpu_lifecycle::PreRunHook {
+    let pin = placement.hook();
+    let sandbox = sandbox.clone();
+    let selftest = security.selftest_forbidden_syscall;
+    Box::new(move |vcpu, fd| {
+        pin(vcpu, fd)?;
+        sandbox.apply(vmm_sandbox::ThreadKind::Vcpu)?;
+        if selftest {
+            // getppid is in no filter: `on` ends the process naming it, `log` logs it.
+            log::warn!("vCPU {vcpu}: seccomp self-test, calling getppid");
+            let _ = std::os::unix::process::parent_id();
         }
-    }
+        Ok(())
+    })
 }
 
 /// Create the KVM vCPU of slot `index` (boot or hot-plugged): its vCPU id is its APIC id,

@@ -25,10 +25,10 @@ use super::bus::VmBus;
 use crate::config::{KernelConfig, Payload, ProbeConfig};
 use crate::error::{kvm_op, vcpu_op, VmmError};
 use crate::linux::boot::{self, BootInput, BootTables};
-use crate::linux::bus::{BusConfig, LinuxBus};
 use crate::linux::loader::{self, LoadedKernel};
-use crate::linux::serial::SerialBackend;
 use crate::probe::ProbeDoorbell;
+use x86_devices::serial::{SerialBackend, SerialSubscriber};
+use x86_devices::{Platform, PlatformConfig};
 
 /// KVM_SET_TSS_ADDR: three pages in the 32-bit MMIO hole, below the identity-map page
 /// (Firecracker's addresses).
@@ -47,6 +47,9 @@ pub enum GuestExit {
     /// The guest powered itself off through ACPI (S5: `poweroff`, `halt -p`, or an
     /// orderly shutdown after the power button).
     PowerOff,
+    /// The guest wrote this value to isa-debug-exit: the process exits with
+    /// `(value << 1) | 1`, as QEMU's.
+    DebugExit(u32),
 }
 
 /// A payload checked and opened before KVM is touched.
@@ -65,6 +68,11 @@ pub(super) fn prepare(payload: &Payload) -> Result<Prepared<'_>, VmmError> {
             loader::detect_file_format(&k.kernel)?;
             if let Some(initrd) = &k.initrd {
                 loader::initrd_size(initrd)?;
+            }
+            if let x86_devices::serial::SerialOutput::Socket(s) = &k.serial {
+                if s.wait {
+                    eprintln!("vmm-reference: waiting for connection on {}", s.address);
+                }
             }
             Prepared::Kernel(k, SerialBackend::open(&k.serial)?)
         }
@@ -168,16 +176,20 @@ impl Prepared<'_> {
                         setup_header: kernel.setup_header.clone(),
                     },
                 )?;
-                let platform = std::sync::Arc::new(LinuxBus::new(
-                    serial.sink,
-                    BusConfig {
-                        hotplug: tables.hotplug.map(|h| (h, cpus.as_slice())),
-                        power: tables.power,
-                    },
-                )?);
+                let platform = std::sync::Arc::new(Platform::new(PlatformConfig {
+                    console: serial.sink,
+                    power: tables.power,
+                    hotplug: tables.hotplug.map(|h| (h, cpus.as_slice())),
+                    test_devices: None,
+                })?);
                 platform.register_irqfds(vm).map_err(kvm_op("KVM_IRQFD"))?;
-                serial.input.start(&platform);
-                Ok((Guest::Kernel { kernel, tables }, VmBus::Platform(platform)))
+                let input = serial.input.subscriber(platform.com1().clone());
+                let guest = Guest::Kernel {
+                    kernel,
+                    tables,
+                    input,
+                };
+                Ok((guest, VmBus::Platform(platform)))
             }
         }
     }
@@ -192,6 +204,8 @@ pub(super) enum Guest {
     Kernel {
         kernel: LoadedKernel,
         tables: BootTables,
+        /// COM1's input, until the event loop takes it.
+        input: Option<SerialSubscriber>,
     },
 }
 
@@ -200,6 +214,14 @@ impl Guest {
         match self {
             Guest::Probe(p) => Some(p),
             Guest::Kernel { .. } => None,
+        }
+    }
+
+    /// COM1's input source, for the event loop (once).
+    pub(super) fn take_serial_input(&mut self) -> Option<SerialSubscriber> {
+        match self {
+            Guest::Kernel { input, .. } => input.take(),
+            Guest::Probe(_) => None,
         }
     }
 
@@ -232,7 +254,7 @@ impl Guest {
     ) -> Result<(), VmmError> {
         match self {
             Guest::Probe(_) => probe_entry(fd, index, bus),
-            Guest::Kernel { kernel, tables } if index.0 == 0 => linux_bsp(fd, kernel, tables),
+            Guest::Kernel { kernel, tables, .. } if index.0 == 0 => linux_bsp(fd, kernel, tables),
             // The APs keep KVM's initial state: waiting for INIT/SIPI from the guest.
             Guest::Kernel { .. } => Ok(()),
         }

@@ -2,8 +2,8 @@
 //!
 //! [`SerialBackend::open`] creates the output (stdout, a file, nothing, or a socket
 //! server) before the VM starts; a socket server with `wait` blocks there until the
-//! first client connects (printing `waiting for connection on ADDRESS` to standard
-//! error), so the client sees the guest from its first byte. The [`ConsoleSink`] goes to
+//! first client connects (logging `waiting for connection on ADDRESS`; an embedder
+//! that prints it does so before the call), so the client sees the guest from its first byte. The [`ConsoleSink`] goes to
 //! [`crate::Com1::new`]; the [`SerialInput`] becomes a [`SerialSubscriber`] (an
 //! `event-manager` [`MutEventSubscriber`]) that the embedder adds to its `EventManager`.
 //!
@@ -296,7 +296,7 @@ impl SerialBackend {
         })?;
         let sink = SocketSink::default();
         if server.wait {
-            eprintln!("waiting for connection on {address}");
+            log::info!("waiting for connection on {address}");
             let conn = listener.accept().map_err(|source| SerialError::Accept {
                 address: address.clone(),
                 source,
