@@ -52,6 +52,7 @@ pub mod acpi;
 pub mod e820;
 pub mod gdt;
 pub mod layout;
+pub mod linux;
 pub mod long_mode;
 pub mod mptable;
 pub mod paging;

@@ -13,8 +13,8 @@
 //! The devices (COM1 and its `--serial` backends, i8042, ACPI power registers, CPU
 //! hot-plug block) are the `x86-devices` crate's `Platform`.
 
-pub mod boot;
-pub mod loader;
+pub use x86_boot::linux as boot;
+pub use x86_boot::linux::loader;
 
 pub use crate::vm::GuestExit;
 pub use x86_devices::serial::{parse_serial, SerialOutput};

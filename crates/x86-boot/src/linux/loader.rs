@@ -10,9 +10,9 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use crate::layout::HIGH_MEMORY_START;
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
-use x86_boot::layout::HIGH_MEMORY_START;
 
 /// Offset of the 64-bit entry point in a bzImage's protected-mode code.
 pub const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;

@@ -5,18 +5,20 @@
 //! No KVM here: [`write_boot_tables`] takes any `GuestMemory`, so the unit tests below
 //! check the result on an ordinary mapping.
 
+use crate::acpi::{
+    self, AcpiConfig, AcpiError, AcpiLayout, AcpiTables, CpuHotplugConfig, MemoryRange, PowerConfig,
+};
+use crate::e820::{build_e820_map, E820Entry, E820Error, E820Type};
+use crate::long_mode::{write_long_mode_tables, LongModeError, LongModeLayout};
+use crate::mptable::{write_mptable, MpTableError};
+use crate::platform::MAX_XAPIC_ID;
+use crate::zero_page::{write_zero_page, ZeroPageConfig, ZeroPageError};
+use crate::{layout, CpuEntry, IoApicConfig};
 use cpu_topology::{CpuTopology, TopologyError};
 use guest_memory::{MemoryLayout, NumaTopology};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
-use x86_boot::acpi::{
-    self, AcpiConfig, AcpiError, AcpiLayout, AcpiTables, CpuHotplugConfig, MemoryRange, PowerConfig,
-};
-use x86_boot::e820::{build_e820_map, E820Entry, E820Error, E820Type};
-use x86_boot::long_mode::{write_long_mode_tables, LongModeError, LongModeLayout};
-use x86_boot::mptable::{write_mptable, MpTableError};
-use x86_boot::platform::MAX_XAPIC_ID;
-use x86_boot::zero_page::{write_zero_page, ZeroPageConfig, ZeroPageError};
-use x86_boot::{layout, CpuEntry, IoApicConfig};
+
+pub mod loader;
 
 /// The command line when `--append` is not given: COM1 console from the first line on,
 /// reboot through the keyboard controller (the VM then ends cleanly), reboot at once on
@@ -305,10 +307,10 @@ pub fn write_boot_tables<M: GuestMemory + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::zero_page::offsets;
     use cpu_topology::smp::parse_smp;
     use guest_memory::{NumaConfig, NumaMachine, UnassignedCpus};
     use vm_memory::GuestMemoryMmap;
-    use x86_boot::zero_page::offsets;
 
     const MIB: u64 = 1 << 20;
 
