@@ -2,7 +2,7 @@
 //!
 //! Event sources, all on the same epoll set:
 //! - the VM's lifecycle eventfd ([`Vmm::event_fd`]): a vCPU halted or stopped the VM;
-//! - a signalfd for SIGTERM, SIGINT and SIGHUP ([`TerminationSignals`]);
+//! - a signalfd for SIGTERM, SIGINT and SIGHUP ((`TerminationSignals`));
 //! - a timerfd for `--timeout` (without a monitor) and one that polls for CPUs a Linux
 //!   guest ejected (with a monitor);
 //! - the monitor's quit eventfd, written when a client sends `quit`.

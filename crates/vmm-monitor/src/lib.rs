@@ -50,6 +50,7 @@
 pub mod backend;
 mod client;
 pub mod commands;
+pub mod control;
 pub mod events;
 pub mod fake;
 pub mod hmp;

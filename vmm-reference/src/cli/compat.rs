@@ -86,7 +86,7 @@ pub struct QemuArgs {
     /// Accepted for QEMU compatibility: the VM has only the devices its guest needs.
     #[arg(long)]
     pub nodefaults: bool,
-    /// A device, QEMU syntax (repeatable): isa-debug-exit[,iobase=0xf4][,iosize=4] or
+    /// A device, QEMU syntax (repeatable): isa-debug-exit,iobase=0xf4,iosize=4 or
     /// pc-testdev (for test kernels such as kvm-unit-tests).
     #[arg(long = "device", value_name = "DEVICE", value_parser = parse_device)]
     pub device: Vec<DeviceOption>,

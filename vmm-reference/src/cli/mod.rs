@@ -182,10 +182,11 @@ pub struct SecurityArgs {
     /// log (the kernel logs it and it is allowed), off.
     #[arg(long, value_name = "MODE", default_value = "on", value_parser = parse_seccomp)]
     pub seccomp: vmm_sandbox::SeccompMode,
-    /// QEMU's spelling of --seccomp: on|off[,obsolete=..][,elevateprivileges=..][,spawn=..][,resourcecontrol=..].
+    /// QEMU's spelling of --seccomp: on|off, optionally with obsolete=, elevateprivileges=,
+    /// spawn= and resourcecontrol= (accepted; the filters deny all of these).
     #[arg(long, value_name = "on|off", value_parser = parse_sandbox, conflicts_with = "seccomp")]
     pub sandbox: Option<vmm_sandbox::SeccompMode>,
-    /// Run as USER[:GROUP] once /dev/kvm is open and the sockets are bound (QEMU's -runas);
+    /// Run as USER or USER:GROUP once /dev/kvm is open and the sockets are bound (QEMU's -runas);
     /// give the ledger a directory that user can write (--ledger-dir).
     #[arg(long, value_name = "USER[:GROUP]", value_parser = parse_runas)]
     pub runas: Option<vmm_sandbox::RunAs>,

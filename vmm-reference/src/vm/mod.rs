@@ -9,10 +9,10 @@
 //! an in-kernel local APIC). Each vCPU thread applies its pin before its first KVM_RUN;
 //! the calling thread takes the emulator pin once every vCPU thread exists.
 //!
-//! - [`payload`]: what differs between guests (irqchip, image, vCPU entry state, devices);
-//! - [`bus`]: the VM's one exit handler;
-//! - [`control`]: hot-plug, registers, guest memory, re-pin (what a monitor asks for);
-//! - [`wait`]: running to the end without a monitor, and the end-of-run reports.
+//! - `payload`: what differs between guests (irqchip, image, vCPU entry state, devices);
+//! - `bus`: the VM's one exit handler;
+//! - `control`: hot-plug, registers, guest memory, re-pin (what a monitor asks for);
+//! - `wait`: running to the end without a monitor, and the end-of-run reports.
 
 mod bus;
 mod control;
