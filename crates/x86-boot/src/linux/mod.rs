@@ -249,7 +249,7 @@ pub struct BootTables {
 }
 
 /// Write everything a Linux guest reads at boot into `mem`, at the addresses of
-/// [`x86_boot::layout`].
+/// [`crate::layout`].
 pub fn write_boot_tables<M: GuestMemory + ?Sized>(
     mem: &M,
     input: BootInput<'_>,
