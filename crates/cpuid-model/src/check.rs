@@ -198,7 +198,7 @@ pub fn resolve(spec: &ModelSpec, supported: &CpuidTable) -> Result<Resolved, Che
     // With SVM asked for, the model's SVM leaf features come with it.
     if !model.is_passthrough() && explicit.contains_key("svm") {
         for f in model.features.iter().filter(|f| is_svm_leaf(f)) {
-            if !requested.get(f.name).is_some_and(|(_, on)| !on) {
+            if requested.get(f.name).is_none_or(|(_, on)| *on) {
                 explicit.insert(f.name, f);
             }
         }
