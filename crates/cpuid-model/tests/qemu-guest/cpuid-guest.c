@@ -3,7 +3,7 @@
  *   gcc -m32 -ffreestanding -fno-pic -nostdlib -static -O2 -Wl,-Ttext=0x100000 \
  *       -Wl,--build-id=none -o cpuid-guest.elf cpuid-guest.c
  *   qemu-system-x86_64 -accel tcg -cpu EPYC-Rome -kernel cpuid-guest.elf -display none \
- *       -debugcon file:out.txt -device isa-debug-exit
+ *       -debugcon file:out.txt -device isa-debug-exit,iobase=0xf4,iosize=0x04
  * Used to check what QEMU 7.2 gives a model's guest (caches, 0xD, address sizes). */
 #define MB_MAGIC 0x1BADB002u
 #define MB_FLAGS 0x00000003u
