@@ -176,7 +176,7 @@ pub(crate) fn build(input: &ModelInput, host: &CpuidTable) -> CpuidTable {
     let mut t = CpuidTable::new();
 
     for leaf in 0..=level.min(0xff) {
-        put(&mut t, leaf, 0, [0; 4], false);
+        put(&mut t, leaf, 0, [0; 4], crate::dump::is_indexed_leaf(leaf));
     }
     put(&mut t, 0, 0, [level, vb, vc, vd], false);
     put(&mut t, 1, 0, [sig, CLFLUSH_64, 0, 0], false);
@@ -264,7 +264,7 @@ fn extended_leaves(
 ) {
     let [vb, vd, vc] = vendor_words(&input.vendor);
     for leaf in 0x8000_0000..=xlevel.min(0x8000_00ff) {
-        put(t, leaf, 0, [0; 4], false);
+        put(t, leaf, 0, [0; 4], crate::dump::is_indexed_leaf(leaf));
     }
     put(t, 0x8000_0000, 0, [xlevel, vb, vc, vd], false);
     put(t, 0x8000_0001, 0, [sig, 0, 0, 0], false);
