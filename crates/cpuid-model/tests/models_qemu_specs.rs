@@ -223,3 +223,51 @@ fn kvm_the_three_specs_warn_and_refuse_as_qemu_does_on_this_host() {
         assert_eq!(ours, qemu, "{spec_text}");
     }
 }
+
+fn phys_bits_of(t: &CpuidTable) -> u32 {
+    t.regs(CpuidKey::leaf(0x8000_0008)).unwrap().eax & 0xff
+}
+
+#[test]
+fn address_width_comes_from_the_spec_or_on_request_the_host() {
+    let host = zen4();
+    let host_bits = phys_bits_of(&host);
+    assert_ne!(host_bits, 40);
+    for (cpu, bits) in [
+        ("EPYC", 40),
+        ("EPYC,phys-bits=44", 44),
+        ("EPYC,host-phys-bits=on", host_bits),
+        (
+            "EPYC,host-phys-bits=on,host-phys-bits-limit=39",
+            39.min(host_bits),
+        ),
+        ("EPYC,phys-bits=44,host-phys-bits=on", host_bits),
+    ] {
+        let r = check::resolve(&spec::parse(cpu).unwrap(), &host).unwrap();
+        assert_eq!(phys_bits_of(&r.table), bits, "{cpu}");
+        // Virtual address bits: 48 without LA57 (the host has LA57).
+        assert_eq!(
+            r.table.regs(CpuidKey::leaf(0x8000_0008)).unwrap().eax >> 8 & 0xff,
+            48
+        );
+    }
+}
+
+#[test]
+fn l3_cache_off_hides_the_l3_as_qemu_does() {
+    let host = clx();
+    let on = check::resolve(&spec::parse("Skylake-Server").unwrap(), &host).unwrap();
+    let off = check::resolve(&spec::parse("Skylake-Server,l3-cache=off").unwrap(), &host).unwrap();
+    let regs = |t: &CpuidTable, leaf, sub| t.regs(CpuidKey::subleaf(leaf, sub)).unwrap();
+    // Leaf 2 ECX: 16 MiB L3 descriptor, or none.
+    assert_eq!(
+        (regs(&on.table, 2, 0).ecx, regs(&off.table, 2, 0).ecx),
+        (0x4d, 0)
+    );
+    // Leaf 4: the L3 subleaf, or the null subleaf in its place.
+    assert_eq!(regs(&on.table, 4, 3).eax & 0xff, 0x63);
+    assert_eq!(regs(&off.table, 4, 3).eax, 0);
+    // 0x8000_0006 EDX: the L3, or 0.
+    assert_eq!(regs(&on.table, 0x8000_0006, 0).edx, 0x0080_8140);
+    assert_eq!(regs(&off.table, 0x8000_0006, 0).edx, 0);
+}
