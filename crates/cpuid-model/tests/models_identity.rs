@@ -58,6 +58,13 @@ fn every_model_plans_the_same_tables_on_an_amd_and_an_intel_host() {
         for (i, (x, y)) in ta.iter().zip(&tb).enumerate() {
             let d = cpuid_model::diff::diff(x, y);
             assert!(d.is_empty(), "{} vCPU {i}:\n{d}", m.name);
+            // And the table fits one KVM_SET_CPUID2.
+            assert!(
+                cpuid_model::kvm::to_kvm(x).is_ok(),
+                "{}: {} entries",
+                m.name,
+                x.len()
+            );
         }
         // With options too: the address width and the L3 switch come from the spec.
         let opts = format!("{},phys-bits=44,l3-cache=off", m.name);
