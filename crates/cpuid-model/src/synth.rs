@@ -112,7 +112,7 @@ pub(crate) struct ModelInput<'a> {
     pub model: &'a CpuModel,
     /// The 12-byte vendor string the guest sees.
     pub vendor: [u8; 12],
-    /// Features asked for (model, spec, accelerator defaults), before the host check:
+    /// Features asked for (the model's and the spec's), before the host check:
     /// they set the levels, as QEMU's automatic level does.
     pub requested: &'a [&'static Feature],
     /// Features the guest gets (requested and supported by the host).
