@@ -143,3 +143,90 @@ fn baseline_of_a_fleet() {
     let out = vmm(&["cpuid-baseline", "/nonexistent"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn bad_cpu_specs_are_one_line_errors_with_exit_2() {
+    let zen4 = fixture("host-amd-zen4.txt");
+    for (cpu, says) in [
+        ("Skylake-Servr", "unknown CPU model 'Skylake-Servr'"),
+        ("EPYC-Rome-v7", "unknown CPU model 'EPYC-Rome-v7'"),
+        ("EPYC-Rome-v2,+avx9", "unknown CPU feature 'avx9'"),
+        ("EPYC,phys-bits=0", "invalid value '0' for 'phys-bits'"),
+        ("EPYC,phys-bits=53", "invalid value '53' for 'phys-bits'"),
+    ] {
+        let out = vmm(&[
+            "cpuid-plan",
+            "--host-dump",
+            zen4.to_str().unwrap(),
+            "--cpu",
+            cpu,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{cpu}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{cpu}: {err}");
+        assert!(err.contains(says), "{cpu}: {err}");
+    }
+}
+
+/// A copy of a fixture dump with every feature of `model` (and QEMU's KVM defaults) on.
+fn dump_with_features_of(host: &str, model: &str, dir: &Path) -> PathBuf {
+    use cpuid_model::{check, dump, features, model as models, CpuidEntry};
+    let text = std::fs::read_to_string(fixture(host)).unwrap();
+    let mut t = dump::parse_raw(&text).unwrap().remove(0).table;
+    let m = models::find(model).unwrap();
+    let defaults = check::KVM_DEFAULT_ON
+        .iter()
+        .map(|n| features::by_name(n).unwrap());
+    for f in m.features.iter().copied().chain(defaults) {
+        if t.get(f.key()).is_none() {
+            t.insert(f.key(), CpuidEntry::default());
+        }
+        f.set(&mut t, true);
+    }
+    let path = dir.join(format!("{model}-{host}"));
+    std::fs::write(&path, dump::to_raw_string(&[(0, &t)])).unwrap();
+    path
+}
+
+#[test]
+fn a_named_model_plans_the_same_cpuid_on_an_amd_and_an_intel_host() {
+    let dir = tempfile::tempdir().unwrap();
+    for cpu in [
+        "Skylake-Server-v4",
+        "EPYC-Rome-v2",
+        "Cooperlake-v2",
+        "Dhyana",
+    ] {
+        let mut dumps = Vec::new();
+        for host in ["host-amd-zen4.txt", "host-intel-cascadelake-synth.txt"] {
+            let hd = dump_with_features_of(host, cpu, dir.path());
+            let raw = dir.path().join(format!("{cpu}-{host}.plan"));
+            let out = vmm(&[
+                "cpuid-plan",
+                "--host-dump",
+                hd.to_str().unwrap(),
+                "--smp",
+                "6,sockets=2,cores=3",
+                "--cpu",
+                cpu,
+                "--dump-cpuid",
+                raw.to_str().unwrap(),
+            ]);
+            assert!(
+                out.status.success(),
+                "{cpu} on {host}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = std::fs::read_to_string(&raw).unwrap();
+            // The hypervisor leaves belong to the accelerator, not the model.
+            let model_lines: Vec<String> = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("0x4000"))
+                .map(str::to_string)
+                .collect();
+            dumps.push(model_lines);
+        }
+        assert!(dumps[0].len() > 40, "{cpu}");
+        assert_eq!(dumps[0], dumps[1], "{cpu}");
+    }
+}

@@ -100,7 +100,8 @@ pub fn baseline(hosts: &[CpuidTable]) -> Result<Baseline, BaselineError> {
     let runnable: Vec<(usize, &'static CpuModel)> = model::all()
         .iter()
         .enumerate()
-        .filter(|(_, m)| !m.is_passthrough())
+        // Versioned names only (aliases repeat them), and not `base`.
+        .filter(|(_, m)| !m.is_passthrough() && m.alias_of.is_none() && m.vendor.is_some())
         .filter(|(_, m)| {
             hosts
                 .iter()

@@ -1,33 +1,25 @@
 //! Resolve a [`ModelSpec`] against the host: the CPUID table KVM supports
-//! (`KVM_GET_SUPPORTED_CPUID`, passed in as a [`CpuidTable`]) becomes the base
-//! table of the guest.
+//! (`KVM_GET_SUPPORTED_CPUID`, passed in as a [`CpuidTable`]) decides which of the
+//! model's features the guest gets; everything else comes from the model.
 //!
-//! For a named model, starting from the supported table:
-//! 1. Every catalogued feature bit is cleared unless the model (after the
-//!    spec's `+/-` changes) enables it *and* the host supports it. Bits outside
-//!    the catalogue keep the host's value.
-//! 2. A requested feature the host lacks is dropped with a warning in QEMU's
-//!    words (`host doesn't support requested feature: CPUID.07H:EBX.hle
-//!    [bit 4]`), or, with `enforce`, the resolve fails listing all of them.
-//! 3. Family/model/stepping (leaf 1 EAX, mirrored to 0x8000_0001 EAX on AMD),
-//!    the brand string (0x8000_0002..=0x8000_0004) and the level limits
-//!    (leaf 0 and 0x8000_0000 EAX) come from the model. Levels are raised to
-//!    cover every enabled feature's leaf (as QEMU's automatic level does),
-//!    capped at what the host supports; entries above the limits are removed.
-//! 4. XSAVE state components whose feature is off are removed from leaf 0xD
-//!    (XCR0 mask in 0xD.0 EAX, their 0xD.N subleaves, the size in 0xD.0 ECX).
+//! For a named model:
+//! 1. The features asked for are the model's list, QEMU's KVM defaults (`hypervisor`
+//!    and `x2apic` on when the host has them, `acpi`, `monitor` and `svm` off unless the
+//!    spec asks for them) and the spec's `+/-` changes.
+//! 2. A requested feature the host lacks is dropped with a warning in QEMU's words
+//!    (`host doesn't support requested feature: CPUID.07H:EBX.hle [bit 4]`), or, with
+//!    `enforce`, the resolve fails listing all of them.
+//! 3. The table is built from the model alone: the model's vendor,
+//!    family/model/stepping, brand string, levels (raised to cover every requested
+//!    feature, as QEMU's automatic level), caches (leaf 2, leaf 4, 0x8000_0005/6,
+//!    0x8000_001D), XSAVE leaf 0xD for the enabled components only, physical address
+//!    bits (40, `phys-bits=N`, or the host's with `host-phys-bits=on`) and zeros for every
+//!    leaf the model does not describe. Only the hypervisor leaves (0x4000_00xx) are
+//!    the host's, so two hosts that both have the model's features give the same table.
 //!
-//! The vendor string stays the host's: KVM needs the guest vendor to match the
-//! host for instruction emulation (QEMU does the same under KVM). A model
-//! defined for the other vendor gets a warning.
-//!
-//! QEMU's KVM defaults apply to named models: `hypervisor` and `x2apic` are
-//! turned on when the host supports them (silently otherwise), and `acpi`,
-//! `monitor` and `svm` are turned off unless the spec asks for them.
-//!
-//! `host` and `max` return the supported table unchanged apart from the
-//! spec's feature changes. Cache and topology leaves are left for the
-//! per-vCPU normaliser.
+//! `host` and `max` return the supported table unchanged apart from the spec's feature
+//! changes (and leaf 0xD trimmed to the enabled components). Topology fields are left
+//! for the per-vCPU normaliser.
 //!
 //! ```
 //! use cpuid_model::{check, features, spec, CpuidEntry, CpuidKey, CpuidRegs, CpuidTable};
@@ -63,18 +55,15 @@ use std::fmt;
 use thiserror::Error;
 
 use crate::features::{self, Feature};
-use crate::model::{CpuModel, Vendor};
+use crate::model::CpuModel;
 use crate::spec::{Ambiguity, ModelSpec};
-use crate::table::{CpuidEntry, CpuidKey, CpuidRegs, CpuidTable};
+use crate::synth;
+use crate::table::{CpuidKey, CpuidRegs, CpuidTable};
 
 /// Features QEMU turns on for every named model under KVM (when supported).
 pub const KVM_DEFAULT_ON: &[&str] = &["hypervisor", "x2apic"];
 /// Features QEMU turns off for every named model under KVM unless asked for.
 pub const KVM_DEFAULT_OFF: &[&str] = &["acpi", "monitor", "svm"];
-
-/// Leaf 1 EDX bits that AMD repeats in 0x8000_0001 EDX (fpu..apic, mtrr..pse36,
-/// mmx, fxsr).
-const AMD_EDX_ALIASES: u32 = 0x0183_f3ff;
 
 /// XSAVE state components (XCR0 bit) and the feature that enables each.
 const XSAVE_COMPONENTS: &[(u32, &str)] = &[
@@ -94,15 +83,6 @@ const XSAVE_COMPONENTS: &[(u32, &str)] = &[
 pub enum ModelWarning {
     /// A requested feature the host lacks; it was dropped.
     FeatureUnavailable(&'static Feature),
-    /// The model was defined for another vendor than the host's.
-    VendorMismatch {
-        /// Model name.
-        model: String,
-        /// Vendor the model was defined for.
-        model_vendor: Vendor,
-        /// The host's vendor string (kept for the guest).
-        host_vendor: String,
-    },
     /// A feature given in both the `+/-` and the `=on|off` form.
     AmbiguousSpec(Ambiguity),
 }
@@ -114,15 +94,6 @@ impl fmt::Display for ModelWarning {
                 f,
                 "host doesn't support requested feature: {}",
                 describe(feat)
-            ),
-            ModelWarning::VendorMismatch {
-                model,
-                model_vendor,
-                host_vendor,
-            } => write!(
-                f,
-                "CPU model '{model}' is defined for {model_vendor}; \
-                 the guest keeps the host vendor {host_vendor}"
             ),
             ModelWarning::AmbiguousSpec(a) => a.fmt(f),
         }
@@ -159,20 +130,30 @@ pub struct Resolved {
     pub model: &'static CpuModel,
     /// The guest's base CPUID table (before per-vCPU normalisation).
     pub table: CpuidTable,
-    /// Findings, in order: vendor, ambiguous spec items, dropped features.
+    /// Findings, in order: ambiguous spec items, dropped features.
     pub warnings: Vec<ModelWarning>,
 }
 
-/// The features a named model needs from the host under QEMU's KVM defaults
-/// (its list without [`KVM_DEFAULT_OFF`]). Empty for `host` / `max`.
+/// The features a named model needs from the host under QEMU's KVM defaults: its list
+/// without [`KVM_DEFAULT_OFF`] and, as SVM is off, without the SVM leaf's features
+/// (0x8000_000A EDX: `npt`, `nrip-save`, ...), which a guest without SVM never reads.
+/// Empty for `host` / `max`.
 pub fn required_features(model: &CpuModel) -> Vec<&'static Feature> {
     model
         .features
         .iter()
         .copied()
-        .filter(|f| !KVM_DEFAULT_OFF.contains(&f.name))
+        .filter(|f| !KVM_DEFAULT_OFF.contains(&f.name) && !is_svm_leaf(f))
         .collect()
 }
+
+/// True for the SVM feature leaf's bits (0x8000_000A EDX).
+fn is_svm_leaf(f: &Feature) -> bool {
+    f.leaf == SVM_LEAF
+}
+
+/// The SVM feature leaf.
+const SVM_LEAF: u32 = 0x8000_000a;
 
 /// The model's required features that `supported` lacks, in model order.
 pub fn missing_features(model: &CpuModel, supported: &CpuidTable) -> Vec<&'static Feature> {
@@ -184,23 +165,13 @@ pub fn missing_features(model: &CpuModel, supported: &CpuidTable) -> Vec<&'stati
 
 /// Resolve `spec` against the host's supported table. See the module docs.
 pub fn resolve(spec: &ModelSpec, supported: &CpuidTable) -> Result<Resolved, CheckError> {
-    let host_vendor_bytes = supported.vendor().ok_or(CheckError::NoVendor)?;
-    let host_vendor = Vendor::from_bytes(&host_vendor_bytes);
+    let host_vendor = supported.vendor().ok_or(CheckError::NoVendor)?;
     let model = spec.model;
-    let mut warnings = Vec::new();
-
-    if let (Some(mv), false) = (model.vendor, model.vendor == host_vendor) {
-        warnings.push(ModelWarning::VendorMismatch {
-            model: model.name.clone(),
-            model_vendor: mv,
-            host_vendor: String::from_utf8_lossy(&host_vendor_bytes).into_owned(),
-        });
-    }
-    warnings.extend(
-        spec.ambiguities()
-            .into_iter()
-            .map(ModelWarning::AmbiguousSpec),
-    );
+    let mut warnings: Vec<ModelWarning> = spec
+        .ambiguities()
+        .into_iter()
+        .map(ModelWarning::AmbiguousSpec)
+        .collect();
 
     // Explicit: the model's list and the spec's "on" items; a missing one is
     // reported. Soft: KVM defaults, silently skipped when unsupported.
@@ -224,6 +195,14 @@ pub fn resolve(spec: &ModelSpec, supported: &CpuidTable) -> Result<Resolved, Che
             explicit.remove(name);
         }
     }
+    // With SVM asked for, the model's SVM leaf features come with it.
+    if !model.is_passthrough() && explicit.contains_key("svm") {
+        for f in model.features.iter().filter(|f| is_svm_leaf(f)) {
+            if requested.get(f.name).is_none_or(|(_, on)| *on) {
+                explicit.insert(f.name, f);
+            }
+        }
+    }
 
     let mut missing: Vec<&'static Feature> = features::all()
         .iter()
@@ -239,23 +218,38 @@ pub fn resolve(spec: &ModelSpec, supported: &CpuidTable) -> Result<Resolved, Che
         warnings.extend(missing.drain(..).map(ModelWarning::FeatureUnavailable));
     }
 
-    let mut table = supported.clone();
-    if model.is_passthrough() {
+    let table = if model.is_passthrough() {
+        let mut table = supported.clone();
         for (f, on) in requested.values() {
             f.set(&mut table, *on && f.is_set(supported));
         }
+        fix_xsave_components(&mut table);
+        table
     } else {
-        for f in features::all() {
-            let on = explicit.contains_key(f.name) || soft.contains_key(f.name);
-            f.set(&mut table, on && f.is_set(supported));
-        }
-        if host_vendor.is_some_and(Vendor::is_amd_like) {
-            mirror_amd_edx_aliases(&mut table, supported);
-        }
-        apply_identity(&mut table, model, host_vendor);
-        apply_levels(&mut table, model, supported);
-    }
-    fix_xsave_components(&mut table);
+        let asked: Vec<&'static Feature> = features::all()
+            .iter()
+            .filter(|f| explicit.contains_key(f.name))
+            .collect();
+        let enabled: Vec<&'static Feature> = features::all()
+            .iter()
+            .filter(|f| explicit.contains_key(f.name) || soft.contains_key(f.name))
+            .filter(|f| f.is_set(supported))
+            .collect();
+        let vendor = model.vendor.map_or(host_vendor, |v| {
+            let mut b = [0u8; 12];
+            b.copy_from_slice(v.as_str().as_bytes());
+            b
+        });
+        let input = synth::ModelInput {
+            model,
+            vendor,
+            requested: &asked,
+            enabled: &enabled,
+            phys_bits: phys_bits(spec, supported),
+            l3_cache: spec.l3_cache,
+        };
+        synth::build(&input, supported)
+    };
 
     Ok(Resolved {
         model,
@@ -264,13 +258,16 @@ pub fn resolve(spec: &ModelSpec, supported: &CpuidTable) -> Result<Resolved, Che
     })
 }
 
-fn mirror_amd_edx_aliases(table: &mut CpuidTable, supported: &CpuidTable) {
-    let leaf1 = table.regs(CpuidKey::leaf(1)).map_or(0, |r| r.edx);
+/// The guest's physical address width: `phys-bits`, or with `host-phys-bits=on` the
+/// host's (0x8000_0008 `EAX[7:0]`, capped by `host-phys-bits-limit`), else 40.
+pub fn phys_bits(spec: &ModelSpec, supported: &CpuidTable) -> u32 {
     let host = supported
-        .regs(CpuidKey::leaf(0x8000_0001))
-        .map_or(0, |r| r.edx);
-    if let Some(e) = table.get_mut(CpuidKey::leaf(0x8000_0001)) {
-        e.regs.edx = (e.regs.edx & !AMD_EDX_ALIASES) | (leaf1 & host & AMD_EDX_ALIASES);
+        .regs(CpuidKey::leaf(0x8000_0008))
+        .map(|r| r.eax & 0xff)
+        .filter(|b| *b > 0);
+    match (spec.phys_bits.host, host) {
+        (true, Some(h)) => spec.phys_bits.host_limit.map_or(h, |l| h.min(l)),
+        _ => spec.phys_bits.bits.unwrap_or(synth::DEFAULT_PHYS_BITS),
     }
 }
 
@@ -287,72 +284,6 @@ pub fn encode_signature(family: u32, model: u32, stepping: u32) -> u32 {
         | (fam << 8)
         | (((model >> 4) & 0xf) << 16)
         | (ext_fam << 20)
-}
-
-fn apply_identity(table: &mut CpuidTable, model: &CpuModel, vendor: Option<Vendor>) {
-    let sig = encode_signature(model.family, model.model, model.stepping);
-    if let Some(e) = table.get_mut(CpuidKey::leaf(1)) {
-        e.regs.eax = sig;
-    }
-    if vendor.is_some_and(Vendor::is_amd_like) {
-        if let Some(e) = table.get_mut(CpuidKey::leaf(0x8000_0001)) {
-            e.regs.eax = sig;
-        }
-    }
-    let mut brand = [0u8; 48];
-    let id = model.model_id.as_bytes();
-    let n = id.len().min(48);
-    brand[..n].copy_from_slice(&id[..n]);
-    for (i, chunk) in brand.chunks_exact(16).enumerate() {
-        let word =
-            |j: usize| u32::from_le_bytes([chunk[j], chunk[j + 1], chunk[j + 2], chunk[j + 3]]);
-        let regs = CpuidRegs {
-            eax: word(0),
-            ebx: word(4),
-            ecx: word(8),
-            edx: word(12),
-        };
-        // i < 3, so the addition cannot overflow.
-        let key = CpuidKey::leaf(0x8000_0002 + i as u32);
-        table.insert(
-            key,
-            CpuidEntry {
-                regs,
-                indexed: false,
-            },
-        );
-    }
-}
-
-fn apply_levels(table: &mut CpuidTable, model: &CpuModel, supported: &CpuidTable) {
-    let host_level = supported.regs(CpuidKey::leaf(0)).map_or(0, |r| r.eax);
-    let host_xlevel = supported
-        .regs(CpuidKey::leaf(0x8000_0000))
-        .map_or(0, |r| r.eax);
-    let enabled = features::present_in(table);
-    let need_level = enabled
-        .iter()
-        .map(|f| f.leaf)
-        .filter(|l| *l < 0x4000_0000)
-        .fold(model.level, u32::max);
-    let need_xlevel = enabled
-        .iter()
-        .map(|f| f.leaf)
-        .filter(|l| *l >= 0x8000_0000)
-        .fold(model.xlevel.max(0x8000_0004), u32::max);
-    let level = need_level.min(host_level);
-    let xlevel = need_xlevel.min(host_xlevel);
-    if let Some(e) = table.get_mut(CpuidKey::leaf(0)) {
-        e.regs.eax = level;
-    }
-    if let Some(e) = table.get_mut(CpuidKey::leaf(0x8000_0000)) {
-        e.regs.eax = xlevel;
-    }
-    table.retain(|k, _| match k.leaf {
-        l if l < 0x4000_0000 => l <= level,
-        l if (0x8000_0000..0x9000_0000).contains(&l) => xlevel >= 0x8000_0000 && l <= xlevel,
-        _ => true,
-    });
 }
 
 fn fix_xsave_components(table: &mut CpuidTable) {

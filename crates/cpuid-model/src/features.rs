@@ -141,6 +141,8 @@ const L1D: u32 = 0x1;
 const L7: u32 = 0x7;
 const XSAVE: u32 = 0xd;
 const E1: u32 = 0x8000_0001;
+/// The SVM feature leaf.
+const SVM: u32 = 0x8000_000a;
 
 static CATALOGUE: &[Feature] = &[
     // CPUID.01H:EDX
@@ -404,6 +406,21 @@ static CATALOGUE: &[Feature] = &[
         feat("amd_ssb_no", "amd-no-ssb", 0x8000_0008, 0, Ebx, 26, Amd),
         &["amd_no_ssb"],
     ),
+    // CPUID.8000000AH:EDX (SVM features; QEMU spellings where Linux has none)
+    feat("npt", "npt", SVM, 0, Edx, 0, Amd),
+    feat("lbrv", "lbrv", SVM, 0, Edx, 1, Amd),
+    feat("svm_lock", "svm-lock", SVM, 0, Edx, 2, Amd),
+    feat("nrip_save", "nrip-save", SVM, 0, Edx, 3, Amd),
+    feat("tsc_scale", "tsc-scale", SVM, 0, Edx, 4, Amd),
+    feat("vmcb_clean", "vmcb-clean", SVM, 0, Edx, 5, Amd),
+    feat("flushbyasid", "flushbyasid", SVM, 0, Edx, 6, Amd),
+    feat("decodeassists", "decodeassists", SVM, 0, Edx, 7, Amd),
+    feat("pausefilter", "pause-filter", SVM, 0, Edx, 10, Amd),
+    feat("pfthreshold", "pfthreshold", SVM, 0, Edx, 12, Amd),
+    feat("avic", "avic", SVM, 0, Edx, 13, Amd),
+    feat("v_vmsave_vmload", "v-vmsave-vmload", SVM, 0, Edx, 15, Amd),
+    feat("vgif", "vgif", SVM, 0, Edx, 16, Amd),
+    feat("svme_addr_chk", "svme-addr-chk", SVM, 0, Edx, 28, Amd),
     // CPUID.80000021H:EAX
     feat(
         "no_nested_data_bp",

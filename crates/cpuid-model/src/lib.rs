@@ -7,8 +7,9 @@
 //!
 //! The pipeline a VMM runs once per VM:
 //! 1. [`spec::parse`] a QEMU-style model spec (`EPYC,+avx2,-x2apic,enforce`),
-//! 2. [`check::resolve`] it against the host: the model's features the host supports, the
-//!    rest dropped with a warning (or refused under `enforce`), the host's vendor kept,
+//! 2. [`check::resolve`] it against the host: the model's CPUID (vendor, levels, caches,
+//!    XSAVE layout, address sizes, all from the model), with the features the host
+//!    lacks dropped with a warning (or refused under `enforce`),
 //! 3. [`normalize::Normalizer`] turns that base table into each vCPU's table: APIC ids and
 //!    the topology leaves (0x1, 0x4, 0xB, 0x1F, 0x8000_0001/8/1D/1E), Intel and AMD each in
 //!    their own module,
@@ -36,6 +37,7 @@
 mod table;
 
 pub mod baseline;
+pub mod cache;
 pub mod check;
 pub mod decode;
 pub mod diff;
@@ -46,5 +48,6 @@ pub mod kvm;
 pub mod model;
 pub mod normalize;
 pub mod spec;
+mod synth;
 
 pub use table::{CpuidEntry, CpuidKey, CpuidRegs, CpuidTable, Reg};

@@ -14,6 +14,10 @@
 //! - `check`: warn about features the host lacks. On by default, as in QEMU;
 //!   `check=off` silences those warnings.
 //! - Empty items (`Haswell,,+avx,`) are skipped, as QEMU's parser does.
+//! - Model options, as QEMU's properties of the same names: `phys-bits=N` (32 to 52;
+//!   named models default to 40), `host-phys-bits=on|off` (take the host's physical
+//!   address width), `host-phys-bits-limit=N` (32 to 52: cap it), `l3-cache=on|off`
+//!   (describe the L3 cache; on by default).
 //!
 //! Precedence, matching QEMU (`x86_cpu_parse_featurestr` and
 //! `x86_cpu_expand_features`): property forms apply first, the last one per
@@ -55,7 +59,25 @@ pub struct ModelSpec {
     pub enforce: bool,
     /// Warn when the host lacks a requested feature (default on).
     pub check: bool,
+    /// Address-size options.
+    pub phys_bits: PhysBits,
+    /// Describe the L3 cache (QEMU `l3-cache`, default on).
+    pub l3_cache: bool,
 }
+
+/// Where the guest's physical address width (0x8000_0008 `EAX[7:0]`) comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PhysBits {
+    /// `phys-bits=N`: this width (32 to 52). `None`: the default (40 for named models).
+    pub bits: Option<u32>,
+    /// `host-phys-bits=on`: the host's width, overriding `bits`.
+    pub host: bool,
+    /// `host-phys-bits-limit=N`: cap on the host's width.
+    pub host_limit: Option<u32>,
+}
+
+/// Smallest and largest accepted `phys-bits` and `host-phys-bits-limit` (QEMU's range).
+pub const PHYS_BITS_RANGE: std::ops::RangeInclusive<u32> = 32..=52;
 
 /// Why a spec did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -103,8 +125,26 @@ pub enum SpecError {
         /// The feature part.
         name: String,
     },
+    /// A number option out of range or not a number.
+    #[error("invalid value '{value}' for '{name}': expected a number from {min} to {max}")]
+    BadNumber {
+        /// Option name.
+        name: String,
+        /// The value given.
+        value: String,
+        /// Smallest accepted value.
+        min: u32,
+        /// Largest accepted value.
+        max: u32,
+    },
+    /// An option that needs a value was given without one.
+    #[error("missing value for '{name}'")]
+    MissingValue {
+        /// Option name.
+        name: String,
+    },
     /// A QEMU CPU property that is not a feature flag.
-    #[error("CPU property '{name}' is not supported; only feature flags, enforce and check are")]
+    #[error("CPU property '{name}' is not supported; only feature flags, enforce, check, phys-bits, host-phys-bits, host-phys-bits-limit and l3-cache are")]
     UnsupportedProperty {
         /// The property name.
         name: String,
@@ -164,9 +204,6 @@ const NON_FEATURE_PROPERTIES: &[&str] = &[
     "pmu",
     "migratable",
     "host-cache-info",
-    "l3-cache",
-    "phys-bits",
-    "host-phys-bits",
     "kvm",
 ];
 
@@ -213,14 +250,7 @@ pub fn parse(s: &str) -> Result<ModelSpec, SpecError> {
         name: name.to_string(),
         suggestion: model::suggest(name),
     })?;
-    let mut spec = ModelSpec {
-        model,
-        plus: Vec::new(),
-        minus: Vec::new(),
-        props: Vec::new(),
-        enforce: false,
-        check: true,
-    };
+    let mut spec = ModelSpec::new(model);
     for item in items.filter(|i| !i.is_empty()) {
         if let Some(rest) = item.strip_prefix(['+', '-']) {
             let sign = if item.starts_with('+') { '+' } else { '-' };
@@ -243,6 +273,9 @@ pub fn parse(s: &str) -> Result<ModelSpec, SpecError> {
             Some((k, v)) => (k, Some(v)),
             None => (item, None),
         };
+        if parse_option(&mut spec, key, value)? {
+            continue;
+        }
         let feature = match key {
             "enforce" | "check" => None,
             _ => Some(lookup_feature(key, item)?),
@@ -260,6 +293,34 @@ pub fn parse(s: &str) -> Result<ModelSpec, SpecError> {
     Ok(spec)
 }
 
+/// The model options (`phys-bits`, `host-phys-bits`, `host-phys-bits-limit`,
+/// `l3-cache`): applies one to `spec` and returns true, or false for other keys.
+fn parse_option(spec: &mut ModelSpec, key: &str, value: Option<&str>) -> Result<bool, SpecError> {
+    let number = |v: Option<&str>| {
+        let v = v.ok_or_else(|| SpecError::MissingValue {
+            name: key.to_string(),
+        })?;
+        v.parse::<u32>()
+            .ok()
+            .filter(|n| PHYS_BITS_RANGE.contains(n))
+            .ok_or_else(|| SpecError::BadNumber {
+                name: key.to_string(),
+                value: v.to_string(),
+                min: *PHYS_BITS_RANGE.start(),
+                max: *PHYS_BITS_RANGE.end(),
+            })
+    };
+    let flag = |v: Option<&str>| v.map_or(Ok(true), |v| parse_bool(key, v));
+    match key {
+        "phys-bits" => spec.phys_bits.bits = Some(number(value)?),
+        "host-phys-bits-limit" => spec.phys_bits.host_limit = Some(number(value)?),
+        "host-phys-bits" => spec.phys_bits.host = flag(value)?,
+        "l3-cache" => spec.l3_cache = flag(value)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 impl ModelSpec {
     /// A spec for `model` with no feature changes and default flags.
     pub fn new(model: &'static CpuModel) -> Self {
@@ -270,6 +331,8 @@ impl ModelSpec {
             props: Vec::new(),
             enforce: false,
             check: true,
+            phys_bits: PhysBits::default(),
+            l3_cache: true,
         }
     }
 
@@ -336,6 +399,18 @@ impl ModelSpec {
             s.push('=');
             s.push_str(on_off(*on));
         }
+        if let Some(n) = self.phys_bits.bits {
+            s.push_str(&format!(",phys-bits={n}"));
+        }
+        if self.phys_bits.host {
+            s.push_str(",host-phys-bits=on");
+        }
+        if let Some(n) = self.phys_bits.host_limit {
+            s.push_str(&format!(",host-phys-bits-limit={n}"));
+        }
+        if !self.l3_cache {
+            s.push_str(",l3-cache=off");
+        }
         if self.enforce {
             s.push_str(",enforce");
         }
@@ -347,8 +422,8 @@ impl ModelSpec {
 }
 
 /// Canonical form: model, `+` items, `-` items, `FEAT=on|off` items (each
-/// group in input order, canonical feature names), then `enforce` and
-/// `check=off` when set. Parsing the output gives back an equal spec.
+/// group in input order, canonical feature names), then the options that differ from
+/// the defaults, `enforce` and `check=off` when set. Parsing the output gives back an equal spec.
 impl fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.render(|f| f.name))

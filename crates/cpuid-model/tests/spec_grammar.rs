@@ -24,6 +24,22 @@ const VALID: &[(&str, &str, &[&str])] = &[
         &["+avx", "-sse4_2"],
     ),
     ("Haswell,AVX2=On", "Haswell,avx2=on", &["+avx2"]),
+    // Versions and aliases are model names of their own.
+    (
+        "EPYC-Rome-v2,+ibpb,phys-bits=44,l3-cache=off",
+        "EPYC-Rome-v2,+amd_ibpb,phys-bits=44,l3-cache=off",
+        &["+amd_ibpb"],
+    ),
+    (
+        "Skylake-Server-IBRS,host-phys-bits=on,host-phys-bits-limit=46,l3-cache=on",
+        "Skylake-Server-IBRS,host-phys-bits=on,host-phys-bits-limit=46",
+        &[],
+    ),
+    (
+        "Cooperlake-v2,phys-bits=52,enforce",
+        "Cooperlake-v2,phys-bits=52,enforce",
+        &[],
+    ),
     // QEMU spellings map to canonical names.
     (
         "qemu64,+lahf-lm,+sse4-1,-fxsr-opt,+tsc-deadline,+avx512vnni",
@@ -72,7 +88,7 @@ const INVALID: &[(&str, &str)] = &[
     ),
     (
         "Pentium4,+sse",
-        "unknown CPU model 'Pentium4'; use --cpu help to list models",
+        "unknown CPU model 'Pentium4' (did you mean 'pentium'?); use --cpu help to list models",
     ),
     (
         "Haswell,+avx3",
@@ -109,13 +125,42 @@ const INVALID: &[(&str, &str)] = &[
     ("Haswell,+enforce", "unknown CPU feature 'enforce'"),
     (
         "Haswell,family=6",
-        "CPU property 'family' is not supported; only feature flags, enforce and check are",
+        "CPU property 'family' is not supported; only feature flags, enforce, check, phys-bits, host-phys-bits, host-phys-bits-limit and l3-cache are",
     ),
     (
         "Haswell,hv-relaxed",
-        "CPU property 'hv-relaxed' is not supported; only feature flags, enforce and check are",
+        "CPU property 'hv-relaxed' is not supported; only feature flags, enforce, check, phys-bits, host-phys-bits, host-phys-bits-limit and l3-cache are",
     ),
     ("Haswell, +avx", "unknown CPU feature ' +avx'"),
+    (
+        "Haswell,phys-bits=0",
+        "invalid value '0' for 'phys-bits': expected a number from 32 to 52",
+    ),
+    (
+        "Haswell,phys-bits=53",
+        "invalid value '53' for 'phys-bits': expected a number from 32 to 52",
+    ),
+    (
+        "Haswell,phys-bits=forty",
+        "invalid value 'forty' for 'phys-bits': expected a number from 32 to 52",
+    ),
+    ("Haswell,phys-bits", "missing value for 'phys-bits'"),
+    (
+        "Haswell,host-phys-bits-limit=64",
+        "invalid value '64' for 'host-phys-bits-limit': expected a number from 32 to 52",
+    ),
+    (
+        "Haswell,l3-cache=maybe",
+        "invalid value 'maybe' for 'l3-cache': expected on or off",
+    ),
+    (
+        "Haswell-v9",
+        "unknown CPU model 'Haswell-v9' (did you mean 'Haswell-v1'?); use --cpu help to list models",
+    ),
+    (
+        "EPYC-Rome-v2,+ibpbb",
+        "unknown CPU feature 'ibpbb' (did you mean 'amd_ibpb'?)",
+    ),
 ];
 
 fn net(spec: &ModelSpec) -> Vec<String> {
