@@ -84,12 +84,14 @@ fn kvm_sigterm_with_monitor_and_socket_serial_leaves_nothing_behind() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The QMP socket is bound first, then the VM (serial socket, ledger entry).
     wait_for(&qmp, &mut child);
-    assert!(
-        console.exists(),
-        "the serial socket is bound before the VM starts"
-    );
-    assert_eq!(ledger_entries(&ledger).len(), 1, "the VM is in the ledger");
+    wait_for(&console, &mut child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ledger_entries(&ledger).is_empty() {
+        assert!(Instant::now() < deadline, "the VM never entered the ledger");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     signal(&child, libc::SIGTERM);
     let status = exit_within(&mut child, Duration::from_secs(1));
