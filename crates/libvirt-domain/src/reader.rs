@@ -112,8 +112,13 @@ impl Reader {
             Some(i) => i.count += 1,
             None => out.push(Ignored { path: p, count: 1 }),
         };
+        // Pre-order, so the list follows the document.
         let mut stack = vec![root];
         while let Some(node) = stack.pop() {
+            if !self.elements.contains(&node.id()) {
+                note(path(node));
+                continue;
+            }
             for a in node.attributes() {
                 if !self.attributes.contains(&(node.id(), a.name().to_string())) {
                     let base = path(node);
@@ -121,17 +126,7 @@ impl Reader {
                     note(format!("{base}@{}", a.name()));
                 }
             }
-            let children: Vec<_> = node.children().filter(|c| c.is_element()).collect();
-            for child in children.iter().rev() {
-                if self.elements.contains(&child.id()) {
-                    stack.push(*child);
-                }
-            }
-            for child in children {
-                if !self.elements.contains(&child.id()) {
-                    note(path(child));
-                }
-            }
+            stack.extend(node.children().filter(|c| c.is_element()).rev());
         }
         out
     }
