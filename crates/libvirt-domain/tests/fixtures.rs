@@ -11,7 +11,9 @@ use libvirt_domain::config::{CpuMode, Fallback, FeaturePolicy, MemAccess, Serial
 use libvirt_domain::{check_host, parse_domain, to_native, to_xml, DomainConfig, NativeOptions};
 
 fn read(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -38,7 +40,9 @@ fn check_native_args(d: &DomainConfig) -> Vec<String> {
                 cpuid_model::spec::parse(value).expect(value);
             }
             "--numa" => numa.push(value.to_string()),
-            "--object" => backends.push(guest_memory::backend::parse_memory_backend(value).expect(value)),
+            "--object" => {
+                backends.push(guest_memory::backend::parse_memory_backend(value).expect(value))
+            }
             "--vcpupin" => {
                 vcpu_placement::VcpuPin::parse(value).expect(value);
             }
@@ -71,7 +75,13 @@ fn check_native_args(d: &DomainConfig) -> Vec<String> {
 fn round_trip(d: &DomainConfig) {
     let again = parse_domain(&to_xml(d)).unwrap_or_else(|e| panic!("{e}\n{}", to_xml(d)));
     assert!(again.ignored.is_empty(), "{:?}", again.ignored);
-    assert_eq!(again, DomainConfig { ignored: Vec::new(), ..d.clone() });
+    assert_eq!(
+        again,
+        DomainConfig {
+            ignored: Vec::new(),
+            ..d.clone()
+        }
+    );
 }
 
 #[test]
@@ -80,10 +90,16 @@ fn seed_custom_westmere_with_pins_topology_and_cells() {
     let cpu = d.cpu.as_ref().unwrap();
     assert_eq!(cpu.mode, CpuMode::Custom);
     let model = cpu.model.as_ref().unwrap();
-    assert_eq!((model.name.as_str(), model.fallback), ("Westmere", Some(Fallback::Allow)));
+    assert_eq!(
+        (model.name.as_str(), model.fallback),
+        ("Westmere", Some(Fallback::Allow))
+    );
     assert_eq!(d.vcpu.cpuset.as_ref().unwrap().to_cpu_list(), "0-1");
     assert_eq!(d.cputune.vcpupin.len(), 2);
-    assert_eq!(d.uuid.as_deref(), Some("c7a5fdbd-cdaf-9455-926a-d65c16db1809"));
+    assert_eq!(
+        d.uuid.as_deref(),
+        Some("c7a5fdbd-cdaf-9455-926a-d65c16db1809")
+    );
     assert_eq!(
         check_native_args(&d).join(" "),
         "--name seed-westmere -m 1024M --smp 4,sockets=2,cores=2,threads=1 --cpu Westmere,-aes \
@@ -138,7 +154,12 @@ fn custom_model_with_fallback_forbid_vendor_and_every_policy() {
     ] {
         assert!(notes.contains(want), "{want} not in\n{notes}");
     }
-    let with_properties = to_native(&d, &NativeOptions { cpu_properties: true });
+    let with_properties = to_native(
+        &d,
+        &NativeOptions {
+            cpu_properties: true,
+        },
+    );
     assert!(with_properties.args.contains(
         &"SandyBridge,+x2apic,+pdpe1gb,-lahf_lm,-avx,vendor=GenuineIntel,enforce".to_string()
     ));
@@ -169,10 +190,21 @@ fn cputune_pins_emulatorpin_and_unsupported_cgroup_knobs() {
         .collect();
     assert_eq!(
         pins,
-        [(0, "1,3-4".into()), (1, "0-1".into()), (2, "2-3".into()), (3, "0,4".into())]
+        [
+            (0, "1,3-4".into()),
+            (1, "0-1".into()),
+            (2, "2-3".into()),
+            (3, "0,4".into())
+        ]
     );
-    assert_eq!((d.cputune.shares, d.cputune.period, d.cputune.quota), (Some(2048), Some(1_000_000), Some(-1)));
-    assert_eq!(d.cputune.vcpusched[0].vcpus.as_ref().unwrap().to_cpu_list(), "0-1,3");
+    assert_eq!(
+        (d.cputune.shares, d.cputune.period, d.cputune.quota),
+        (Some(2048), Some(1_000_000), Some(-1))
+    );
+    assert_eq!(
+        d.cputune.vcpusched[0].vcpus.as_ref().unwrap().to_cpu_list(),
+        "0-1,3"
+    );
     assert_eq!(
         check_native_args(&d).join(" "),
         "--name cputune -m 256M --smp 4 --cpuset 0-7 --vcpupin 0:1,3-4 --vcpupin 1:0-1 \
@@ -180,7 +212,10 @@ fn cputune_pins_emulatorpin_and_unsupported_cgroup_knobs() {
     );
     let notes = to_native(&d, &NativeOptions::default()).notes;
     assert_eq!(
-        notes.iter().filter(|n| n.contains("not supported by this VMM")).count(),
+        notes
+            .iter()
+            .filter(|n| n.contains("not supported by this VMM"))
+            .count(),
         4,
         "{notes:?}"
     );
@@ -225,15 +260,24 @@ fn cells_without_ids_in_mixed_units_set_the_memory() {
     assert_eq!(d.current_memory_kib, 1536 * 1024);
     assert_eq!(d.domain_type, "qemu");
     let args = check_native_args(&d).join(" ");
-    assert!(args.starts_with("--name memory-units -m 2013M --smp 3 --object"), "{args}");
+    assert!(
+        args.starts_with("--name memory-units -m 2013M --smp 3 --object"),
+        "{args}"
+    );
     round_trip(&d);
 }
 
 #[test]
 fn devices_and_other_unimplemented_parts_are_named_once() {
     let d = load("devices_ignored.xml");
-    assert_eq!(d.uuid.as_deref(), Some("4dea22b3-1d52-d8f3-2516-782e98ab3fa0"));
-    assert_eq!(d.os.kernel.as_deref(), Some("/var/lib/libvirt/boot/vmlinuz"));
+    assert_eq!(
+        d.uuid.as_deref(),
+        Some("4dea22b3-1d52-d8f3-2516-782e98ab3fa0")
+    );
+    assert_eq!(
+        d.os.kernel.as_deref(),
+        Some("/var/lib/libvirt/boot/vmlinuz")
+    );
     assert_eq!(d.features.kvm_hidden, Some(true));
     assert_eq!(d.serial.as_ref().unwrap().backend, SerialBackend::Pty);
     assert_eq!(
@@ -249,7 +293,9 @@ fn devices_and_other_unimplemented_parts_are_named_once() {
         "--name web-01 -m 1024M --smp 2 --cpu host --kernel /var/lib/libvirt/boot/vmlinuz \
          --initrd /var/lib/libvirt/boot/initrd.img --append console=ttyS0 root=/dev/vda1 --serial stdio"
     );
-    assert!(cmd.to_shell("vmm-reference").contains("--append 'console=ttyS0 root=/dev/vda1'"));
+    assert!(cmd
+        .to_shell("vmm-reference")
+        .contains("--append 'console=ttyS0 root=/dev/vda1'"));
     let notes = cmd.notes.join("\n");
     assert!(notes.contains("host-model"), "{notes}");
     assert!(notes.contains("kvm=off"), "{notes}");
@@ -272,13 +318,17 @@ fn broken_files_name_the_element_and_attribute() {
         ),
     ];
     for (file, want) in rows {
-        let e = parse_domain(&read(&format!("broken/{file}"))).unwrap_err().to_string();
+        let e = parse_domain(&read(&format!("broken/{file}")))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with(want), "{file}: {e}");
         assert_eq!(e.lines().count(), 1, "{file}: {e}");
     }
     let d = load("broken/cpuset_beyond_host.xml");
     assert_eq!(
-        check_host(&d, &HostCpuSet::first_n(2)).unwrap_err().to_string(),
+        check_host(&d, &HostCpuSet::first_n(2))
+            .unwrap_err()
+            .to_string(),
         "<vcpu> cpuset: host CPU(s) 4095 are not online on this host (online: 0-1)"
     );
 }
