@@ -287,20 +287,20 @@ fn element_number<T: std::str::FromStr>(
         .transpose()
 }
 
+/// `mode=` of `<numatune>`'s `<memory>` and `<memnode>`, default strict.
+fn memory_mode(r: &mut Reader, node: Node<'_, '_>) -> Result<MemoryMode, DomainError> {
+    let expected = "strict, preferred, interleave or restrictive";
+    Ok(r.choice(node, "mode", MEMORY_MODES, expected)?
+        .unwrap_or(MemoryMode::Strict))
+}
+
 fn numatune(r: &mut Reader, root: Node<'_, '_>, cells: usize) -> Result<NumaTune, DomainError> {
     let mut tune = NumaTune::default();
     let Some(node) = r.child(root, "numatune") else {
         return Ok(tune);
     };
     if let Some(m) = r.child(node, "memory") {
-        let mode = r
-            .choice(
-                m,
-                "mode",
-                MEMORY_MODES,
-                "strict, preferred, interleave or restrictive",
-            )?
-            .unwrap_or(MemoryMode::Strict);
+        let mode = memory_mode(r, m)?;
         let placement = r.choice(m, "placement", PLACEMENTS, "static or auto")?;
         let nodeset = r.cpuset(m, "nodeset")?;
         if nodeset.is_none() && placement != Some(Placement::Auto) {
@@ -328,14 +328,7 @@ fn numatune(r: &mut Reader, root: Node<'_, '_>, cells: usize) -> Result<NumaTune
                 what: format!("cellid='{cellid}'"),
             });
         }
-        let mode = r
-            .choice(
-                n,
-                "mode",
-                MEMORY_MODES,
-                "strict, preferred, interleave or restrictive",
-            )?
-            .unwrap_or(MemoryMode::Strict);
+        let mode = memory_mode(r, n)?;
         let nodeset = r
             .cpuset(n, "nodeset")?
             .ok_or_else(|| missing("numatune/memnode", "attribute 'nodeset'"))?;

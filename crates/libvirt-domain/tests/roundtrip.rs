@@ -246,14 +246,15 @@ fn domain(seed: u64) -> DomainConfig {
         domain_type: g.pick(&["kvm", "qemu"]).to_string(),
         name: format!("vm-{}", g.below(1000)),
         uuid: g.maybe(|g| {
-            let h = format!("{:016x}{:016x}", g.next(), g.next());
+            let (a, b) = (g.next(), g.next());
+            let mid = [a >> 16 & 0xffff, a & 0xffff, b >> 48];
             format!(
-                "{}-{}-{}-{}-{}",
-                &h[0..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..32]
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                a >> 32,
+                mid[0],
+                mid[1],
+                mid[2],
+                b & 0xffff_ffff_ffff
             )
         }),
         memory_kib,
