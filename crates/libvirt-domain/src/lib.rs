@@ -64,3 +64,8 @@ pub use host::check_host;
 pub use native::{to_native, NativeCommand, NativeOptions};
 pub use parse::parse_domain;
 pub use xml::to_xml;
+
+/// Compiles and runs the README example as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -65,13 +65,16 @@ pub fn memory_kib(element: &str, value: u64, unit: Option<&str>) -> Result<u64, 
         element: element.to_string(),
         unit: unit.to_string(),
     })?;
-    let bytes = value
-        .checked_mul(scale)
-        .ok_or_else(|| DomainError::SizeOverflow {
-            element: element.to_string(),
-            value,
-            unit: unit.to_string(),
-        })?;
+    let overflow = || DomainError::SizeOverflow {
+        element: element.to_string(),
+        value,
+        unit: unit.to_string(),
+    };
+    // Binary units scale KiB directly, so any KiB count libvirt can hold stays readable.
+    if scale % KIB == 0 {
+        return value.checked_mul(scale / KIB).ok_or_else(overflow);
+    }
+    let bytes = value.checked_mul(scale).ok_or_else(overflow)?;
     Ok(bytes.div_ceil(KIB))
 }
 
@@ -121,11 +124,11 @@ mod tests {
         assert_eq!(memory_kib("memory", 1, Some("KB")).unwrap(), 1);
         assert_eq!(memory_kib("memory", 1, Some("MB")).unwrap(), 977);
         assert_eq!(
-            memory_kib("memory", u64::MAX, Some("KiB")).unwrap_err(),
+            memory_kib("memory", u64::MAX, Some("MiB")).unwrap_err(),
             DomainError::SizeOverflow {
                 element: "memory".into(),
                 value: u64::MAX,
-                unit: "KiB".into()
+                unit: "MiB".into()
             }
         );
         assert_eq!(
@@ -135,6 +138,16 @@ mod tests {
                 .split(':')
                 .next(),
             Some("<currentMemory> unit='furlongs'")
+        );
+        assert_eq!(
+            memory_kib("memory", u64::MAX, Some("KiB")).unwrap(),
+            u64::MAX
+        );
+        assert_eq!(
+            memory_kib("memory", u64::MAX, Some("MB"))
+                .unwrap_err()
+                .to_string(),
+            "<memory>: size 18446744073709551615 MB is too large"
         );
         assert_eq!(round_up_mib(1), 1024);
         assert_eq!(round_up_mib(1024), 1024);

@@ -246,8 +246,8 @@ fn document_level_errors() {
             "<memory>: a size (give <memory> or <cpu><numa> cells) is missing",
         ),
         (
-            "<domain type='kvm'><name>a</name><memory unit='EiB'>16</memory></domain>",
-            "<memory>: size 16 EiB is too large",
+            "<domain type='kvm'><name>a</name><memory unit='EiB'>16384</memory></domain>",
+            "<memory>: size 16384 EiB is too large",
         ),
     ];
     for (xml, want) in rows {
