@@ -37,10 +37,49 @@ impl NativeCommand {
         line
     }
 
+    /// The file's arguments minus those `user` sets, then `user`'s: "options on the command
+    /// line override the file". Options are compared by name whatever the dashes (`-smp`,
+    /// `--smp`, `--smp=4`; `-m` is `--memory`); NUMA is one group: any of `--numa`,
+    /// `--numa-cells` or `--object` from the user replaces all of the file's.
+    ///
+    /// ```
+    /// let d = libvirt_domain::parse_domain(
+    ///     "<domain type='kvm'><name>a</name><memory unit='MiB'>64</memory><vcpu>2</vcpu></domain>",
+    /// ).unwrap();
+    /// let cmd = libvirt_domain::to_native(&d, &Default::default());
+    /// let user: Vec<String> = ["-smp", "4", "--memory=128M"].map(String::from).into();
+    /// assert_eq!(cmd.overridden_by(&user).join(" "), "--name a -smp 4 --memory=128M");
+    /// ```
+    pub fn overridden_by(&self, user: &[String]) -> Vec<String> {
+        let given: Vec<&str> = user.iter().filter_map(|a| option_group(a)).collect();
+        let mut out: Vec<String> = self
+            .args
+            .chunks(2)
+            .filter(|pair| option_group(&pair[0]).is_none_or(|g| !given.contains(&g)))
+            .flatten()
+            .cloned()
+            .collect();
+        out.extend(user.iter().cloned());
+        out
+    }
+
     fn push(&mut self, option: &str, value: impl Into<String>) {
         self.args.push(option.to_string());
         self.args.push(value.into());
     }
+}
+
+/// The override group of a command-line word, `None` for a value.
+fn option_group(arg: &str) -> Option<&str> {
+    let name = arg.strip_prefix('-')?;
+    let name = name.strip_prefix('-').unwrap_or(name);
+    let name = name.split('=').next().unwrap_or(name);
+    Some(match name {
+        "" => return None,
+        "m" => "memory",
+        "numa" | "numa-cells" | "object" => "numa",
+        other => other,
+    })
 }
 
 fn shell_quote(s: &str) -> String {

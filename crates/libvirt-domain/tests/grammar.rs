@@ -292,3 +292,37 @@ fn ignored_attributes_and_elements_are_listed_once_each() {
     assert_eq!(sorted, want_sorted);
     assert!(parse("").ignored_warning().is_none());
 }
+
+#[test]
+fn command_line_options_override_the_file() {
+    let d = parse(
+        "<vcpu>2</vcpu><cputune><vcpupin vcpu='0' cpuset='1'/></cputune>\
+         <cpu mode='host-passthrough'><numa><cell cpus='0-1' memory='64' unit='MiB'/></numa></cpu>",
+    );
+    let cmd = to_native(&d, &Default::default());
+    let rows: &[(&[&str], &str)] = &[
+        (
+            &[],
+            "--name t -m 64M --smp 2 --cpu host --object memory-backend-ram,id=ram-node0,size=64M \
+               --numa node,nodeid=0,cpus=0-1,memdev=ram-node0 --vcpupin 0:1",
+        ),
+        (
+            &["-m", "128"],
+            "--name t --smp 2 --cpu host --object memory-backend-ram,id=ram-node0,size=64M \
+               --numa node,nodeid=0,cpus=0-1,memdev=ram-node0 --vcpupin 0:1 -m 128",
+        ),
+        (
+            &["--numa", "node"],
+            "--name t -m 64M --smp 2 --cpu host --vcpupin 0:1 --numa node",
+        ),
+        (
+            &["-cpu=max", "--vcpupin", "1:2"],
+            "--name t -m 64M --smp 2 --object memory-backend-ram,id=ram-node0,size=64M \
+               --numa node,nodeid=0,cpus=0-1,memdev=ram-node0 -cpu=max --vcpupin 1:2",
+        ),
+    ];
+    for (user, want) in rows {
+        let user: Vec<String> = user.iter().map(|s| s.to_string()).collect();
+        assert_eq!(cmd.overridden_by(&user).join(" "), *want, "{user:?}");
+    }
+}
