@@ -11,6 +11,9 @@ use super::{
 /// Largest CPU index a cell may name (the cpuset grammar's bound, far above any vCPU count).
 const CELL_CPU_LIMIT: u32 = 1 << 16;
 
+/// libvirt rounds every guest NUMA cell up to a multiple of this (1 MiB) for QEMU.
+const CELL_ALIGN: u64 = 1 << 20;
+
 /// libvirt's `<numa><cell id= cpus= memory= unit=>` as a config-file entry, e.g. JSON
 /// `{"id": 0, "cpus": "0-3", "memory": 1048576}` (unit KiB, as libvirt), with the cell's
 /// `<distances><sibling id= value=/></distances>` as `"distances": [{"id": 1, "value": 21}]`.
@@ -23,7 +26,8 @@ pub struct NumaCell {
     pub cpus: String,
     /// Memory in `unit`s.
     pub memory: u64,
-    /// `b`, `KiB` (default), `MiB`, `GiB`, `TiB` (libvirt also takes `k`, `M`, `G`, ...).
+    /// `b`, `KiB` (default), `MiB`, `GiB`, `TiB`, `k`, `M`, `G`, ..., or decimal `KB`, `MB`,
+    /// `GB`, ... (every unit libvirt takes).
     #[serde(default)]
     pub unit: Option<String>,
     /// Distances from this cell to others (libvirt's `<sibling>`s).
@@ -41,24 +45,39 @@ pub struct NumaSibling {
     pub value: u32,
 }
 
+/// libvirt's memory units (`virScaleInteger`): `b`/`bytes`; `k`, `KiB`, `M`, `MiB`, ... are
+/// powers of 1024; `KB`, `MB`, ... powers of 1000. Case does not matter, as in libvirt.
+fn libvirt_unit_scale(unit: &str) -> Option<u64> {
+    let lower = unit.to_ascii_lowercase();
+    if matches!(lower.as_str(), "b" | "byte" | "bytes") {
+        return Some(1);
+    }
+    let (prefix, rest) = lower.split_at_checked(1)?;
+    let base: u64 = match rest {
+        "" | "ib" => 1024,
+        "b" => 1000,
+        _ => return None,
+    };
+    let power = "kmgtpe".find(prefix)? as u32 + 1;
+    base.checked_pow(power)
+}
+
 impl NumaCell {
-    /// The equivalent `-numa node,nodeid=ID,cpus=...,mem=BYTES`.
+    /// The equivalent `-numa node,nodeid=ID,cpus=...,mem=BYTES`, the size rounded up to a
+    /// whole MiB as libvirt aligns guest NUMA cells for QEMU (`memory='1000000'` KiB, not a
+    /// multiple of 1 MiB, becomes 977 MiB).
     pub fn to_option(&self) -> Result<NumaOption, NumaError> {
         let bad = |reason: String| NumaError::BadCell {
             id: self.id,
             reason,
         };
-        let shift = match self.unit.as_deref().unwrap_or("KiB") {
-            "b" | "B" | "bytes" => 0,
-            "k" | "K" | "KiB" => 10,
-            "M" | "MiB" => 20,
-            "G" | "GiB" => 30,
-            "T" | "TiB" => 40,
-            other => return Err(bad(format!("unknown unit '{other}'"))),
-        };
+        let unit = self.unit.as_deref().unwrap_or("KiB");
+        let scale =
+            libvirt_unit_scale(unit).ok_or_else(|| bad(format!("unknown unit '{unit}'")))?;
         let bytes = self
             .memory
-            .checked_mul(1 << shift)
+            .checked_mul(scale)
+            .and_then(|b| b.checked_next_multiple_of(CELL_ALIGN))
             .ok_or_else(|| bad("memory does not fit in 64 bits".into()))?;
         let cpus = if self.cpus.is_empty() {
             Vec::new()

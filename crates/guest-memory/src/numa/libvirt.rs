@@ -13,8 +13,9 @@
 //!
 //! A whole domain definition (`virsh dumpxml`) or just its `<numa>` element will do. What
 //! this VMM has no use for (`memAccess`, `discard`, `<cache>`, `<interconnects>`) is
-//! ignored, as QEMU ignores what it does not model; a cell without `id` or `memory` is an
-//! error, since libvirt would refuse it too.
+//! ignored, as QEMU ignores what it does not model. A cell without `id` gets its position
+//! (libvirt numbers such cells in document order); a cell without `memory` is an error, as
+//! in libvirt. Sizes are rounded up to 1 MiB by [`NumaCell::to_option`].
 
 use roxmltree::{Document, Node};
 
@@ -49,8 +50,7 @@ fn number(node: Node<'_, '_>, what: &str, name: &str) -> Result<Option<u64>, Num
 
 fn cell(position: usize, node: Node<'_, '_>) -> Result<NumaCell, NumaError> {
     let what = format!("<cell> number {}", position + 1);
-    let id = number(node, &what, "id")?
-        .ok_or_else(|| NumaError::LibvirtXml(format!("{what}: no id attribute")))?;
+    let id = number(node, &what, "id")?.unwrap_or(position as u64);
     let id = u32::try_from(id)
         .map_err(|_| NumaError::LibvirtXml(format!("{what}: id {id} is too large")))?;
     let what = format!("<cell id='{id}'>");

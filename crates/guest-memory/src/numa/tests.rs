@@ -519,7 +519,6 @@ mod libvirt_xml {
         let rows = [
             ("<numa><cell id='0' cpus='0'>", "libvirt XML: the root node was opened but never closed"),
             ("<domain/>", "libvirt XML: no <numa><cell> element found"),
-            ("<numa><cell cpus='0' memory='1'/></numa>", "libvirt XML: <cell> number 1: no id attribute"),
             ("<numa><cell id='0' cpus='0'/></numa>", "libvirt XML: <cell id='0'>: no memory attribute"),
             ("<numa><cell id='x' memory='1'/></numa>", "libvirt XML: <cell> number 1: attribute id='x' is not a number"),
             (
@@ -532,5 +531,78 @@ mod libvirt_xml {
             assert!(err.starts_with(want), "{xml}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    /// Cells as libvirt users write them: no `id` (numbered in order) and sizes that are
+    /// not a multiple of 4 KiB, or given in decimal units (rounded up to 1 MiB, as libvirt).
+    #[test]
+    fn cells_without_ids_and_odd_sizes_are_taken_as_libvirt_takes_them() {
+        let xml = "<domain><cpu><numa>\
+            <cell cpus='0-1' memory='1000000'/>\
+            <cell cpus='2-3' memory='500' unit='MB'/>\
+            <cell cpus='4' memory='1023' unit='b'/>\
+            <cell id='3' cpus='5' memory='1' unit='GiB'/>\
+            </numa></cpu></domain>";
+        let cells = cells_from_libvirt_xml(xml).unwrap();
+        let ids: Vec<u32> = cells.iter().map(|c| c.id).collect();
+        assert_eq!(ids, [0, 1, 2, 3]);
+        let config = NumaConfig::from_cells(&cells).unwrap();
+        let sizes: Vec<u64> = config
+            .options
+            .iter()
+            .map(|o| match o {
+                NumaOption::Node(NumaNodeOption {
+                    memory: NodeMemory::Size(b),
+                    ..
+                }) => *b / MIB,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // 1000000 KiB = 976.6 MiB; 500 MB = 476.8 MiB; 1023 bytes; 1 GiB.
+        assert_eq!(sizes, [977, 477, 1, 1024]);
+        let total = (977 + 477 + 1 + 1024) * MIB;
+        let topology = config
+            .resolve(&NumaMachine {
+                ram_size: total,
+                max_cpus: 6,
+                cpus_per_socket: 1,
+                backends: &[],
+                unassigned: UnassignedCpus::Reject,
+            })
+            .unwrap();
+        assert_eq!(topology.nodes()[2].cpus, [VcpuIndex(4)]);
+        for (unit, bytes) in [
+            ("k", 1024),
+            ("KB", 1000),
+            ("mib", MIB),
+            ("TB", 1_000_000_000_000),
+        ] {
+            let cell = NumaCell {
+                id: 0,
+                cpus: String::new(),
+                memory: 1,
+                unit: Some(unit.into()),
+                distances: Vec::new(),
+            };
+            let NumaOption::Node(node) = cell.to_option().unwrap() else {
+                unreachable!()
+            };
+            assert_eq!(
+                node.memory,
+                NodeMemory::Size(bytes.next_multiple_of(MIB)),
+                "{unit}"
+            );
+        }
+        let bad = NumaCell {
+            id: 0,
+            cpus: String::new(),
+            memory: 1,
+            unit: Some("KiBs".into()),
+            distances: Vec::new(),
+        };
+        assert_eq!(
+            bad.to_option().unwrap_err().to_string(),
+            "NUMA cell 0: unknown unit 'KiBs'"
+        );
     }
 }
