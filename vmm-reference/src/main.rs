@@ -8,23 +8,28 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::Parser;
-use vmm_reference::cli::{normalize_args, Cli, Command, CpuArg};
+use vmm_reference::cli::{domain, normalize_args, Cli, Command, CpuArg};
 use vmm_reference::run::{self, Outcome};
 use vmm_reference::{tools, Ended, Vmm, VmmConfig, VmmError};
 
 fn main() -> ExitCode {
-    let mut cli = match Cli::try_parse_from(normalize_args(std::env::args())) {
+    vmm_reference::logger::init();
+    let args = match domain::expand(normalize_args(std::env::args())) {
+        Ok(args) => args,
+        Err(msg) => return tools::bad_input(&msg),
+    };
+    let mut cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return clap_exit(&e),
     };
     cli.run.linux.absorb_numa_cells();
-    vmm_reference::logger::init();
     vmm_sandbox::set_report_prefix("vmm-reference");
     let code = match cli.command {
         Some(Command::HostCheck) => tools::host_check(),
         Some(Command::CpuidPlan(args)) => tools::cpuid_plan(args),
         Some(Command::OvercommitAdvice(args)) => tools::overcommit_advice(args),
         Some(Command::CpuidBaseline { dumps }) => tools::cpuid_baseline(&dumps),
+        Some(Command::DomxmlToNative { file }) => tools::domxml_to_native(&file),
         None => match cli.run.cpu.clone() {
             CpuArg::Help => tools::cpu_help(),
             CpuArg::Spec(spec) => {

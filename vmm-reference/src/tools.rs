@@ -30,6 +30,13 @@ pub fn bad_input(msg: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// `domxml-to-native FILE`: the command line equivalent to a libvirt domain.
+pub fn domxml_to_native(file: &Path) -> ToolResult {
+    let command = crate::cli::domain::native_command(file).map_err(|msg| bad_input(&msg))?;
+    emit(&format!("{}\n", command.to_shell("vmm-reference")));
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `host-check`: can this host run KVM guests (status 1 when it cannot).
 pub fn host_check() -> ToolResult {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

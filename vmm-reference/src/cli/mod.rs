@@ -12,6 +12,7 @@ use probe_guest::ProbeMode;
 use vcpu_placement::{CpuSpec, OvercommitPolicy, PlacementConfig, PlacementPolicy, VcpuPin};
 
 mod compat;
+pub mod domain;
 
 pub use compat::{normalize_args, parse_device, DeviceOption, QemuArgs};
 
@@ -41,6 +42,13 @@ pub enum Command {
     /// Explain whether a guest this wide suits these host CPUs, and measure it with the
     /// probe's CPL3 workloads (independent spin, barrier rounds) at 1..N vCPUs.
     OvercommitAdvice(AdviceArgs),
+    /// Print the command line equivalent to a libvirt domain definition (as `virsh
+    /// domxml-to-native` does for QEMU), then its warnings.
+    DomxmlToNative {
+        /// The domain XML.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Print the largest CPU model every host can run, from their `cpuid -r` dumps (no KVM).
     CpuidBaseline {
         /// `cpuid -r` dumps, one per host (the first CPU section of each is used).
@@ -153,6 +161,12 @@ pub struct RunArgs {
     /// With a monitor the VM stays up after the guest finishes, until `quit`.
     #[arg(long, value_name = "SPEC", value_parser = parse_qmp)]
     pub qmp: Option<QmpOption>,
+
+    /// A libvirt domain definition as the VM's configuration (`<vcpu>`, `<cputune>`,
+    /// `<cpu>`, `<numa>`, `<memory>`, `<os>`, the serial console...); options given here
+    /// override the file's. Elements the VMM does not act on are named in one warning.
+    #[arg(long, value_name = "FILE")]
+    pub domain: Option<PathBuf>,
 
     /// VM name, shown in the host ledger and messages (QEMU's -name).
     #[arg(long, value_name = "NAME")]
