@@ -79,7 +79,17 @@ fn main() {
     let _ = writeln!(out, "|---|---:|---:|---|");
     let mut raw_per_exit = None;
     for r in &runners {
-        match per_exit_instructions(&r.argv) {
+        // Valgrind cannot run a process that installs seccomp filters (it does not
+        // implement seccomp(2)): the instruction count is taken with the filters off;
+        // their kernel-side cost is the last table.
+        let argv = |n: u64| {
+            let mut a = (r.argv)(n);
+            if r.name == "vmm-reference" {
+                a.extend(["--seccomp".to_string(), "off".to_string()]);
+            }
+            a
+        };
+        match per_exit_instructions(&argv) {
             Ok(per) => {
                 let base = *raw_per_exit.get_or_insert(per);
                 let target = if r.name == "vmm-reference" {
@@ -164,7 +174,53 @@ fn main() {
         }
         _ => {}
     }
+    seccomp_cost(&mut out, &vmm_s_for_seccomp(&dir));
     print!("{out}");
+}
+
+fn vmm_s_for_seccomp(dir: &Path) -> String {
+    dir.join("vmm-reference").display().to_string()
+}
+
+/// Exits the seccomp comparison makes: enough that the exit path dominates start-up.
+const SECCOMP_EXITS: u64 = 20_000;
+
+/// Wall time of a guest making [`SECCOMP_EXITS`] port-I/O exits with the filters on (the
+/// default) and off, interleaved so that background load hits both alike.
+fn seccomp_cost(out: &mut String, vmm: &str) {
+    let argv = |mode: &str| {
+        vec![
+            vmm.to_string(),
+            "--smp".into(),
+            "1".into(),
+            "--probe".into(),
+            format!("exits={SECCOMP_EXITS}"),
+            "--seccomp".into(),
+            mode.into(),
+        ]
+    };
+    let results = measure_interleaved(&[argv("on"), argv("off")], RUNS);
+    let _ = writeln!(
+        out,
+        "\n## Seccomp filters on the exit path: {SECCOMP_EXITS} exits ({RUNS} runs each)\n"
+    );
+    let _ = writeln!(out, "| --seccomp | wall time median (ms) | per exit (us) |");
+    let _ = writeln!(out, "|---|---:|---:|");
+    for (mode, r) in ["on", "off"].iter().zip(&results) {
+        match r {
+            Ok((wall, _)) => {
+                let _ = writeln!(
+                    out,
+                    "| {mode} | {:.2} | {:.2} |",
+                    ms(*wall),
+                    ms(*wall) * 1000.0 / SECCOMP_EXITS as f64
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "| {mode} | error: {e} | |");
+            }
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -203,8 +203,9 @@ struct Database {
     errors: Vec<ModelDataError>,
 }
 
+static DB: OnceLock<Database> = OnceLock::new();
+
 fn database() -> &'static Database {
-    static DB: OnceLock<Database> = OnceLock::new();
     DB.get_or_init(|| {
         let mut models = Vec::new();
         let mut errors = Vec::new();
@@ -216,21 +217,7 @@ fn database() -> &'static Database {
         }
         // QEMU's order: the versioned models by name (byte order), then base, host, max.
         models.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-        models.push(special(
-            "base",
-            ModelKind::Named,
-            "base CPU model type with no features enabled",
-        ));
-        models.push(special(
-            "host",
-            ModelKind::Host,
-            "processor with all supported host features ",
-        ));
-        models.push(special(
-            "max",
-            ModelKind::Max,
-            "Enables all features supported by the accelerator in the current host",
-        ));
+        models.extend(specials().iter().cloned());
         Database { models, errors }
     })
 }
@@ -247,8 +234,66 @@ pub fn data_errors() -> &'static [ModelDataError] {
 }
 
 /// The model with exactly this name (model names are case-sensitive, as in QEMU).
+///
+/// Only the model's own family file is parsed (a VM start needs one model, not the
+/// catalogue: parsing all of it costs milliseconds and pages of the binary).
 pub fn find(name: &str) -> Option<&'static CpuModel> {
-    all().iter().find(|m| m.name == name)
+    if let Some(db) = DB.get() {
+        return db.models.iter().find(|m| m.name == name);
+    }
+    if let Some(m) = specials().iter().find(|m| m.name == name) {
+        return Some(m);
+    }
+    let index = family_index(name)?;
+    let family = FAMILIES[index].get_or_init(|| {
+        let (file, text) = data::MODEL_FILES[index];
+        data::parse_family(file, text).unwrap_or_default()
+    });
+    family.iter().find(|m| m.name == name)
+}
+
+/// The family file that would define `name`: the longest family name that is `name`
+/// itself or a prefix of it followed by `-` (`EPYC-Rome-v2` is EPYC-Rome's, `EPYC-IBPB`
+/// is EPYC's).
+fn family_index(name: &str) -> Option<usize> {
+    data::MODEL_FILES
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (file, _))| {
+            let family = file.strip_suffix(".json")?;
+            let rest = name.strip_prefix(family)?;
+            (rest.is_empty() || rest.starts_with('-')).then_some((family.len(), i))
+        })
+        .max()
+        .map(|(_, i)| i)
+}
+
+/// Each family file's models, parsed on first use by [`find`].
+static FAMILIES: [OnceLock<Vec<CpuModel>>; data::MODEL_FILES.len()] =
+    [const { OnceLock::new() }; data::MODEL_FILES.len()];
+
+/// `base`, `host` and `max`.
+fn specials() -> &'static [CpuModel; 3] {
+    static SPECIALS: OnceLock<[CpuModel; 3]> = OnceLock::new();
+    SPECIALS.get_or_init(|| {
+        [
+            special(
+                "base",
+                ModelKind::Named,
+                "base CPU model type with no features enabled",
+            ),
+            special(
+                "host",
+                ModelKind::Host,
+                "processor with all supported host features ",
+            ),
+            special(
+                "max",
+                ModelKind::Max,
+                "Enables all features supported by the accelerator in the current host",
+            ),
+        ]
+    })
 }
 
 /// A model whose name is close to `name` (case-insensitive match or a small
@@ -337,6 +382,34 @@ mod tests {
         assert_eq!(e.to_string(), "model file x.json: invalid level '13'");
         let e = data::parse_family("x.json", "{").unwrap_err();
         assert_eq!(e.to_string(), "model file x.json: invalid JSON");
+    }
+
+    #[test]
+    fn find_parses_one_family_and_agrees_with_the_catalogue() {
+        // Before the catalogue is built: every name resolves through its family file.
+        let names = [
+            "EPYC-Rome-v2",
+            "EPYC-IBPB",
+            "EPYC",
+            "Skylake-Server-noTSX-IBRS",
+            "qemu64",
+            "Opteron_G5",
+            "486-v1",
+            "host",
+            "max",
+            "base",
+        ];
+        let early: Vec<_> = names.iter().map(|n| find(n).cloned()).collect();
+        for m in all() {
+            assert_eq!(find(&m.name), Some(m), "{}", m.name);
+        }
+        for (name, early) in names.iter().zip(early) {
+            assert_eq!(early.as_ref(), find(name), "{name}");
+            assert!(early.is_some(), "{name}");
+        }
+        assert_eq!(family_index("EPYC-Rome-v2"), family_index("EPYC-Rome"));
+        assert_ne!(family_index("EPYC-Rome"), family_index("EPYC"));
+        assert_eq!(family_index("Nosuch"), None);
     }
 
     #[test]
