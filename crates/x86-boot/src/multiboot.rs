@@ -448,20 +448,19 @@ fn elf_image(image: &[u8]) -> Result<Image, MultibootError> {
         return Err(MultibootError::NotElf);
     }
     let ehdr = bytes(image, "ELF header", 0, if is64 { 64 } else { 52 })?;
-    let (entry, phoff, phentsize, phnum) = if is64 {
-        (
-            le64(ehdr, 24),
-            le64(ehdr, 32),
-            le16(ehdr, 54),
-            le16(ehdr, 56),
-        )
+    // An address-sized field at its ELF32 or ELF64 offset.
+    let word = |b: &[u8], off32: usize, off64: usize| {
+        if is64 {
+            le64(b, off64)
+        } else {
+            u64::from(le32(b, off32))
+        }
+    };
+    let (entry, phoff) = (word(ehdr, 24, 24), word(ehdr, 28, 32));
+    let (phentsize, phnum) = if is64 {
+        (le16(ehdr, 54), le16(ehdr, 56))
     } else {
-        (
-            u64::from(le32(ehdr, 24)),
-            u64::from(le32(ehdr, 28)),
-            le16(ehdr, 42),
-            le16(ehdr, 44),
-        )
+        (le16(ehdr, 42), le16(ehdr, 44))
     };
     let min_phentsize = if is64 { 56 } else { 32 };
     if phentsize < min_phentsize {
@@ -481,23 +480,9 @@ fn elf_image(image: &[u8]) -> Result<Image, MultibootError> {
         if le32(ph, 0) != PT_LOAD {
             continue;
         }
-        let (offset, vaddr, paddr, filesz, memsz) = if is64 {
-            (
-                le64(ph, 8),
-                le64(ph, 16),
-                le64(ph, 24),
-                le64(ph, 32),
-                le64(ph, 40),
-            )
-        } else {
-            (
-                u64::from(le32(ph, 4)),
-                u64::from(le32(ph, 8)),
-                u64::from(le32(ph, 12)),
-                u64::from(le32(ph, 16)),
-                u64::from(le32(ph, 20)),
-            )
-        };
+        let offset = word(ph, 4, 8);
+        let (vaddr, paddr) = (word(ph, 8, 16), word(ph, 12, 24));
+        let (filesz, memsz) = (word(ph, 16, 32), word(ph, 20, 40));
         if memsz == 0 {
             continue;
         }
