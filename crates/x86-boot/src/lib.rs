@@ -20,7 +20,10 @@
 //!   `\_S5_`, power button), SRAT, SLIT, and [`acpi::hotplug`] and
 //!   [`acpi::power`], the VMM side of the hot-plug and power registers;
 //! - [`platform`]: the CPU slot and IOAPIC inputs shared by both;
-//! - [`layout`]: a default guest memory map for all of the above.
+//! - [`layout`]: a default guest memory map for all of the above;
+//! - [`multiboot`] and [`multiboot_info`]: a Multiboot (v1) kernel loader
+//!   (ELF32/ELF64 or a.out kludge) with the information structure and the
+//!   32-bit protected-mode entry state.
 //!
 //! DESIGN.md in the crate explains the memory map, what Linux reads from each
 //! table and the hot-plug register interface.
@@ -55,6 +58,8 @@ pub mod layout;
 pub mod linux;
 pub mod long_mode;
 pub mod mptable;
+pub mod multiboot;
+pub mod multiboot_info;
 pub mod paging;
 pub mod platform;
 pub mod zero_page;
