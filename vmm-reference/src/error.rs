@@ -69,6 +69,9 @@ pub enum VmmError {
     /// The kernel or initrd could not be loaded.
     #[error("{0}")]
     Loader(#[from] crate::linux::loader::LoaderError),
+    /// The Multiboot kernel could not be loaded.
+    #[error("--kernel")]
+    Multiboot(#[from] x86_boot::multiboot::MultibootError),
     /// The boot tables could not be built.
     #[error("boot tables")]
     Boot(#[from] crate::linux::boot::BootError),
@@ -199,6 +202,7 @@ impl VmmError {
             | VmmError::Layout(_)
             | VmmError::Numa(_)
             | VmmError::Loader(_)
+            | VmmError::Multiboot(_)
             | VmmError::Probe(ProbeError::RamTooSmall { .. } | ProbeError::TooManyVcpus { .. })
             | VmmError::NoSuchVcpu(_)
             | VmmError::CpuSet(_)

@@ -149,6 +149,12 @@ pub fn parse_device(s: &str) -> Result<DeviceOption, String> {
                     _ => return Err(format!("-device isa-debug-exit: unknown property '{k}'")),
                 }
             }
+            if iobase != 0xf4 {
+                return Err(format!(
+                    "-device isa-debug-exit: iobase {iobase:#x} is not supported; this VMM's \
+                     isa-debug-exit is at 0xf4 (iobase=0xf4,iosize=4, as kvm-unit-tests uses)"
+                ));
+            }
             if ![1, 2, 4].contains(&iosize) {
                 return Err(format!(
                     "-device isa-debug-exit: iosize must be 1, 2 or 4, got {iosize}"
@@ -253,14 +259,11 @@ mod tests {
             ),
             (
                 "isa-debug-exit",
-                Ok(DeviceOption::IsaDebugExit {
-                    iobase: 0x501,
-                    iosize: 2,
-                }),
+                Err("-device isa-debug-exit: iobase 0x501 is not supported; this VMM's isa-debug-exit is at 0xf4 (iobase=0xf4,iosize=4, as kvm-unit-tests uses)"),
             ),
             ("pc-testdev", Ok(DeviceOption::PcTestdev)),
             (
-                "isa-debug-exit,iosize=3",
+                "isa-debug-exit,iobase=0xf4,iosize=3",
                 Err("-device isa-debug-exit: iosize must be 1, 2 or 4, got 3"),
             ),
             (

@@ -8,6 +8,11 @@
 //! | boot vCPUs | every vCPU in long mode, runnable | BSP in long mode at the kernel entry; APs wait for INIT/SIPI |
 //! | hot-plugged vCPU | runs the probe at once | waits for INIT/SIPI; the guest learns of it through ACPI |
 //! | devices | the probe doorbell | COM1, i8042 reset, ACPI power registers, CPU hot-plug block |
+//!
+//! A Multiboot kernel (kvm-unit-tests) is loaded like Linux but enters in 32-bit protected
+//! mode (`x86_boot::multiboot`), gets no ACPI tables, and always has QEMU's test devices:
+//! fw_cfg, isa-debug-exit at 0xf4 and pc-testdev (a Linux kernel has them with
+//! `-device isa-debug-exit` or `-device pc-testdev`).
 
 use cpu_topology::{CpuTopology, VcpuIndex};
 use cpuid_model::{dump, CpuidTable};
@@ -27,8 +32,13 @@ use crate::error::{kvm_op, vcpu_op, VmmError};
 use crate::linux::boot::{self, BootInput, BootTables};
 use crate::linux::loader::{self, LoadedKernel};
 use crate::probe::ProbeDoorbell;
+use x86_boot::multiboot::{
+    load_multiboot as load_multiboot_image, MultibootConfig, MultibootModule,
+};
+use x86_boot::multiboot_info::MultibootEntryState;
+use x86_devices::pc_testdev::KvmIrqLines;
 use x86_devices::serial::{SerialBackend, SerialSubscriber};
-use x86_devices::{Platform, PlatformConfig};
+use x86_devices::{FwCfgBuilder, Platform, PlatformConfig, TestDevices};
 
 /// KVM_SET_TSS_ADDR: three pages in the 32-bit MMIO hole, below the identity-map page
 /// (Firecracker's addresses).
@@ -55,7 +65,35 @@ pub enum GuestExit {
 /// A payload checked and opened before KVM is touched.
 pub(super) enum Prepared<'a> {
     Probe(&'a ProbeConfig),
-    Kernel(&'a KernelConfig, SerialBackend),
+    Kernel(&'a KernelConfig, SerialBackend, KernelKind),
+}
+
+/// What a kernel file is.
+pub(super) enum KernelKind {
+    /// A Linux vmlinux or bzImage (64-bit boot protocol).
+    Linux,
+    /// A Multiboot (v1) kernel, read whole (test kernels such as kvm-unit-tests are small).
+    Multiboot(Vec<u8>),
+}
+
+/// Bytes in which a Multiboot header must start.
+const MULTIBOOT_SEARCH: usize = 8192;
+
+/// Whether the kernel at `path` is a Multiboot kernel: its header is in the first 8 KiB.
+fn kernel_kind(path: &std::path::Path) -> Result<KernelKind, VmmError> {
+    use std::io::Read;
+    let read = |source| loader::LoaderError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut head = Vec::with_capacity(MULTIBOOT_SEARCH);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MULTIBOOT_SEARCH as u64).read_to_end(&mut head))
+        .map_err(read)?;
+    if x86_boot::multiboot::find_header(&head).is_err() {
+        return Ok(KernelKind::Linux);
+    }
+    Ok(KernelKind::Multiboot(std::fs::read(path).map_err(read)?))
 }
 
 /// Check what can be checked without KVM and open the serial backend (a socket server
@@ -74,7 +112,8 @@ pub(super) fn prepare(payload: &Payload) -> Result<Prepared<'_>, VmmError> {
                     eprintln!("vmm-reference: waiting for connection on {}", s.address);
                 }
             }
-            Prepared::Kernel(k, SerialBackend::open(&k.serial)?)
+            let kind = kernel_kind(&k.kernel)?;
+            Prepared::Kernel(k, SerialBackend::open(&k.serial)?, kind)
         }
     })
 }
@@ -123,7 +162,7 @@ impl Prepared<'_> {
     /// Write the guest's image into RAM and build its bus.
     pub(super) fn load(
         self,
-        vm: &VmFd,
+        vm: &std::sync::Arc<VmFd>,
         ram: &GuestRam,
         layout: &MemoryLayout,
         topo: &CpuTopology,
@@ -152,7 +191,10 @@ impl Prepared<'_> {
                     VmBus::Probe(std::sync::Arc::new(doorbell)),
                 ))
             }
-            Prepared::Kernel(config, serial) => {
+            Prepared::Kernel(config, serial, KernelKind::Multiboot(image)) => {
+                load_multiboot(vm, ram, layout, topo, config, serial, &image)
+            }
+            Prepared::Kernel(config, serial, KernelKind::Linux) => {
                 let mem = ram.memory();
                 let kernel = loader::load_kernel(mem, &config.kernel)?;
                 let initrd = match &config.initrd {
@@ -176,11 +218,14 @@ impl Prepared<'_> {
                         setup_header: kernel.setup_header.clone(),
                     },
                 )?;
+                let test_devices = (!config.devices.is_empty())
+                    .then(|| test_devices(vm, topo, layout))
+                    .transpose()?;
                 let platform = std::sync::Arc::new(Platform::new(PlatformConfig {
                     console: serial.sink,
                     power: tables.power,
                     hotplug: tables.hotplug.map(|h| (h, cpus.as_slice())),
-                    test_devices: None,
+                    test_devices,
                 })?);
                 platform.register_irqfds(vm).map_err(kvm_op("KVM_IRQFD"))?;
                 let input = serial.input.subscriber(platform.com1().clone());
@@ -200,6 +245,12 @@ impl Prepared<'_> {
 pub(super) enum Guest {
     /// The probe on every vCPU.
     Probe(ProbeConfig),
+    /// A loaded Multiboot kernel and its BSP's 32-bit entry state.
+    Multiboot {
+        entry: MultibootEntryState,
+        /// COM1's input, until the event loop takes it.
+        input: Option<SerialSubscriber>,
+    },
     /// A loaded Linux kernel and the tables it boots with.
     Kernel {
         kernel: LoadedKernel,
@@ -213,14 +264,14 @@ impl Guest {
     pub(super) fn probe(&self) -> Option<&ProbeConfig> {
         match self {
             Guest::Probe(p) => Some(p),
-            Guest::Kernel { .. } => None,
+            Guest::Kernel { .. } | Guest::Multiboot { .. } => None,
         }
     }
 
     /// COM1's input source, for the event loop (once).
     pub(super) fn take_serial_input(&mut self) -> Option<SerialSubscriber> {
         match self {
-            Guest::Kernel { input, .. } => input.take(),
+            Guest::Kernel { input, .. } | Guest::Multiboot { input, .. } => input.take(),
             Guest::Probe(_) => None,
         }
     }
@@ -228,14 +279,14 @@ impl Guest {
     pub(super) fn kernel(&self) -> Option<&LoadedKernel> {
         match self {
             Guest::Kernel { kernel, .. } => Some(kernel),
-            Guest::Probe(_) => None,
+            Guest::Probe(_) | Guest::Multiboot { .. } => None,
         }
     }
 
     pub(super) fn boot_tables(&self) -> Option<&BootTables> {
         match self {
             Guest::Kernel { tables, .. } => Some(tables),
-            Guest::Probe(_) => None,
+            Guest::Probe(_) | Guest::Multiboot { .. } => None,
         }
     }
 
@@ -254,6 +305,8 @@ impl Guest {
     ) -> Result<(), VmmError> {
         match self {
             Guest::Probe(_) => probe_entry(fd, index, bus),
+            Guest::Multiboot { entry, .. } if index.0 == 0 => multiboot_bsp(fd, entry),
+            Guest::Multiboot { .. } => Ok(()),
             Guest::Kernel { kernel, tables, .. } if index.0 == 0 => linux_bsp(fd, kernel, tables),
             // The APs keep KVM's initial state: waiting for INIT/SIPI from the guest.
             Guest::Kernel { .. } => Ok(()),
@@ -271,6 +324,9 @@ impl Guest {
     ) -> Result<(), VmmError> {
         match self {
             Guest::Probe(_) => probe_entry(fd, index, bus),
+            Guest::Multiboot { .. } => Err(VmmError::Unsupported(
+                "CPU hot-plug goes through ACPI, which a Multiboot kernel is not given".into(),
+            )),
             // A new vCPU already waits for INIT/SIPI; a reused one is reset to that
             // state from wherever the guest left it.
             Guest::Kernel { .. } if reused => fd
@@ -281,6 +337,90 @@ impl Guest {
             Guest::Kernel { .. } => Ok(()),
         }
     }
+}
+
+/// The BSP enters a Multiboot kernel in 32-bit protected mode, as the specification says:
+/// EAX the magic, EBX the information structure, flat segments, paging off.
+fn multiboot_bsp(fd: &VcpuFd, entry: &MultibootEntryState) -> Result<(), VmmError> {
+    let index = VcpuIndex(0);
+    let base = fd.get_sregs().map_err(vcpu_op(index, "KVM_GET_SREGS"))?;
+    fd.set_sregs(&entry.sregs(&base))
+        .map_err(vcpu_op(index, "KVM_SET_SREGS"))?;
+    fd.set_regs(&entry.regs())
+        .map_err(vcpu_op(index, "KVM_SET_REGS"))
+}
+
+/// QEMU's devices for test kernels: fw_cfg (CPU counts, RAM size), isa-debug-exit at
+/// 0xf4 and pc-testdev, whose interrupt lines drive the in-kernel irqchip.
+fn test_devices(
+    vm: &std::sync::Arc<VmFd>,
+    topo: &CpuTopology,
+    layout: &MemoryLayout,
+) -> Result<TestDevices, VmmError> {
+    let ram: u64 = layout.regions().iter().map(|r| r.size).sum();
+    let count = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
+    Ok(TestDevices {
+        fw_cfg: FwCfgBuilder::new(count(topo.cpus()), count(topo.max_cpus()), ram).build(),
+        testdev_hooks: std::sync::Arc::new(KvmIrqLines(std::sync::Arc::clone(vm))),
+    })
+}
+
+/// Load a Multiboot kernel (`--initrd` is module 0, `--append` its command line) with
+/// COM1 and the test devices; no ACPI tables, no CPU hot-plug.
+fn load_multiboot(
+    vm: &std::sync::Arc<VmFd>,
+    ram: &GuestRam,
+    layout: &MemoryLayout,
+    topo: &CpuTopology,
+    config: &KernelConfig,
+    serial: SerialBackend,
+    image: &[u8],
+) -> Result<(Guest, VmBus), VmmError> {
+    let e820 = boot::e820_map(layout).map_err(boot::BootError::from)?;
+    let initrd = match &config.initrd {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|source| loader::LoaderError::Read {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let initrd_name = config
+        .initrd
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let modules: Vec<MultibootModule<'_>> = initrd
+        .as_deref()
+        .map(|data| MultibootModule {
+            data,
+            cmdline: &initrd_name,
+        })
+        .into_iter()
+        .collect();
+    let mb = MultibootConfig {
+        mmio_hole: guest_memory::layout::MMIO_HOLE_START..guest_memory::layout::MMIO_HOLE_END,
+        cmdline: &config.cmdline,
+        modules: &modules,
+        loader_name: "vmm-reference",
+        ..MultibootConfig::new(&e820)
+    };
+    let load = load_multiboot_image(image, &mb)?;
+    load.write_to(ram.memory())?;
+    let platform = std::sync::Arc::new(Platform::new(PlatformConfig {
+        console: serial.sink,
+        power: None,
+        hotplug: None,
+        test_devices: Some(test_devices(vm, topo, layout)?),
+    })?);
+    platform.register_irqfds(vm).map_err(kvm_op("KVM_IRQFD"))?;
+    let input = serial.input.subscriber(platform.com1().clone());
+    let guest = Guest::Multiboot {
+        entry: load.entry,
+        input,
+    };
+    Ok((guest, VmBus::Platform(platform)))
 }
 
 /// The probe starts every vCPU directly in long mode (APs would otherwise wait for
