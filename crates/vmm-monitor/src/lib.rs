@@ -51,6 +51,7 @@ pub mod backend;
 mod client;
 pub mod commands;
 pub mod control;
+pub mod cpu_models;
 pub mod events;
 pub mod fake;
 pub mod hmp;
@@ -58,10 +59,12 @@ pub mod option;
 pub mod protocol;
 pub mod server;
 mod socket;
+pub mod virsh;
 
 pub use backend::{
     BackendError, CpuInfo, CpuPlugRequest, CpuProps, CpuSlot, DescriptorTable, KvmState,
-    MonitorBackend, NumaNode, Registers, RunState, Segment, Unplug,
+    MachineInfo, MonitorBackend, NumaNode, Registers, RunState, Segment, Unplug, VcpuAffinity,
+    NIL_UUID,
 };
 pub use commands::{run_script, Monitor, Outcome, COMMANDS};
 pub use events::{EventSink, QmpEvent};
