@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use cpu_topology::{CpuTopology, HostCpuInventory, HostCpuSet, HostError, VcpuIndex};
 use vcpu_lifecycle::{PreRunHook, VcpuSet};
 use vcpu_placement::{
-    apply_emulator_to_current_thread, apply_to_current_thread, pin_thread, Admitted, Ledger,
-    LedgerError, OvercommitPolicy, PlacementConfig, PlacementError, PlacementPlan, ThreadError,
-    Tid, VcpuInfo, VmLoad,
+    apply_emulator_to_current_thread, apply_to_current_thread, pin_thread, thread_affinity,
+    Admitted, Ledger, LedgerError, OvercommitPolicy, PlacementConfig, PlacementError,
+    PlacementPlan, ThreadError, Tid, VcpuInfo, VmLoad,
 };
 
 /// Placement options of a VM (`--vcpupin`, `--cpuset`, `--emulatorpin`, `--placement`,
@@ -223,16 +223,78 @@ impl VmPlacement {
         }
     }
 
-    /// `virsh vcpuinfo` for every vCPU of `vcpus`, blocks separated by an empty line.
+    /// `virsh vcpuinfo` for every vCPU of `vcpus`, blocks separated by an empty line. The
+    /// state is in virsh's words: a vCPU waiting in HLT is `blocked`, any other present
+    /// one `running` (libvirt's QEMU driver says `running` for a paused VM's vCPUs too).
     pub fn vcpuinfo_all(&self, vcpus: &VcpuSet) -> Result<String, PlacementSetupError> {
         let mut text = String::new();
         for h in vcpus.iter() {
             if !text.is_empty() {
                 text.push('\n');
             }
-            text.push_str(&self.vcpuinfo(h.index(), h.thread_id().0, h.state().as_str())?);
+            let state = match h.state() {
+                vcpu_lifecycle::VcpuState::Halted => "blocked",
+                vcpu_lifecycle::VcpuState::Stopped => "offline",
+                _ => "running",
+            };
+            text.push_str(&self.vcpuinfo(h.index(), h.thread_id().0, state)?);
         }
         Ok(text)
+    }
+
+    /// The host CPUs of every slot up to `slots`: a present vCPU's thread as /proc shows
+    /// it, an absent one's planned pin (what it gets when plugged).
+    pub fn affinities(
+        &self,
+        vcpus: &VcpuSet,
+        slots: u32,
+    ) -> Result<Vec<(VcpuIndex, HostCpuSet)>, PlacementSetupError> {
+        let plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+        (0..slots)
+            .map(VcpuIndex)
+            .map(|i| {
+                let cpus = match vcpus.get(i) {
+                    Some(h) => thread_affinity(Tid(h.thread_id().0))?,
+                    None => plan
+                        .vcpu(i)
+                        .map_or_else(|| self.host.online().clone(), |p| p.cpus.clone()),
+                };
+                Ok((i, cpus))
+            })
+            .collect()
+    }
+
+    /// `virsh emulatorpin`: pin every thread of the process that is not a vCPU (`vcpus`)
+    /// to `cpus` when given, then return the main thread's host CPUs.
+    pub fn emulatorpin(
+        &self,
+        vcpus: &VcpuSet,
+        cpus: Option<HostCpuSet>,
+    ) -> Result<HostCpuSet, PlacementSetupError> {
+        let main = Tid(std::process::id() as i32);
+        if let Some(cpus) = cpus {
+            let offline = cpus.difference(self.host.online());
+            if !offline.is_empty() {
+                return Err(PlacementError::OfflineCpu {
+                    what: "emulatorpin".into(),
+                    cpus: offline,
+                    online: self.host.online().clone(),
+                }
+                .into());
+            }
+            let vcpu_tids: BTreeSet<i32> = vcpus.iter().map(|h| h.thread_id().0).collect();
+            let tasks =
+                std::fs::read_dir("/proc/self/task").map_err(|source| ThreadError::ReadProc {
+                    path: "/proc/self/task".into(),
+                    source,
+                })?;
+            for tid in tasks.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+                if !vcpu_tids.contains(&tid) {
+                    pin_thread(Tid(tid), &cpus)?;
+                }
+            }
+        }
+        Ok(thread_affinity(main)?)
     }
 
     /// `virsh vcpuinfo` for one vCPU thread, read from /proc.

@@ -5,8 +5,10 @@
 //! - a definition's `unavailable-features` are the QEMU names of the features the model
 //!   needs that KVM cannot give (empty: the model runs here); `host` and `max` take what
 //!   KVM has, so they always run; `base` is the one static model;
-//! - an expansion describes the CPU the model would give on this host (features KVM lacks
-//!   are off): `static` names it as `base` plus properties, `full` keeps the name.
+//! - an expansion describes the CPU the model asks for with KVM's default properties, on
+//!   this host's vendor, before the host's filter (QEMU expands without realizing a CPU,
+//!   so a feature KVM lacks still reads `true`; `unavailable-features` names those):
+//!   `static` names it as `base` plus properties, `full` keeps the name.
 
 use cpuid_model::check;
 use cpuid_model::features::{self, Feature};
@@ -44,17 +46,34 @@ pub fn definition(m: &CpuModel, host: &CpuidTable) -> Value {
     Value::Object(d)
 }
 
-/// Where QEMU lists a feature: by feature word (leaf, subleaf, register; EDX first for
-/// leaves 1 and 0x8000_0001, as QEMU's words are), then by bit.
-fn word_order(f: &Feature) -> (u32, u32, u8, u8) {
-    let reg = match f.reg {
-        Reg::Edx if matches!(f.leaf, 1 | 0x8000_0001) => 0,
-        Reg::Eax => 1,
-        Reg::Ebx => 2,
-        Reg::Ecx => 3,
-        Reg::Edx => 4,
-    };
-    (f.leaf, f.subleaf, reg, f.bit)
+/// QEMU 7.2's feature words in its order (`FeatureWord`): leaf, subleaf, register.
+const QEMU_WORDS: &[(u32, u32, Reg)] = &[
+    (1, 0, Reg::Edx),
+    (1, 0, Reg::Ecx),
+    (7, 0, Reg::Ebx),
+    (7, 0, Reg::Ecx),
+    (7, 0, Reg::Edx),
+    (7, 1, Reg::Eax),
+    (0x8000_0001, 0, Reg::Edx),
+    (0x8000_0001, 0, Reg::Ecx),
+    (0x8000_0007, 0, Reg::Edx),
+    (0x8000_0008, 0, Reg::Ebx),
+    (0xc000_0001, 0, Reg::Edx),
+    (0x4000_0001, 0, Reg::Eax),
+    (0x4000_0001, 0, Reg::Edx),
+    (0x8000_000a, 0, Reg::Edx),
+    (0xd, 1, Reg::Eax),
+    (6, 0, Reg::Eax),
+];
+
+/// Where QEMU lists a feature: by its feature word, then by bit; words QEMU 7.2 does not
+/// have go last, by leaf.
+fn word_order(f: &Feature) -> (usize, u32, u32, u8) {
+    let word = QEMU_WORDS
+        .iter()
+        .position(|&(leaf, sub, reg)| (leaf, sub, reg) == (f.leaf, f.subleaf, f.reg))
+        .unwrap_or(QEMU_WORDS.len());
+    (word, f.leaf, f.subleaf, f.bit)
 }
 
 /// `query-cpu-definitions`: every model, in catalogue order.
@@ -177,7 +196,20 @@ pub fn props(table: &CpuidTable) -> Map<String, Value> {
     p
 }
 
-/// `query-cpu-model-expansion`: the CPU the requested model gives on this host.
+/// `host` with every catalogue feature bit set: what the model asks for passes unfiltered.
+fn unfiltered(host: &CpuidTable) -> CpuidTable {
+    let mut t = host.clone();
+    for f in features::all() {
+        if t.get(f.key()).is_none() {
+            t.insert(f.key(), cpuid_model::CpuidEntry::default());
+        }
+        f.set(&mut t, true);
+    }
+    t
+}
+
+/// `query-cpu-model-expansion`: the CPU the requested model describes (see the module
+/// docs); `host` and `max` are this host's KVM CPU.
 pub fn expand(request: ExpansionRequest, host: &CpuidTable) -> Result<Value, QmpError> {
     let ExpansionRequest {
         kind,
@@ -186,8 +218,13 @@ pub fn expand(request: ExpansionRequest, host: &CpuidTable) -> Result<Value, Qmp
     } = request;
     let mut spec = ModelSpec::new(m);
     spec.props = changes;
+    let base = if m.is_passthrough() {
+        host.clone()
+    } else {
+        unfiltered(host)
+    };
     let resolved =
-        check::resolve(&spec, host).map_err(|e| QmpError::generic(crate::error_chain(&e)))?;
+        check::resolve(&spec, &base).map_err(|e| QmpError::generic(crate::error_chain(&e)))?;
     let name = match kind {
         Expansion::Static => "base",
         Expansion::Full => m.name.as_str(),
@@ -271,7 +308,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn expansion_turns_off_what_the_host_lacks() {
+    fn expansion_is_the_model_before_the_host_filter() {
         let host = host_without(&["aes"]);
         let m = model::find("Westmere").unwrap();
         let out = expand(
@@ -286,7 +323,7 @@ pub(crate) mod tests {
         assert_eq!(out["model"]["name"], "base");
         let p = &out["model"]["props"];
         assert_eq!(p["sse4.2"], true);
-        assert_eq!(p["aes"], false);
+        assert_eq!(p["aes"], true, "QEMU expands before filtering");
         assert_eq!(p["avx"], false, "Westmere has no AVX");
         assert_eq!(p["family"], 6);
         assert_eq!(p["vendor"], "GenuineIntel");

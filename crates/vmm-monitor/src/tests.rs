@@ -608,7 +608,7 @@ fn cpu_model_queries() {
     );
     assert_eq!(out["return"]["model"]["name"], "Westmere");
     assert_eq!(out["return"]["model"]["props"]["sse4.2"], false);
-    assert_eq!(out["return"]["model"]["props"]["aes"], false);
+    assert_eq!(out["return"]["model"]["props"]["aes"], true);
     assert_eq!(out["return"]["model"]["props"]["sse4.1"], true);
     let out = r.one(
         r#"{"execute": "query-cpu-model-expansion", "arguments": {"type": "static",
