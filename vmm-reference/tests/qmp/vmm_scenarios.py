@@ -298,12 +298,59 @@ async def virsh(vm):
     print("virsh: ok")
 
 
+async def qemu_definitions(workdir):
+    """query-cpu-definitions and the host expansion from QEMU itself (-accel kvm)."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = os.path.join(tmp, "qemu.sock")
+        qemu = subprocess.Popen(
+            ["qemu-system-x86_64", "-machine", "pc", "-accel", "kvm", "-nodefaults",
+             "-display", "none", "-S", "-qmp", f"unix:{sock},server=on,wait=off"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            for _ in range(400):
+                if os.path.exists(sock):
+                    break
+                await asyncio.sleep(0.05)
+            client = QMPClient("qemu")
+            await client.connect(sock)
+            defs = await client.execute("query-cpu-definitions")
+            await client.disconnect()
+        finally:
+            qemu.kill()
+            qemu.wait()
+    return {d["name"]: d for d in defs}
+
+
+async def vs_qemu(vm):
+    """Every definition equals QEMU 7.2's on this host, unavailable-features included,
+    except what this VMM does not model: MSR-based features (QEMU's arch-capabilities
+    bits) and QEMU's second listing of a feature that also names an XSAVE component."""
+    qemu = await qemu_definitions(None)
+    ours = {d["name"]: d for d in await vm.c.execute("query-cpu-definitions")}
+    assert sorted(qemu) == sorted(ours), set(qemu) ^ set(ours)
+    known = set((await vm.c.execute("query-cpu-model-expansion",
+                                     {"type": "static", "model": {"name": "host"}}))["model"]["props"])
+    compared = 0
+    for name, q in qemu.items():
+        seen = []
+        for f in q["unavailable-features"]:
+            if f in known and f not in seen:
+                seen.append(f)
+        q = dict(q, **{"unavailable-features": seen})
+        assert q == ours[name], (name, q, ours[name])
+        compared += len(seen)
+    print(f"vs-qemu: ok ({len(qemu)} models, {compared} unavailable features compared)")
+
+
 async def main():
     scenario, socket, pid, layout = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
     client = QMPClient(scenario)
     await client.connect(socket)
     vm = Vm(client, pid, layout)
-    await {"basic": basic, "hotplug": hotplug, "stress": stress, "virsh": virsh}[scenario](vm)
+    await {"basic": basic, "hotplug": hotplug, "stress": stress, "virsh": virsh,
+           "vs-qemu": vs_qemu}[scenario](vm)
     await client.execute("quit")
     try:
         await client.disconnect()
