@@ -20,6 +20,8 @@ use crate::{error_chain, Vmm, VmmError};
 use vmm_monitor::control::{
     cpu_props, default_device_id, plug_position, qom_path, GuestFault, RunControl,
 };
+use vmm_monitor::libvirt_domain::config::{CpuFeature, FeaturePolicy};
+use vmm_monitor::libvirt_domain::DomainConfig;
 use vmm_monitor::{
     BackendError, CpuInfo, CpuPlugRequest, CpuSlot, DescriptorTable, EventSink, MachineInfo,
     MonitorBackend, NumaNode, Registers, RunState, Segment, Unplug, VcpuAffinity,
@@ -412,6 +414,7 @@ impl MonitorBackend for Machine {
             boot_cpus: topo.cpus(),
             max_cpus: topo.max_cpus(),
             kvm_max_vcpus: self.host.as_ref().map_or(topo.max_cpus(), |h| h.max_vcpus),
+            host_cpus: vmm.host_cpus().to_cpu_list(),
         })
     }
 
@@ -434,6 +437,35 @@ impl MonitorBackend for Machine {
                 cpus: cpus.to_cpu_list(),
             })
             .collect())
+    }
+
+    fn complete_domain(&self, d: &mut DomainConfig) {
+        let vmm = self.vmm();
+        if let crate::Payload::Kernel(k) = &vmm.config().payload {
+            let path = |p: &std::path::Path| p.display().to_string();
+            d.os.kernel = Some(path(&k.kernel));
+            d.os.initrd = k.initrd.as_deref().map(path);
+            d.os.cmdline = Some(k.cmdline.clone());
+            (d.features.acpi, d.features.apic) = (true, true);
+        }
+        let Some(cpu) = d.cpu.as_mut() else { return };
+        for (f, on) in vmm.config().cpu.requested().into_values() {
+            let policy = if on {
+                FeaturePolicy::Require
+            } else {
+                FeaturePolicy::Disable
+            };
+            let name = f.qemu_name.to_owned();
+            cpu.features.push(CpuFeature { policy, name });
+        }
+        let matrix = vmm.numa().map(|n| n.distances()).unwrap_or_default();
+        for cell in &mut cpu.numa {
+            let row = matrix
+                .get(cell.id as usize)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            cell.distances = (0u32..).zip(row.iter().copied()).collect();
+        }
     }
 
     fn emulatorpin(&self, cpuset: Option<&str>) -> Result<String, BackendError> {

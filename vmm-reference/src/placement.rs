@@ -308,6 +308,11 @@ impl VmPlacement {
         Ok(info.to_libvirt_string(state, self.host.cpu_id_limit()))
     }
 
+    /// The host's online CPUs.
+    pub fn host_cpus(&self) -> &HostCpuSet {
+        self.host.online()
+    }
+
     /// Parse a cpuset as `virsh vcpupin` takes it (libvirt syntax, `r` = all host CPUs).
     pub fn parse_cpuset(&self, text: &str) -> Result<HostCpuSet, cpu_topology::CpuSetError> {
         HostCpuSet::parse_libvirt_or_all(text, self.host.cpu_id_limit())

@@ -197,7 +197,7 @@ pub const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
 
 /// Sizes and limits of the machine: `query-machines`, `query-memory-size-summary`,
 /// `vcpucount`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineInfo {
     /// Guest RAM present at boot, in bytes.
     pub memory: u64,
@@ -207,6 +207,9 @@ pub struct MachineInfo {
     pub max_cpus: u32,
     /// The most vCPUs KVM lets one VM have (`KVM_CAP_MAX_VCPUS`): `cpu-max`.
     pub kvm_max_vcpus: u32,
+    /// The host CPUs a thread of the VM may use at all, as a CPU list (`0-7`): a pin to
+    /// all of them is no pin.
+    pub host_cpus: String,
 }
 
 /// One vCPU's host CPUs, for `vcpupin` without a CPU set.
@@ -351,11 +354,10 @@ pub trait MonitorBackend: Send + Sync {
             operation: "emulatorpin",
         })
     }
-    /// The running VM as libvirt domain XML, with its live pins and vCPU count
-    /// (`dumpxml`). The default says it is not supported.
-    fn domain_xml(&self) -> Result<String, BackendError> {
-        Err(BackendError::NotSupported {
-            operation: "dumpxml",
-        })
+    /// Adds to the live domain `dumpxml` prints what only the VMM knows (kernel, NUMA
+    /// distances, CPU features); the monitor has filled in the rest (see
+    /// [`domain`](crate::domain)). The default adds nothing.
+    fn complete_domain(&self, domain: &mut libvirt_domain::DomainConfig) {
+        let _ = domain;
     }
 }

@@ -351,6 +351,7 @@ impl MonitorBackend for FakeBackend {
             boot_cpus: self.boot_cpus,
             max_cpus: self.sockets * self.cores * self.threads,
             kvm_max_vcpus: 1024,
+            host_cpus: "0-1".into(),
         })
     }
 
@@ -382,16 +383,6 @@ impl MonitorBackend for FakeBackend {
             s.emulator = set.to_owned();
         }
         Ok(s.emulator.clone())
-    }
-
-    fn domain_xml(&self) -> Result<String, BackendError> {
-        let name = self.name.as_deref().unwrap_or("fake");
-        let live = self.lock().present.len();
-        let max = self.sockets * self.cores * self.threads;
-        Ok(format!(
-            "<domain type='kvm'>\n  <name>{name}</name>\n  \
-             <vcpu placement='static' current='{live}'>{max}</vcpu>\n</domain>\n"
-        ))
     }
 
     fn vcpuinfo(&self) -> Result<String, BackendError> {

@@ -225,7 +225,7 @@ fn run_inner(monitor: &Monitor, line: &str, current: VcpuIndex) -> Result<HmpOut
                 quit: false,
             });
         }
-        ["dumpxml"] => b.domain_xml().map_err(|e| backend_error(&e).desc)?,
+        ["dumpxml"] => crate::domain::dumpxml(b).map_err(|e| backend_error(&e).desc)?,
         ["info"] => HELP
             .iter()
             .filter(|(usage, _)| usage.starts_with("info "))

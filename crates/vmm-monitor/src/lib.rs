@@ -52,6 +52,7 @@ mod client;
 pub mod commands;
 pub mod control;
 pub mod cpu_models;
+pub mod domain;
 pub mod events;
 pub mod fake;
 pub mod hmp;
@@ -69,6 +70,8 @@ pub use backend::{
 pub use commands::{run_script, Monitor, Outcome, COMMANDS};
 pub use events::{EventSink, QmpEvent};
 pub use fake::FakeBackend;
+/// The domain model `dumpxml` prints, for [`MonitorBackend::complete_domain`].
+pub use libvirt_domain;
 pub use option::{parse_qmp_option, QmpOption, QmpOptionError};
 pub use protocol::{ErrorClass, JsonStream, QmpError, QmpVersion, Session};
 pub use server::{QmpListener, QmpServer, ServerError, ServerHandle};

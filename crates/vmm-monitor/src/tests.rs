@@ -646,6 +646,9 @@ fn cpu_model_queries() {
     );
 }
 
+/// [`crate::fake::FAKE_MEMORY`] in KiB.
+const FAKE_MEMORY_KIB: u64 = crate::fake::FAKE_MEMORY / 1024;
+
 #[test]
 fn hmp_virsh_cpu_verbs() {
     let mut r = rig(FakeBackend::new(1, 4, 1, 2).with_name("web1"));
@@ -716,7 +719,26 @@ fn hmp_virsh_cpu_verbs() {
         r.hmp("setvcpus 0"),
         "Error: Invalid number of virtual CPUs\n"
     );
-    assert!(r
-        .hmp("dumpxml")
-        .contains("<vcpu placement='static' current='3'>4</vcpu>"));
+    // The live domain: 3 of 4 vCPUs, vCPU 1's live pin, the emulator's pin.
+    let xml = r.hmp("dumpxml");
+    let d = libvirt_domain::parse_domain(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+    assert_eq!(d.name, "web1");
+    assert_eq!(d.uuid.as_deref(), Some(NIL_UUID));
+    assert_eq!((d.vcpu.count, d.vcpu.current), (4, Some(3)));
+    assert_eq!(d.memory_kib, FAKE_MEMORY_KIB);
+    let pins: Vec<(u32, String)> = d
+        .cputune
+        .vcpupin
+        .iter()
+        .map(|p| (p.vcpu, p.cpuset.to_cpu_list()))
+        .collect();
+    assert_eq!(pins, [(1, "3".to_owned())]);
+    assert_eq!(
+        d.cputune.emulatorpin.map(|e| e.to_cpu_list()).as_deref(),
+        Some("1")
+    );
+    let cpu = d.cpu.unwrap();
+    assert_eq!(cpu.model.unwrap().name, "qemu64");
+    let t = cpu.topology.unwrap();
+    assert_eq!((t.sockets, t.cores, t.threads), (1, 4, 1));
 }

@@ -367,6 +367,11 @@ impl Vmm {
         Ok(self.placement.emulatorpin(&self.vcpus, cpus)?)
     }
 
+    /// The host's online CPUs: a pin to all of them is no pin.
+    pub fn host_cpus(&self) -> &HostCpuSet {
+        self.placement.host_cpus()
+    }
+
     /// `virsh vcpuinfo` text for every vCPU, read from /proc.
     pub fn vcpuinfo(&self) -> Result<String, VmmError> {
         Ok(self.placement.vcpuinfo_all(&self.vcpus)?)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import sys
+from xml.etree import ElementTree
 
 from qemu.qmp import EventListener, ExecuteError, QMPClient
 
@@ -283,6 +284,8 @@ async def virsh(vm):
         await vm.wait_halted(c["cpu-index"])
         assert await vm.reported_x2apic_id(c["cpu-index"]) == c["cpu-index"]
     assert (await vm.hmp("vcpucount")).endswith("current      live           4\n")
+    vcpu = ElementTree.fromstring(await vm.hmp("dumpxml")).find("vcpu")
+    assert vcpu.text == "4" and "current" not in vcpu.attrib, vcpu.attrib
 
     listener = EventListener("DEVICE_DELETED")
     with vm.c.listen(listener):
@@ -295,6 +298,21 @@ async def virsh(vm):
         "Error: vCPU 1 was present at boot and cannot be unplugged\n")
     assert await vm.hmp("setvcpus 9") == (
         "Error: requested vcpus is greater than max allowable vcpus for the live domain: 9 > 4\n")
+    # dumpxml: the live domain, as libvirt writes it, with the live count and pins.
+    dom = ElementTree.fromstring(await vm.hmp("dumpxml --live"))
+    assert dom.get("type") == "kvm" and dom.findtext("name") == "web1", dom
+    assert dom.findtext("uuid") == UUID
+    assert dom.find("memory").text == str(128 << 10) and dom.find("memory").get("unit") == "KiB"
+    vcpu = dom.find("vcpu")
+    assert (vcpu.text, vcpu.get("current")) == ("4", "2"), vcpu.attrib
+    pins = {p.get("vcpu"): p.get("cpuset") for p in dom.iter("vcpupin")}
+    expected = {} if last == online else {"1": last}
+    assert pins == expected, (pins, expected)
+    assert dom.find("cputune/emulatorpin") is None, "the emulator pin was undone"
+    cpu = dom.find("cpu")
+    assert cpu.get("mode") == "custom" and cpu.findtext("model") == "qemu64", cpu
+    topo = cpu.find("topology").attrib
+    assert (topo["sockets"], topo["cores"], topo["threads"]) == ("2", "2", "1"), topo
     print("virsh: ok")
 
 
