@@ -726,13 +726,10 @@ fn hmp_virsh_cpu_verbs() {
     assert_eq!(d.uuid.as_deref(), Some(NIL_UUID));
     assert_eq!((d.vcpu.count, d.vcpu.current), (4, Some(3)));
     assert_eq!(d.memory_kib, FAKE_MEMORY_KIB);
-    let pins: Vec<(u32, String)> = d
-        .cputune
-        .vcpupin
-        .iter()
-        .map(|p| (p.vcpu, p.cpuset.to_cpu_list()))
-        .collect();
-    assert_eq!(pins, [(1, "3".to_owned())]);
+    let [pin] = d.cputune.vcpupin.as_slice() else {
+        panic!("one vcpupin expected: {xml}")
+    };
+    assert_eq!((pin.vcpu, pin.cpuset.to_cpu_list()), (1, "3".to_owned()));
     assert_eq!(
         d.cputune.emulatorpin.map(|e| e.to_cpu_list()).as_deref(),
         Some("1")
