@@ -224,8 +224,8 @@ impl VmPlacement {
     }
 
     /// `virsh vcpuinfo` for every vCPU of `vcpus`, blocks separated by an empty line. The
-    /// state is in virsh's words: a vCPU waiting in HLT is `blocked`, any other present
-    /// one `running` (libvirt's QEMU driver says `running` for a paused VM's vCPUs too).
+    /// state is in virsh's words where virsh has one (`running`; `blocked` for a vCPU
+    /// that finished in HLT; `offline`), and `paused` for a vCPU the monitor stopped.
     pub fn vcpuinfo_all(&self, vcpus: &VcpuSet) -> Result<String, PlacementSetupError> {
         let mut text = String::new();
         for h in vcpus.iter() {
@@ -235,6 +235,7 @@ impl VmPlacement {
             let state = match h.state() {
                 vcpu_lifecycle::VcpuState::Halted => "blocked",
                 vcpu_lifecycle::VcpuState::Stopped => "offline",
+                vcpu_lifecycle::VcpuState::Paused => "paused",
                 _ => "running",
             };
             text.push_str(&self.vcpuinfo(h.index(), h.thread_id().0, state)?);
