@@ -62,6 +62,9 @@ pub struct VmPlacement {
     name: String,
     /// The vCPUs the ledger counts: the boot vCPUs, then whatever hot-plug changed.
     present: BTreeSet<VcpuIndex>,
+    /// The affinity the VMM started with: what an unpinned vCPU gets, even when its thread
+    /// is created by an emulator thread pinned elsewhere (hot-plug after `emulatorpin`).
+    inherited: Option<HostCpuSet>,
 }
 
 impl VmPlacement {
@@ -84,6 +87,7 @@ impl VmPlacement {
             ledger: None,
             name: name.to_string(),
             present: topo.present().collect(),
+            inherited: thread_affinity(Tid::current()).ok(),
         };
         let ledger = match &options.ledger_dir {
             Some(dir) => Ledger::open(dir.clone()),
@@ -153,12 +157,17 @@ impl VmPlacement {
             .to_string()
     }
 
-    /// The hook a vCPU thread runs on itself before its first KVM_RUN: apply its affinity.
+    /// The hook a vCPU thread runs on itself before its first KVM_RUN: apply its affinity
+    /// (an unpinned vCPU: the VMM's own starting affinity, not its creator's).
     pub fn hook(&self) -> PreRunHook {
         let plan = Arc::clone(&self.plan);
+        let inherited = self.inherited.clone();
         Box::new(move |vcpu, _fd| {
             let plan = plan.lock().unwrap_or_else(|p| p.into_inner());
-            apply_to_current_thread(&plan, vcpu)?;
+            let (tid, pinned) = apply_to_current_thread(&plan, vcpu)?;
+            if let (false, Some(cpus)) = (pinned, &inherited) {
+                pin_thread(tid, cpus)?;
+            }
             Ok(())
         })
     }

@@ -271,19 +271,21 @@ async def virsh(vm):
     assert allowed(vm.pid, vm.pid) == "0"
     assert allowed(vm.pid, tid[0]) == vcpu0_before, "emulatorpin moved a vCPU"
     assert (await vm.hmp("emulatorpin")).endswith("       *: 0\n")
-    await vm.hmp(f"emulatorpin {online}")
 
     # setvcpus plugs the lowest empty slots, named vcpuN as libvirt names them; each runs
-    # the probe and sees its own APIC id.
+    # the probe and sees its own APIC id. Unpinned, they run where the VMM may run, not
+    # where the emulator thread that created them is pinned.
     assert await vm.hmp("setvcpus 4 --live") == ""
     cpus = await vm.cpus()
     assert [c["cpu-index"] for c in cpus] == [0, 1, 2, 3], cpus
     assert cpus[2]["qom-path"] == "/machine/peripheral/vcpu2", cpus
     for c in cpus[2:]:
         assert task_comm(vm.pid, c["thread-id"]) == f"vcpu {c['cpu-index']}", c
+        assert allowed(vm.pid, c["thread-id"]) == vcpu0_before, c
         await vm.wait_halted(c["cpu-index"])
         assert await vm.reported_x2apic_id(c["cpu-index"]) == c["cpu-index"]
     assert (await vm.hmp("vcpucount")).endswith("current      live           4\n")
+    await vm.hmp(f"emulatorpin {online}")
     vcpu = ElementTree.fromstring(await vm.hmp("dumpxml")).find("vcpu")
     assert vcpu.text == "4" and "current" not in vcpu.attrib, vcpu.attrib
 
