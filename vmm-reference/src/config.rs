@@ -30,6 +30,9 @@ pub struct VmmConfig {
     pub timeout: Option<Duration>,
     /// VM name (`--name`), for the host ledger and messages.
     pub name: Option<String>,
+    /// VM UUID (`--uuid`), lower-case 8-4-4-4-12 hex; QMP `query-uuid` reports the
+    /// all-zero UUID without one, as QEMU does.
+    pub uuid: Option<String>,
     /// Where the vCPU and emulator threads run, and over-commit admission.
     pub placement: PlacementOptions,
     /// What the VM runs.
@@ -115,6 +118,7 @@ impl VmmConfig {
             objects: Vec::new(),
             timeout: Some(Duration::from_secs(300)),
             name: None,
+            uuid: None,
             placement: PlacementOptions::default(),
             payload: Payload::Probe(ProbeConfig::default()),
             security: SecurityConfig {
@@ -192,6 +196,7 @@ impl VmmConfig {
             objects: linux.object,
             timeout: (args.timeout > 0).then(|| Duration::from_secs(args.timeout)),
             name: args.name,
+            uuid: args.uuid,
             placement: args.placement.into_options(),
             payload,
             security: SecurityConfig {

@@ -20,9 +20,11 @@ use crate::{error_chain, Vmm, VmmError};
 use vmm_monitor::control::{
     cpu_props, default_device_id, plug_position, qom_path, GuestFault, RunControl,
 };
+use vmm_monitor::libvirt_domain::config::{CpuFeature, FeaturePolicy};
+use vmm_monitor::libvirt_domain::DomainConfig;
 use vmm_monitor::{
-    BackendError, CpuInfo, CpuPlugRequest, CpuSlot, DescriptorTable, EventSink, MonitorBackend,
-    NumaNode, Registers, RunState, Segment, Unplug,
+    BackendError, CpuInfo, CpuPlugRequest, CpuSlot, DescriptorTable, EventSink, MachineInfo,
+    MonitorBackend, NumaNode, Registers, RunState, Segment, Unplug, VcpuAffinity,
 };
 
 /// A failed VMM call as a backend error: the user's fault is shown as is, anything else
@@ -111,6 +113,27 @@ pub fn registers(r: &VcpuRegisters) -> Registers {
 pub struct Machine {
     vmm: Mutex<Vmm>,
     control: RunControl,
+    /// What the CPU model and machine queries need from KVM, read once at start (the
+    /// main thread's seccomp filter forbids opening /dev/kvm later).
+    host: Option<HostKvm>,
+}
+
+/// KVM's supported CPUID and vCPU limit on this host.
+#[derive(Debug)]
+struct HostKvm {
+    cpuid: cpuid_model::CpuidTable,
+    max_vcpus: u32,
+}
+
+impl HostKvm {
+    fn read() -> Result<Self, kvm_ioctls::Error> {
+        let kvm = kvm_ioctls::Kvm::new()?;
+        let cpuid = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)?;
+        Ok(HostKvm {
+            cpuid: cpuid_model::kvm::from_kvm(&cpuid),
+            max_vcpus: u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX),
+        })
+    }
 }
 
 /// Console lines logged with a guest fault.
@@ -158,9 +181,13 @@ pub fn numa_nodes(
 impl Machine {
     /// Wrap a built (not yet started) VM; `quit` is written when a client asks to quit.
     pub fn new(vmm: Vmm, quit: EventFd, events: EventSink) -> Arc<Self> {
+        let host = HostKvm::read()
+            .map_err(|e| log::warn!("CPU model queries unavailable: reading KVM's CPUID: {e}"))
+            .ok();
         Arc::new(Self {
             vmm: Mutex::new(vmm),
             control: RunControl::new(quit, events),
+            host,
         })
     }
 
@@ -368,6 +395,85 @@ impl MonitorBackend for Machine {
 
     fn vcpuinfo(&self) -> Result<String, BackendError> {
         self.vmm().vcpuinfo().map_err(|e| failed("vcpuinfo", e))
+    }
+
+    fn name(&self) -> Option<String> {
+        self.vmm().config().name.clone()
+    }
+
+    fn uuid(&self) -> String {
+        let uuid = self.vmm().config().uuid.clone();
+        uuid.unwrap_or_else(|| vmm_monitor::NIL_UUID.to_owned())
+    }
+
+    fn machine(&self) -> Result<MachineInfo, BackendError> {
+        let vmm = self.vmm();
+        let topo = vmm.topology();
+        Ok(MachineInfo {
+            memory: vmm.memory_size(),
+            boot_cpus: topo.cpus(),
+            max_cpus: topo.max_cpus(),
+            kvm_max_vcpus: self.host.as_ref().map_or(topo.max_cpus(), |h| h.max_vcpus),
+            host_cpus: vmm.host_cpus().to_cpu_list(),
+        })
+    }
+
+    fn host_cpuid(&self) -> Result<cpuid_model::CpuidTable, BackendError> {
+        let host = self.host.as_ref().ok_or(BackendError::NotSupported {
+            operation: "CPU model queries",
+        })?;
+        Ok(host.cpuid.clone())
+    }
+
+    fn vcpu_affinities(&self) -> Result<Vec<VcpuAffinity>, BackendError> {
+        let rows = self
+            .vmm()
+            .vcpu_affinities()
+            .map_err(|e| failed("vcpupin", e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(index, cpus)| VcpuAffinity {
+                index,
+                cpus: cpus.to_cpu_list(),
+            })
+            .collect())
+    }
+
+    fn complete_domain(&self, d: &mut DomainConfig) {
+        let vmm = self.vmm();
+        if let crate::Payload::Kernel(k) = &vmm.config().payload {
+            let path = |p: &std::path::Path| p.display().to_string();
+            d.os.kernel = Some(path(&k.kernel));
+            d.os.initrd = k.initrd.as_deref().map(path);
+            d.os.cmdline = Some(k.cmdline.clone());
+            (d.features.acpi, d.features.apic) = (true, true);
+        }
+        let Some(cpu) = d.cpu.as_mut() else { return };
+        for (f, on) in vmm.config().cpu.requested().into_values() {
+            let policy = if on {
+                FeaturePolicy::Require
+            } else {
+                FeaturePolicy::Disable
+            };
+            let name = f.qemu_name.to_owned();
+            cpu.features.push(CpuFeature { policy, name });
+        }
+        let matrix = vmm.numa().map(|n| n.distances()).unwrap_or_default();
+        for cell in &mut cpu.numa {
+            let row = matrix
+                .get(cell.id as usize)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            cell.distances = (0u32..).zip(row.iter().copied()).collect();
+        }
+    }
+
+    fn emulatorpin(&self, cpuset: Option<&str>) -> Result<String, BackendError> {
+        let cpus = self
+            .vmm()
+            .emulatorpin(cpuset)
+            .map_err(|e| failed("emulatorpin", e))?;
+        Ok(cpus.to_cpu_list())
     }
 }
 

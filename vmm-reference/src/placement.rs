@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use cpu_topology::{CpuTopology, HostCpuInventory, HostCpuSet, HostError, VcpuIndex};
 use vcpu_lifecycle::{PreRunHook, VcpuSet};
 use vcpu_placement::{
-    apply_emulator_to_current_thread, apply_to_current_thread, pin_thread, Admitted, Ledger,
-    LedgerError, OvercommitPolicy, PlacementConfig, PlacementError, PlacementPlan, ThreadError,
-    Tid, VcpuInfo, VmLoad,
+    apply_emulator_to_current_thread, apply_to_current_thread, pin_thread, thread_affinity,
+    Admitted, Ledger, LedgerError, OvercommitPolicy, PlacementConfig, PlacementError,
+    PlacementPlan, ThreadError, Tid, VcpuInfo, VmLoad,
 };
 
 /// Placement options of a VM (`--vcpupin`, `--cpuset`, `--emulatorpin`, `--placement`,
@@ -62,6 +62,9 @@ pub struct VmPlacement {
     name: String,
     /// The vCPUs the ledger counts: the boot vCPUs, then whatever hot-plug changed.
     present: BTreeSet<VcpuIndex>,
+    /// The affinity the VMM started with: what an unpinned vCPU gets, even when its thread
+    /// is created by an emulator thread pinned elsewhere (hot-plug after `emulatorpin`).
+    inherited: Option<HostCpuSet>,
 }
 
 impl VmPlacement {
@@ -84,6 +87,7 @@ impl VmPlacement {
             ledger: None,
             name: name.to_string(),
             present: topo.present().collect(),
+            inherited: thread_affinity(Tid::current()).ok(),
         };
         let ledger = match &options.ledger_dir {
             Some(dir) => Ledger::open(dir.clone()),
@@ -153,12 +157,17 @@ impl VmPlacement {
             .to_string()
     }
 
-    /// The hook a vCPU thread runs on itself before its first KVM_RUN: apply its affinity.
+    /// The hook a vCPU thread runs on itself before its first KVM_RUN: apply its affinity
+    /// (an unpinned vCPU: the VMM's own starting affinity, not its creator's).
     pub fn hook(&self) -> PreRunHook {
         let plan = Arc::clone(&self.plan);
+        let inherited = self.inherited.clone();
         Box::new(move |vcpu, _fd| {
             let plan = plan.lock().unwrap_or_else(|p| p.into_inner());
-            apply_to_current_thread(&plan, vcpu)?;
+            let (tid, pinned) = apply_to_current_thread(&plan, vcpu)?;
+            if let (false, Some(cpus)) = (pinned, &inherited) {
+                pin_thread(tid, cpus)?;
+            }
             Ok(())
         })
     }
@@ -223,16 +232,79 @@ impl VmPlacement {
         }
     }
 
-    /// `virsh vcpuinfo` for every vCPU of `vcpus`, blocks separated by an empty line.
+    /// `virsh vcpuinfo` for every vCPU of `vcpus`, blocks separated by an empty line. The
+    /// state is in virsh's words where virsh has one (`running`; `blocked` for a vCPU
+    /// that finished in HLT; `offline`), and `paused` for a vCPU the monitor stopped.
     pub fn vcpuinfo_all(&self, vcpus: &VcpuSet) -> Result<String, PlacementSetupError> {
         let mut text = String::new();
         for h in vcpus.iter() {
             if !text.is_empty() {
                 text.push('\n');
             }
-            text.push_str(&self.vcpuinfo(h.index(), h.thread_id().0, h.state().as_str())?);
+            let state = match h.state() {
+                vcpu_lifecycle::VcpuState::Halted => "blocked",
+                vcpu_lifecycle::VcpuState::Stopped => "offline",
+                vcpu_lifecycle::VcpuState::Paused => "paused",
+                _ => "running",
+            };
+            text.push_str(&self.vcpuinfo(h.index(), h.thread_id().0, state)?);
         }
         Ok(text)
+    }
+
+    /// The host CPUs of every slot up to `slots`: a present vCPU's thread as /proc shows
+    /// it, an absent one's planned pin (what it gets when plugged).
+    pub fn affinities(
+        &self,
+        vcpus: &VcpuSet,
+        slots: u32,
+    ) -> Result<Vec<(VcpuIndex, HostCpuSet)>, PlacementSetupError> {
+        let plan = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+        (0..slots)
+            .map(VcpuIndex)
+            .map(|i| {
+                let cpus = match vcpus.get(i) {
+                    Some(h) => thread_affinity(Tid(h.thread_id().0))?,
+                    None => plan
+                        .vcpu(i)
+                        .map_or_else(|| self.host.online().clone(), |p| p.cpus.clone()),
+                };
+                Ok((i, cpus))
+            })
+            .collect()
+    }
+
+    /// `virsh emulatorpin`: pin every thread of the process that is not a vCPU (`vcpus`)
+    /// to `cpus` when given, then return the main thread's host CPUs.
+    pub fn emulatorpin(
+        &self,
+        vcpus: &VcpuSet,
+        cpus: Option<HostCpuSet>,
+    ) -> Result<HostCpuSet, PlacementSetupError> {
+        let main = Tid(std::process::id() as i32);
+        if let Some(cpus) = cpus {
+            let offline = cpus.difference(self.host.online());
+            if !offline.is_empty() {
+                return Err(PlacementError::OfflineCpu {
+                    what: "emulatorpin".into(),
+                    cpus: offline,
+                    online: self.host.online().clone(),
+                }
+                .into());
+            }
+            let vcpu_tids: BTreeSet<i32> = vcpus.iter().map(|h| h.thread_id().0).collect();
+            let tasks =
+                std::fs::read_dir("/proc/self/task").map_err(|source| ThreadError::ReadProc {
+                    path: "/proc/self/task".into(),
+                    source,
+                })?;
+            for tid in tasks.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+                if !vcpu_tids.contains(&tid) {
+                    pin_thread(Tid(tid), &cpus)?;
+                }
+            }
+        }
+        Ok(thread_affinity(main)?)
     }
 
     /// `virsh vcpuinfo` for one vCPU thread, read from /proc.
@@ -244,6 +316,11 @@ impl VmPlacement {
     ) -> Result<String, PlacementSetupError> {
         let info = VcpuInfo::read(vcpu, Tid(tid))?;
         Ok(info.to_libvirt_string(state, self.host.cpu_id_limit()))
+    }
+
+    /// The host's online CPUs.
+    pub fn host_cpus(&self) -> &HostCpuSet {
+        self.host.online()
     }
 
     /// Parse a cpuset as `virsh vcpupin` takes it (libvirt syntax, `r` = all host CPUs).

@@ -101,6 +101,38 @@ fn kvm_qmp_stress_plug_unplug_stop_cont_leaks_nothing() {
     );
 }
 
+/// QEMU 7.2's CPU model, machine, name and uuid queries, then virsh's CPU verbs over HMP:
+/// vcpupin and emulatorpin change the threads' affinity in /proc, setvcpus plugs vCPUs that
+/// run and show in query-cpus-fast, and unplugs them again.
+#[test]
+fn kvm_qmp_cpu_queries_and_virsh_verbs() {
+    scenario(
+        "virsh",
+        &[
+            "--smp",
+            "2,maxcpus=4,sockets=2,cores=2",
+            "--name",
+            "web1",
+            "--uuid",
+            "6D3B8C2A-1F4E-4B7A-9C1D-2E5F8A9B0C3D",
+        ],
+    );
+}
+
+/// `query-cpu-definitions` equals QEMU 7.2's on this host, `unavailable-features` included
+/// (QEMU is run with `-accel kvm` by the scenario; scripts/install-deps installs it).
+#[test]
+fn kvm_qmp_cpu_definitions_match_qemu() {
+    let qemu = Command::new("qemu-system-x86_64").arg("--version").output();
+    let version =
+        qemu.expect("qemu-system-x86_64 is missing: scripts/install-deps qemu-system-x86");
+    assert!(
+        String::from_utf8_lossy(&version.stdout).contains("version 7.2"),
+        "the reference is QEMU 7.2"
+    );
+    scenario("vs-qemu", &["--smp", "1"]);
+}
+
 /// Twenty QMP clients at once on a 4-vCPU VM: every client is answered and sees the STOP
 /// and RESUME of one client's stop/cont, and the process has its 4 `vcpu N` threads, the
 /// main thread, and nothing per client.

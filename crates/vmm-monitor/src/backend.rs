@@ -192,6 +192,35 @@ pub struct NumaNode {
     pub size_mib: u64,
 }
 
+/// The all-zero UUID QEMU reports when the VM was given none.
+pub const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Sizes and limits of the machine: `query-machines`, `query-memory-size-summary`,
+/// `vcpucount`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineInfo {
+    /// Guest RAM present at boot, in bytes.
+    pub memory: u64,
+    /// vCPUs present at boot (libvirt's "current config").
+    pub boot_cpus: u32,
+    /// CPU slots (`maxcpus`).
+    pub max_cpus: u32,
+    /// The most vCPUs KVM lets one VM have (`KVM_CAP_MAX_VCPUS`): `cpu-max`.
+    pub kvm_max_vcpus: u32,
+    /// The host CPUs a thread of the VM may use at all, as a CPU list (`0-7`): a pin to
+    /// all of them is no pin.
+    pub host_cpus: String,
+}
+
+/// One vCPU's host CPUs, for `vcpupin` without a CPU set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VcpuAffinity {
+    /// The vCPU.
+    pub index: VcpuIndex,
+    /// Its allowed host CPUs as a CPU list (`0-3,6`).
+    pub cpus: String,
+}
+
 /// An error a backend call reports; the monitor turns it into a QMP error reply.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -286,4 +315,49 @@ pub trait MonitorBackend: Send + Sync {
     fn vcpupin(&self, cpu: VcpuIndex, cpuset: &str) -> Result<(), BackendError>;
     /// libvirt-style `vcpuinfo` text: VCPU, CPU, State, CPU time, CPU Affinity per vCPU.
     fn vcpuinfo(&self) -> Result<String, BackendError>;
+    /// The VM's name (`query-name`); the default: none.
+    fn name(&self) -> Option<String> {
+        None
+    }
+    /// The VM's UUID (`query-uuid`); the default is QEMU's without `-uuid`: [`NIL_UUID`].
+    fn uuid(&self) -> String {
+        NIL_UUID.to_owned()
+    }
+    /// Memory and CPU limits. The default says it is not supported.
+    fn machine(&self) -> Result<MachineInfo, BackendError> {
+        Err(BackendError::NotSupported {
+            operation: "query-machines",
+        })
+    }
+    /// The CPUID KVM supports on this host (`KVM_GET_SUPPORTED_CPUID`), against which
+    /// `query-cpu-definitions` and `query-cpu-model-expansion` judge the CPU models. The
+    /// default says it is not supported.
+    fn host_cpuid(&self) -> Result<cpuid_model::CpuidTable, BackendError> {
+        Err(BackendError::NotSupported {
+            operation: "CPU model queries",
+        })
+    }
+    /// Every slot's vCPU with its host CPUs (`vcpupin` without a set), by index: present
+    /// vCPUs as their threads are pinned now, absent ones as they would be when plugged.
+    /// The default says it is not supported.
+    fn vcpu_affinities(&self) -> Result<Vec<VcpuAffinity>, BackendError> {
+        Err(BackendError::NotSupported {
+            operation: "vcpupin",
+        })
+    }
+    /// Pins the emulator threads to `cpuset` (libvirt grammar) when given, and returns
+    /// their host CPUs as a CPU list (`emulatorpin`). The default says it is not
+    /// supported.
+    fn emulatorpin(&self, cpuset: Option<&str>) -> Result<String, BackendError> {
+        let _ = cpuset;
+        Err(BackendError::NotSupported {
+            operation: "emulatorpin",
+        })
+    }
+    /// Adds to the live domain `dumpxml` prints what only the VMM knows (kernel, NUMA
+    /// distances, CPU features); the monitor has filled in the rest (see
+    /// [`domain`](crate::domain)). The default adds nothing.
+    fn complete_domain(&self, domain: &mut libvirt_domain::DomainConfig) {
+        let _ = domain;
+    }
 }

@@ -7,10 +7,10 @@ use serde_json::{json, Map, Value};
 
 use crate::backend::{BackendError, CpuInfo, CpuPlugRequest, CpuProps, MonitorBackend, Unplug};
 use crate::events::{EventSink, QmpEvent};
-use crate::hmp;
 use crate::protocol::{
     error_reply, parse_request, return_reply, Args, ErrorClass, QmpError, QmpVersion, Session,
 };
+use crate::{cpu_models, hmp};
 
 /// Every command this monitor accepts, as `query-commands` lists them.
 pub const COMMANDS: &[&str] = &[
@@ -29,6 +29,13 @@ pub const COMMANDS: &[&str] = &[
     "device_add",
     "device_del",
     "human-monitor-command",
+    "query-name",
+    "query-uuid",
+    "query-target",
+    "query-machines",
+    "query-memory-size-summary",
+    "query-cpu-definitions",
+    "query-cpu-model-expansion",
 ];
 
 /// What executing one input produced.
@@ -266,6 +273,53 @@ impl Monitor {
                     events_after: out.events_after,
                     quit: out.quit,
                 }
+            }
+            "query-name" => {
+                args.finish()?;
+                match self.backend.name() {
+                    Some(name) => json!({ "name": name }),
+                    None => json!({}),
+                }
+                .into()
+            }
+            "query-uuid" => {
+                args.finish()?;
+                json!({"UUID": self.backend.uuid()}).into()
+            }
+            "query-target" => {
+                args.finish()?;
+                json!({"arch": "x86_64"}).into()
+            }
+            "query-machines" => {
+                args.finish()?;
+                let m = self.backend.machine().map_err(|e| backend_error(&e))?;
+                json!([{
+                    "name": "pc",
+                    "is-default": true,
+                    "cpu-max": m.kvm_max_vcpus,
+                    "hotpluggable-cpus": true,
+                    "numa-mem-supported": false,
+                    "deprecated": false,
+                    "default-cpu-type": cpu_models::typename("qemu64"),
+                    "default-ram-id": "pc.ram",
+                }])
+                .into()
+            }
+            "query-memory-size-summary" => {
+                args.finish()?;
+                let m = self.backend.machine().map_err(|e| backend_error(&e))?;
+                json!({"base-memory": m.memory, "plugged-memory": 0}).into()
+            }
+            "query-cpu-definitions" => {
+                args.finish()?;
+                let host = self.backend.host_cpuid().map_err(|e| backend_error(&e))?;
+                cpu_models::definitions(&host).into()
+            }
+            "query-cpu-model-expansion" => {
+                let request = cpu_models::expansion_request(&mut args)?;
+                args.finish()?;
+                let host = self.backend.host_cpuid().map_err(|e| backend_error(&e))?;
+                cpu_models::expand(request, &host)?.into()
             }
             other => {
                 return Err(QmpError::command_not_found(format!(

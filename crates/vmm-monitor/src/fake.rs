@@ -7,8 +7,8 @@ use std::sync::{Mutex, PoisonError};
 use cpu_topology::VcpuIndex;
 
 use crate::backend::{
-    BackendError, CpuInfo, CpuPlugRequest, CpuProps, CpuSlot, MonitorBackend, NumaNode, Registers,
-    RunState, Unplug,
+    BackendError, CpuInfo, CpuPlugRequest, CpuProps, CpuSlot, MachineInfo, MonitorBackend,
+    NumaNode, Registers, RunState, Unplug, VcpuAffinity,
 };
 
 /// Guest memory the fake pretends to have.
@@ -22,6 +22,7 @@ struct State {
     anon: u32,
     quit: bool,
     pins: Vec<(VcpuIndex, String)>,
+    emulator: String,
     power_button_presses: u32,
 }
 
@@ -36,6 +37,9 @@ pub struct FakeBackend {
     numa_nodes: u32,
     reset_supported: bool,
     power_button: bool,
+    boot_cpus: u32,
+    name: Option<String>,
+    host_cpuid: Option<cpuid_model::CpuidTable>,
     state: Mutex<State>,
 }
 
@@ -49,12 +53,16 @@ impl FakeBackend {
             numa_nodes: 0,
             reset_supported: false,
             power_button: false,
+            boot_cpus: present.min(sockets * cores * threads),
+            name: None,
+            host_cpuid: None,
             state: Mutex::new(State {
                 status: RunState::Running,
                 present: BTreeMap::new(),
                 anon: 0,
                 quit: false,
                 pins: Vec::new(),
+                emulator: "0-1".into(),
                 power_button_presses: 0,
             }),
         };
@@ -88,6 +96,18 @@ impl FakeBackend {
     /// Gives the VM an ACPI power button, so `system_powerdown` succeeds.
     pub fn with_power_button(mut self) -> Self {
         self.power_button = true;
+        self
+    }
+
+    /// Names the VM (`query-name`).
+    pub fn with_name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    /// The CPUID the CPU model queries judge models against.
+    pub fn with_host_cpuid(mut self, table: cpuid_model::CpuidTable) -> Self {
+        self.host_cpuid = Some(table);
         self
     }
 
@@ -319,6 +339,50 @@ impl MonitorBackend for FakeBackend {
         }
         s.pins.push((cpu, cpuset.to_owned()));
         Ok(())
+    }
+
+    fn name(&self) -> Option<String> {
+        self.name.clone()
+    }
+
+    fn machine(&self) -> Result<MachineInfo, BackendError> {
+        Ok(MachineInfo {
+            memory: FAKE_MEMORY,
+            boot_cpus: self.boot_cpus,
+            max_cpus: self.sockets * self.cores * self.threads,
+            kvm_max_vcpus: 1024,
+            host_cpus: "0-1".into(),
+        })
+    }
+
+    fn host_cpuid(&self) -> Result<cpuid_model::CpuidTable, BackendError> {
+        self.host_cpuid.clone().ok_or(BackendError::NotSupported {
+            operation: "CPU model queries",
+        })
+    }
+
+    /// Slots pinned by `vcpupin` show their last set, the others `0-1`.
+    fn vcpu_affinities(&self) -> Result<Vec<VcpuAffinity>, BackendError> {
+        let s = self.lock();
+        Ok((0..self.sockets * self.cores * self.threads)
+            .map(|i| VcpuAffinity {
+                index: VcpuIndex(i),
+                cpus: s
+                    .pins
+                    .iter()
+                    .rev()
+                    .find(|(c, _)| c.0 == i)
+                    .map_or_else(|| "0-1".to_owned(), |(_, set)| set.clone()),
+            })
+            .collect())
+    }
+
+    fn emulatorpin(&self, cpuset: Option<&str>) -> Result<String, BackendError> {
+        let mut s = self.lock();
+        if let Some(set) = cpuset {
+            s.emulator = set.to_owned();
+        }
+        Ok(s.emulator.clone())
     }
 
     fn vcpuinfo(&self) -> Result<String, BackendError> {

@@ -8,6 +8,17 @@ use cpu_topology::VcpuIndex;
 use crate::backend::{CpuInfo, CpuPlugRequest, NumaNode, Registers, Segment};
 use crate::commands::{backend_error, Monitor};
 use crate::events::QmpEvent;
+use crate::virsh;
+
+/// The virsh verbs, which take virsh's `--live` / `--current` flags.
+const VIRSH_VERBS: &[&str] = &[
+    "vcpuinfo",
+    "vcpupin",
+    "emulatorpin",
+    "vcpucount",
+    "setvcpus",
+    "dumpxml",
+];
 
 /// Largest `xp` dump, in bytes.
 pub const MAX_XP_BYTES: u64 = 64 * 1024;
@@ -15,6 +26,14 @@ pub const MAX_XP_BYTES: u64 = 64 * 1024;
 /// One-line help per command, as `help` prints it.
 pub const HELP: &[(&str, &str)] = &[
     ("cont", "resume emulation"),
+    (
+        "dumpxml",
+        "show the running VM as libvirt domain XML (virsh dumpxml)",
+    ),
+    (
+        "emulatorpin [CPUSET]",
+        "show or set the emulator threads' host CPUs (virsh emulatorpin)",
+    ),
     ("cpu-add N", "hot-plug the CPU with index N"),
     (
         "device_del ID",
@@ -34,6 +53,10 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("info status", "show the VM status (running|paused)"),
     ("quit", "quit the VMM"),
+    (
+        "setvcpus N",
+        "plug or unplug vCPUs until N are present (virsh setvcpus --live)",
+    ),
     ("stop", "stop emulation"),
     ("system_powerdown", "send the system power down event"),
     ("system_reset", "reset the system"),
@@ -41,9 +64,10 @@ pub const HELP: &[(&str, &str)] = &[
         "vcpuinfo",
         "show per-vCPU host CPU, state, time and affinity",
     ),
+    ("vcpucount", "show the maximum and current vCPU counts"),
     (
-        "vcpupin VCPU CPUSET",
-        "pin a vCPU to host CPUs (e.g. 2-3,^3 or r for all)",
+        "vcpupin [VCPU CPUSET]",
+        "show every vCPU's host CPUs, or pin a vCPU (e.g. 2-3,^3 or r for all)",
     ),
     (
         "xp /FMT ADDR",
@@ -85,7 +109,14 @@ pub fn run(monitor: &Monitor, line: &str, current: VcpuIndex) -> HmpOutput {
 
 fn run_inner(monitor: &Monitor, line: &str, current: VcpuIndex) -> Result<HmpOutput, String> {
     let b = monitor.backend();
-    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut words: Vec<&str> = line.split_whitespace().collect();
+    if words.first().is_some_and(|w| VIRSH_VERBS.contains(w)) {
+        if words.contains(&"--config") {
+            return Err("only live changes are supported (--live)".into());
+        }
+        // virsh's flags for "the running VM", which is all there is here.
+        words.retain(|w| !matches!(*w, "--live" | "--current"));
+    }
     let text = match words.as_slice() {
         [] => String::new(),
         ["help" | "?"] => format_help(),
@@ -168,6 +199,33 @@ fn run_inner(monitor: &Monitor, line: &str, current: VcpuIndex) -> Result<HmpOut
             String::new()
         }
         ["vcpuinfo"] => b.vcpuinfo().map_err(|e| backend_error(&e).desc)?,
+        ["vcpupin"] => {
+            let rows = b.vcpu_affinities().map_err(|e| backend_error(&e).desc)?;
+            virsh::format_vcpupin(&rows)
+        }
+        ["emulatorpin"] => {
+            let cpus = b.emulatorpin(None).map_err(|e| backend_error(&e).desc)?;
+            virsh::format_emulatorpin(&cpus)
+        }
+        ["emulatorpin", cpuset] => {
+            b.emulatorpin(Some(cpuset))
+                .map_err(|e| backend_error(&e).desc)?;
+            String::new()
+        }
+        ["vcpucount"] => {
+            let m = b.machine().map_err(|e| backend_error(&e).desc)?;
+            let live = b.cpus().len() as u32;
+            virsh::format_vcpucount(m.max_cpus, m.boot_cpus, live)
+        }
+        ["setvcpus", n] => {
+            let events_after = virsh::setvcpus(monitor, parse_u32(n)?)?;
+            return Ok(HmpOutput {
+                text: String::new(),
+                events_after,
+                quit: false,
+            });
+        }
+        ["dumpxml"] => crate::domain::dumpxml(b).map_err(|e| backend_error(&e).desc)?,
         ["info"] => HELP
             .iter()
             .filter(|(usage, _)| usage.starts_with("info "))

@@ -51,6 +51,8 @@ pub mod backend;
 mod client;
 pub mod commands;
 pub mod control;
+pub mod cpu_models;
+pub mod domain;
 pub mod events;
 pub mod fake;
 pub mod hmp;
@@ -58,14 +60,18 @@ pub mod option;
 pub mod protocol;
 pub mod server;
 mod socket;
+pub mod virsh;
 
 pub use backend::{
     BackendError, CpuInfo, CpuPlugRequest, CpuProps, CpuSlot, DescriptorTable, KvmState,
-    MonitorBackend, NumaNode, Registers, RunState, Segment, Unplug,
+    MachineInfo, MonitorBackend, NumaNode, Registers, RunState, Segment, Unplug, VcpuAffinity,
+    NIL_UUID,
 };
 pub use commands::{run_script, Monitor, Outcome, COMMANDS};
 pub use events::{EventSink, QmpEvent};
 pub use fake::FakeBackend;
+/// The domain model `dumpxml` prints, for [`MonitorBackend::complete_domain`].
+pub use libvirt_domain;
 pub use option::{parse_qmp_option, QmpOption, QmpOptionError};
 pub use protocol::{ErrorClass, JsonStream, QmpError, QmpVersion, Session};
 pub use server::{QmpListener, QmpServer, ServerError, ServerHandle};

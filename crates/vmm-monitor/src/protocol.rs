@@ -18,11 +18,11 @@ pub struct QmpVersion {
 }
 
 impl Default for QmpVersion {
-    /// The QMP dialect this monitor speaks is QEMU 9.2's; the package names this crate
+    /// The QMP dialect this monitor speaks is QEMU 7.2's (docs/MONITOR.md); the package names this crate
     /// (embedders name their VMM with [`Monitor::with_version`](crate::Monitor::with_version)).
     fn default() -> Self {
         QmpVersion {
-            major: 9,
+            major: 7,
             minor: 2,
             micro: 0,
             package: format!("vmm-monitor {}", env!("CARGO_PKG_VERSION")),
@@ -357,6 +357,15 @@ impl Args {
         }
     }
 
+    /// An optional object member.
+    pub fn opt_object(&mut self, name: &str) -> Result<Option<Map<String, Value>>, QmpError> {
+        match self.map.remove(name) {
+            None => Ok(None),
+            Some(Value::Object(o)) => Ok(Some(o)),
+            Some(_) => Err(Self::type_error(name, "object")),
+        }
+    }
+
     /// Rejects members nobody took: `Parameter 'NAME' is unexpected`.
     pub fn finish(self) -> Result<(), QmpError> {
         match self.map.keys().next() {
@@ -384,7 +393,7 @@ mod tests {
         assert_eq!(
             g,
             v(
-                r#"{"QMP": {"version": {"qemu": {"major": 9, "minor": 2, "micro": 0},
+                r#"{"QMP": {"version": {"qemu": {"major": 7, "minor": 2, "micro": 0},
                   "package": "vmm-reference 0.1.0"}, "capabilities": []}}"#
             )
         );

@@ -73,7 +73,7 @@ fn greeting_and_negotiation() {
     assert_eq!(g["QMP"]["capabilities"], json!([]));
     assert_eq!(
         g["QMP"]["version"]["qemu"],
-        json!({"major": 9, "minor": 2, "micro": 0})
+        json!({"major": 7, "minor": 2, "micro": 0})
     );
     assert!(g["QMP"]["version"]["package"]
         .as_str()
@@ -125,7 +125,7 @@ fn query_version_status_kvm_commands() {
     assert_eq!(
         r.one(r#"{"execute": "query-version", "id": 1}"#),
         j(
-            r#"{"return": {"qemu": {"major": 9, "minor": 2, "micro": 0}, "package": "test"}, "id": 1}"#
+            r#"{"return": {"qemu": {"major": 7, "minor": 2, "micro": 0}, "package": "test"}, "id": 1}"#
         )
     );
     assert_eq!(
@@ -541,4 +541,201 @@ fn hmp_cpu_index_selects_current_cpu() {
         .unwrap()
         .to_owned();
     assert!(text.contains("RIP=0000000000100001"), "{text}");
+}
+
+#[test]
+fn query_name_uuid_target_machines_memory() {
+    let mut r = rig(FakeBackend::new(2, 2, 1, 2).with_name("web1"));
+    assert_eq!(
+        r.one(r#"{"execute": "query-name"}"#),
+        j(r#"{"return": {"name": "web1"}}"#)
+    );
+    assert_eq!(
+        r.one(r#"{"execute": "query-uuid"}"#),
+        j(r#"{"return": {"UUID": "00000000-0000-0000-0000-000000000000"}}"#)
+    );
+    assert_eq!(
+        r.one(r#"{"execute": "query-target"}"#),
+        j(r#"{"return": {"arch": "x86_64"}}"#)
+    );
+    assert_eq!(
+        r.one(r#"{"execute": "query-machines"}"#),
+        j(
+            r#"{"return": [{"name": "pc", "is-default": true, "cpu-max": 1024,
+              "hotpluggable-cpus": true, "numa-mem-supported": false, "deprecated": false,
+              "default-cpu-type": "qemu64-x86_64-cpu", "default-ram-id": "pc.ram"}]}"#
+        )
+    );
+    assert_eq!(
+        r.one(r#"{"execute": "query-memory-size-summary"}"#),
+        j(r#"{"return": {"base-memory": 16777216, "plugged-memory": 0}}"#)
+    );
+    assert_eq!(
+        r.one(r#"{"execute": "query-target", "arguments": {"x": 1}}"#),
+        j(r#"{"error": {"class": "GenericError", "desc": "Parameter 'x' is unexpected"}}"#)
+    );
+    // x86 QEMU has no baseline or comparison: libvirt computes those itself.
+    assert_eq!(
+        r.one(r#"{"execute": "query-cpu-model-baseline"}"#)["error"]["class"],
+        "CommandNotFound"
+    );
+    let mut unnamed = rig(FakeBackend::new(1, 1, 1, 1));
+    assert_eq!(
+        unnamed.one(r#"{"execute": "query-name"}"#),
+        j(r#"{"return": {}}"#)
+    );
+}
+
+#[test]
+fn cpu_model_queries() {
+    let host = crate::cpu_models::tests::host_without(&["aes"]);
+    let mut r = rig(FakeBackend::new(1, 1, 1, 1).with_host_cpuid(host));
+    let defs = r.one(r#"{"execute": "query-cpu-definitions"}"#);
+    let defs = defs["return"].as_array().unwrap();
+    assert_eq!(defs.len(), cpuid_model::model::all().len());
+    let westmere = defs.iter().find(|d| d["name"] == "Westmere").unwrap();
+    assert_eq!(
+        westmere,
+        &j(
+            r#"{"name": "Westmere", "typename": "Westmere-x86_64-cpu", "static": false,
+              "migration-safe": true, "unavailable-features": ["aes"], "deprecated": false,
+              "alias-of": "Westmere-v1"}"#
+        )
+    );
+    let out = r.one(
+        r#"{"execute": "query-cpu-model-expansion", "arguments": {"type": "full",
+            "model": {"name": "Westmere", "props": {"sse4.2": false}}}}"#,
+    );
+    assert_eq!(out["return"]["model"]["name"], "Westmere");
+    assert_eq!(out["return"]["model"]["props"]["sse4.2"], false);
+    assert_eq!(out["return"]["model"]["props"]["aes"], true);
+    assert_eq!(out["return"]["model"]["props"]["sse4.1"], true);
+    let out = r.one(
+        r#"{"execute": "query-cpu-model-expansion", "arguments": {"type": "static",
+            "model": {"name": "qemu64"}}}"#,
+    );
+    assert_eq!(out["return"]["model"]["name"], "base");
+    let rows: &[(&str, &str)] = &[
+        (
+            r#"{"type": "full", "model": {"name": "Pentium9"}}"#,
+            "CPU model 'Pentium9' not found",
+        ),
+        (
+            r#"{"type": "wide", "model": {"name": "qemu64"}}"#,
+            "Parameter 'type' does not accept value 'wide'",
+        ),
+        (r#"{"type": "full"}"#, "Parameter 'model' is missing"),
+        (
+            r#"{"type": "full", "model": {"name": "qemu64", "props": {"warp": true}}}"#,
+            "Property 'qemu64-x86_64-cpu.warp' not found",
+        ),
+        (
+            r#"{"type": "full", "model": {"name": "qemu64", "props": {"aes": 1}}}"#,
+            "Invalid parameter type for 'aes', expected: boolean",
+        ),
+    ];
+    for (args, desc) in rows {
+        let req = format!(r#"{{"execute": "query-cpu-model-expansion", "arguments": {args}}}"#);
+        assert_eq!(r.one(&req)["error"]["desc"], *desc, "{args}");
+    }
+    // A backend that cannot read the host's CPUID says so.
+    let mut plain = rig(FakeBackend::new(1, 1, 1, 1));
+    assert_eq!(
+        plain.one(r#"{"execute": "query-cpu-definitions"}"#)["error"]["desc"],
+        "CPU model queries is not supported by this VMM"
+    );
+}
+
+/// [`crate::fake::FAKE_MEMORY`] in KiB.
+const FAKE_MEMORY_KIB: u64 = crate::fake::FAKE_MEMORY / 1024;
+
+#[test]
+fn hmp_virsh_cpu_verbs() {
+    let mut r = rig(FakeBackend::new(1, 4, 1, 2).with_name("web1"));
+    assert_eq!(
+        r.hmp("vcpucount"),
+        "maximum      config         4\nmaximum      live           4\n\
+         current      config         2\ncurrent      live           2\n"
+    );
+    assert_eq!(r.hmp("vcpupin 1 3 --live"), "");
+    assert_eq!(
+        r.hmp("vcpupin"),
+        " VCPU   CPU Affinity\n----------------------\n 0      0-1\n 1      3\n 2      0-1\n 3      0-1\n"
+    );
+    assert_eq!(
+        r.hmp("emulatorpin"),
+        "emulator: CPU Affinity\n----------------------------------\n       *: 0-1\n"
+    );
+    assert_eq!(r.hmp("emulatorpin 1"), "");
+    assert!(r.hmp("emulatorpin").ends_with("       *: 1\n"));
+    assert_eq!(
+        r.hmp("emulatorpin 1 --config"),
+        "Error: only live changes are supported (--live)\n"
+    );
+    // Plug up to 4: the lowest empty slots, named as libvirt names them.
+    assert_eq!(r.hmp("setvcpus 4"), "");
+    let paths: Vec<Value> = r.one(r#"{"execute": "query-cpus-fast"}"#)["return"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["qom-path"].clone())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/machine/unattached/device[0]",
+            "/machine/unattached/device[1]",
+            "/machine/peripheral/vcpu2",
+            "/machine/peripheral/vcpu3",
+        ]
+    );
+    assert!(r
+        .hmp("vcpucount")
+        .ends_with("current      live           4\n"));
+    // Unplug back to 3: the highest goes, with its event.
+    assert_eq!(r.hmp("setvcpus 3"), "");
+    assert_eq!(
+        r.events(),
+        vec![j(
+            r#"{"event": "DEVICE_DELETED", "data": {"device": "vcpu3", "path": "/machine/peripheral/vcpu3"}}"#
+        )]
+    );
+    assert_eq!(
+        r.hmp("setvcpus 1"),
+        "Error: vCPU 1 was present at boot and cannot be unplugged\n"
+    );
+    assert_eq!(
+        r.one(r#"{"execute": "query-cpus-fast"}"#)["return"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        r.hmp("setvcpus 5"),
+        "Error: requested vcpus is greater than max allowable vcpus for the live domain: 5 > 4\n"
+    );
+    assert_eq!(
+        r.hmp("setvcpus 0"),
+        "Error: Invalid number of virtual CPUs\n"
+    );
+    // The live domain: 3 of 4 vCPUs, vCPU 1's live pin, the emulator's pin.
+    let xml = r.hmp("dumpxml");
+    let d = libvirt_domain::parse_domain(&xml).unwrap_or_else(|e| panic!("{e}\n{xml}"));
+    assert_eq!(d.name, "web1");
+    assert_eq!(d.uuid.as_deref(), Some(NIL_UUID));
+    assert_eq!((d.vcpu.count, d.vcpu.current), (4, Some(3)));
+    assert_eq!(d.memory_kib, FAKE_MEMORY_KIB);
+    let [pin] = d.cputune.vcpupin.as_slice() else {
+        panic!("one vcpupin expected: {xml}")
+    };
+    assert_eq!((pin.vcpu, pin.cpuset.to_cpu_list()), (1, "3".to_owned()));
+    assert_eq!(
+        d.cputune.emulatorpin.map(|e| e.to_cpu_list()).as_deref(),
+        Some("1")
+    );
+    let cpu = d.cpu.unwrap();
+    assert_eq!(cpu.model.unwrap().name, "qemu64");
+    let t = cpu.topology.unwrap();
+    assert_eq!((t.sockets, t.cores, t.threads), (1, 4, 1));
 }

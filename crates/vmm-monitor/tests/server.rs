@@ -19,7 +19,7 @@ fn greeting_and_negotiation_required() {
     let rig = Rig::start(dir.path());
     let (mut c, greeting) = Client::connect(&rig.path);
     assert_eq!(greeting["QMP"]["capabilities"], json!([]));
-    assert_eq!(greeting["QMP"]["version"]["qemu"]["major"], json!(9));
+    assert_eq!(greeting["QMP"]["version"]["qemu"]["major"], json!(7));
     assert_eq!(
         c.call(r#"{"execute":"query-status","id":1}"#),
         json!({"error": {"class": "CommandNotFound",
@@ -390,7 +390,7 @@ fn qemu_qmp_python_client_end_to_end() {
     assert_eq!(
         lines,
         vec![
-            r#"greeting {"major": 9, "micro": 0, "minor": 2}"#,
+            r#"greeting {"major": 7, "micro": 0, "minor": 2}"#,
             r#"query-status {"running": true, "singlestep": false, "status": "running"}"#,
             r#"query-cpus-fast [[0, "/machine/unattached/device[0]", 1000, "x86_64"], [1, "/machine/unattached/device[1]", 1001, "x86_64"]]"#,
             r#"info-cpus "* CPU #0: thread_id=1000\n  CPU #1: thread_id=1001 (halted)\n""#,

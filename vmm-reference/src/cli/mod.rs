@@ -172,6 +172,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
+    /// VM UUID, 8-4-4-4-12 hex digits (QEMU's -uuid); QMP query-uuid reports it.
+    #[arg(long, value_name = "UUID", value_parser = parse_uuid)]
+    pub uuid: Option<String>,
+
     /// Placement and over-commit options.
     #[command(flatten)]
     pub placement: PlacementArgs,
@@ -207,6 +211,21 @@ pub struct SecurityArgs {
     /// Test only: each vCPU thread makes a forbidden syscall before it first enters the guest.
     #[arg(long, hide = true)]
     pub seccomp_selftest: bool,
+}
+
+/// A UUID as QEMU takes it: 32 hex digits in groups of 8-4-4-4-12; kept lower-case.
+fn parse_uuid(s: &str) -> Result<String, String> {
+    let groups: Vec<&str> = s.split('-').collect();
+    let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    let hex = groups
+        .iter()
+        .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()));
+    if lens != [8, 4, 4, 4, 12] || !hex {
+        return Err(format!(
+            "'{s}' is not a UUID (8-4-4-4-12 hex digits, e.g. 6d3b8c2a-1f4e-4b7a-9c1d-2e5f8a9b0c3d)"
+        ));
+    }
+    Ok(s.to_ascii_lowercase())
 }
 
 fn parse_seccomp(s: &str) -> Result<vmm_sandbox::SeccompMode, String> {
@@ -498,5 +517,23 @@ mod tests {
         assert!(parse_probe_mode("dance")
             .unwrap_err()
             .starts_with("unknown probe mode 'dance'"));
+    }
+
+    #[test]
+    fn uuid_rows() {
+        assert_eq!(
+            parse_uuid("6D3B8C2A-1F4E-4B7A-9C1D-2E5F8A9B0C3D").unwrap(),
+            "6d3b8c2a-1f4e-4b7a-9c1d-2e5f8a9b0c3d"
+        );
+        for bad in [
+            "",
+            "6d3b8c2a1f4e4b7a9c1d2e5f8a9b0c3d",
+            "6d3b8c2a-1f4e-4b7a-9c1d-2e5f8a9b0c3g",
+        ] {
+            assert!(
+                parse_uuid(bad).unwrap_err().contains("is not a UUID"),
+                "{bad}"
+            );
+        }
     }
 }

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use cpu_topology::{CpuTopology, TopologyPosition, VcpuIndex};
+use cpu_topology::{CpuTopology, HostCpuSet, TopologyPosition, VcpuIndex};
 use guest_memory::{gva_to_gpa, WalkError};
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use vcpu_lifecycle::VcpuState;
@@ -352,6 +352,24 @@ impl Vmm {
             .vcpu_thread_id(vcpu)
             .ok_or(VmmError::NoSuchVcpu(vcpu))?;
         Ok(self.placement.repin(vcpu, tid, cpus)?)
+    }
+
+    /// Every slot's host CPUs, as `virsh vcpupin` without a set shows them.
+    pub fn vcpu_affinities(&self) -> Result<Vec<(VcpuIndex, HostCpuSet)>, VmmError> {
+        let slots = self.config.topology.max_cpus();
+        Ok(self.placement.affinities(&self.vcpus, slots)?)
+    }
+
+    /// `virsh emulatorpin`: re-pin the VMM's own threads to `cpuset` (libvirt syntax)
+    /// when given; the emulator's host CPUs.
+    pub fn emulatorpin(&self, cpuset: Option<&str>) -> Result<HostCpuSet, VmmError> {
+        let cpus = cpuset.map(|s| self.placement.parse_cpuset(s)).transpose()?;
+        Ok(self.placement.emulatorpin(&self.vcpus, cpus)?)
+    }
+
+    /// The host's online CPUs: a pin to all of them is no pin.
+    pub fn host_cpus(&self) -> &HostCpuSet {
+        self.placement.host_cpus()
     }
 
     /// `virsh vcpuinfo` text for every vCPU, read from /proc.

@@ -8,13 +8,25 @@ import asyncio
 import json
 import os
 import sys
+from xml.etree import ElementTree
 
-from qemu.qmp import ExecuteError, QMPClient
+from qemu.qmp import EventListener, ExecuteError, QMPClient
+
+UUID = "6d3b8c2a-1f4e-4b7a-9c1d-2e5f8a9b0c3d"
 
 
 def task_comm(pid, tid):
     with open(f"/proc/{pid}/task/{tid}/comm") as f:
         return f.read().strip()
+
+
+def allowed(pid, tid):
+    """A thread's Cpus_allowed_list, as the kernel enforces it."""
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        for line in f:
+            if line.startswith("Cpus_allowed_list:"):
+                return line.split()[1]
+    raise AssertionError(f"no Cpus_allowed_list for thread {tid}")
 
 
 def counts(pid):
@@ -176,12 +188,190 @@ async def stress(vm):
     print(f"stress: ok (threads, fds) = {after}")
 
 
+async def queries(vm):
+    """QEMU 7.2's machine, identity and CPU model queries, with its reply shapes."""
+    version = await vm.c.execute("query-version")
+    assert version["qemu"] == {"major": 7, "minor": 2, "micro": 0}, version
+    assert version["package"].startswith("vmm-reference "), version
+    assert await vm.c.execute("query-name") == {"name": "web1"}
+    assert await vm.c.execute("query-uuid") == {"UUID": UUID}
+    assert await vm.c.execute("query-target") == {"arch": "x86_64"}
+    machines = await vm.c.execute("query-machines")
+    assert [m["name"] for m in machines] == ["pc"], machines
+    pc = machines[0]
+    assert pc["is-default"] and pc["hotpluggable-cpus"] and pc["cpu-max"] >= 4, pc
+    assert pc["default-cpu-type"] == "qemu64-x86_64-cpu", pc
+    summary = await vm.c.execute("query-memory-size-summary")
+    assert summary == {"base-memory": 128 << 20, "plugged-memory": 0}, summary
+
+    defs = {d["name"]: d for d in await vm.c.execute("query-cpu-definitions")}
+    assert len(defs) == 132, len(defs)
+    for name, d in defs.items():
+        assert d["typename"] == f"{name}-x86_64-cpu", d
+        assert d["static"] == (name == "base") and d["deprecated"] is False, d
+        assert d["migration-safe"] == (name not in ("host", "max")), d
+    assert defs["Westmere"]["alias-of"] == "Westmere-v1"
+    assert defs["host"]["unavailable-features"] == [] == defs["max"]["unavailable-features"]
+    # What a model lacks here is what it asks for (its static expansion) and the host's
+    # KVM CPU (the expansion of "host") has not.
+    host = (await vm.c.execute("query-cpu-model-expansion",
+                               {"type": "full", "model": {"name": "host"}}))["model"]["props"]
+    for name in ("qemu64", "Westmere", "Skylake-Server", "EPYC-Rome"):
+        exp = await vm.c.execute("query-cpu-model-expansion",
+                                 {"type": "static", "model": {"name": name}})
+        assert exp["model"]["name"] == "base", exp
+        props = exp["model"]["props"]
+        lacking = {f for f, on in props.items() if on is True and host.get(f) is False}
+        unavailable = defs[name]["unavailable-features"]
+        assert set(unavailable) <= lacking, (name, unavailable, lacking)
+    full = await vm.c.execute("query-cpu-model-expansion",
+                              {"type": "full", "model": {"name": "Westmere", "props": {"aes": False}}})
+    assert full["model"]["name"] == "Westmere" and full["model"]["props"]["aes"] is False, full
+    assert full["model"]["props"]["sse4.2"] is True, full
+    for bad in ("query-cpu-model-baseline", "query-cpu-model-comparison"):
+        try:
+            await vm.c.execute(bad)
+            raise AssertionError(f"{bad} succeeded")
+        except ExecuteError as e:
+            assert e.error.error.class_ == "CommandNotFound", e
+
+
+async def virsh(vm):
+    """virsh's CPU verbs over HMP, checked against /proc affinity and query-cpus-fast."""
+    await queries(vm)
+    assert await vm.hmp("vcpucount") == (
+        "maximum      config         4\nmaximum      live           4\n"
+        "current      config         2\ncurrent      live           2\n")
+    cpus = await vm.cpus()
+    tid = {c["cpu-index"]: c["thread-id"] for c in cpus}
+    with open("/sys/devices/system/cpu/online") as f:
+        online = f.read().strip()
+    last = online.replace(",", "-").split("-")[-1]
+
+    await vm.hmp(f"vcpupin 1 {last}")
+    assert allowed(vm.pid, tid[1]) == last
+    table = (await vm.hmp("vcpupin")).splitlines()
+    assert table[0] == " VCPU   CPU Affinity" and set(table[1]) == {"-"}, table
+    rows = {int(r.split()[0]): r.split()[1] for r in table[2:]}
+    assert sorted(rows) == [0, 1, 2, 3], table
+    assert rows[1] == last and rows[0] == allowed(vm.pid, tid[0]), (rows, table)
+
+    info = (await vm.hmp("vcpuinfo")).split("\n\n")
+    assert len(info) == 2, info
+    block = dict(line.split(":", 1) for line in info[1].splitlines())
+    # "CPU" is where the thread last ran: a vCPU asleep in HLT moves only when it wakes.
+    assert block["VCPU"].strip() == "1" and block["CPU"].strip().isdigit(), block
+    affinity = block["CPU Affinity"].strip()
+    assert affinity.count("y") == 1 and affinity[int(last)] == "y", block
+
+    vcpu0_before = allowed(vm.pid, tid[0])
+    emu = await vm.hmp("emulatorpin")
+    assert emu == ("emulator: CPU Affinity\n" + "-" * 34
+                   + f"\n       *: {allowed(vm.pid, vm.pid)}\n"), emu
+    assert await vm.hmp("emulatorpin 0") == ""
+    assert allowed(vm.pid, vm.pid) == "0"
+    assert allowed(vm.pid, tid[0]) == vcpu0_before, "emulatorpin moved a vCPU"
+    assert (await vm.hmp("emulatorpin")).endswith("       *: 0\n")
+
+    # setvcpus plugs the lowest empty slots, named vcpuN as libvirt names them; each runs
+    # the probe and sees its own APIC id. Unpinned, they run where the VMM may run, not
+    # where the emulator thread that created them is pinned.
+    assert await vm.hmp("setvcpus 4 --live") == ""
+    cpus = await vm.cpus()
+    assert [c["cpu-index"] for c in cpus] == [0, 1, 2, 3], cpus
+    assert cpus[2]["qom-path"] == "/machine/peripheral/vcpu2", cpus
+    for c in cpus[2:]:
+        assert task_comm(vm.pid, c["thread-id"]) == f"vcpu {c['cpu-index']}", c
+        assert allowed(vm.pid, c["thread-id"]) == vcpu0_before, c
+        await vm.wait_halted(c["cpu-index"])
+        assert await vm.reported_x2apic_id(c["cpu-index"]) == c["cpu-index"]
+    assert (await vm.hmp("vcpucount")).endswith("current      live           4\n")
+    await vm.hmp(f"emulatorpin {online}")
+    vcpu = ElementTree.fromstring(await vm.hmp("dumpxml")).find("vcpu")
+    assert vcpu.text == "4" and "current" not in vcpu.attrib, vcpu.attrib
+
+    listener = EventListener("DEVICE_DELETED")
+    with vm.c.listen(listener):
+        assert await vm.hmp("setvcpus 2") == ""
+        gone = [(await asyncio.wait_for(listener.get(), 10))["data"]["device"]
+                for _ in range(2)]
+    assert gone == ["vcpu3", "vcpu2"], gone
+    assert [c["cpu-index"] for c in await vm.cpus()] == [0, 1]
+    assert await vm.hmp("setvcpus 1") == (
+        "Error: vCPU 1 was present at boot and cannot be unplugged\n")
+    assert await vm.hmp("setvcpus 9") == (
+        "Error: requested vcpus is greater than max allowable vcpus for the live domain: 9 > 4\n")
+    # dumpxml: the live domain, as libvirt writes it, with the live count and pins.
+    dom = ElementTree.fromstring(await vm.hmp("dumpxml --live"))
+    assert dom.get("type") == "kvm" and dom.findtext("name") == "web1", dom
+    assert dom.findtext("uuid") == UUID
+    assert dom.find("memory").text == str(128 << 10) and dom.find("memory").get("unit") == "KiB"
+    vcpu = dom.find("vcpu")
+    assert (vcpu.text, vcpu.get("current")) == ("4", "2"), vcpu.attrib
+    pins = {p.get("vcpu"): p.get("cpuset") for p in dom.iter("vcpupin")}
+    expected = {} if last == online else {"1": last}
+    assert pins == expected, (pins, expected)
+    assert dom.find("cputune/emulatorpin") is None, "the emulator pin was undone"
+    cpu = dom.find("cpu")
+    assert cpu.get("mode") == "custom" and cpu.findtext("model") == "qemu64", cpu
+    topo = cpu.find("topology").attrib
+    assert (topo["sockets"], topo["cores"], topo["threads"]) == ("2", "2", "1"), topo
+    print("virsh: ok")
+
+
+async def qemu_definitions(workdir):
+    """query-cpu-definitions and the host expansion from QEMU itself (-accel kvm)."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = os.path.join(tmp, "qemu.sock")
+        qemu = subprocess.Popen(
+            ["qemu-system-x86_64", "-machine", "pc", "-accel", "kvm", "-nodefaults",
+             "-display", "none", "-S", "-qmp", f"unix:{sock},server=on,wait=off"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            for _ in range(400):
+                if os.path.exists(sock):
+                    break
+                await asyncio.sleep(0.05)
+            client = QMPClient("qemu")
+            await client.connect(sock)
+            defs = await client.execute("query-cpu-definitions")
+            await client.disconnect()
+        finally:
+            qemu.kill()
+            qemu.wait()
+    return {d["name"]: d for d in defs}
+
+
+async def vs_qemu(vm):
+    """Every definition equals QEMU 7.2's on this host, unavailable-features included,
+    except what this VMM does not model: MSR-based features (QEMU's arch-capabilities
+    bits) and QEMU's second listing of a feature that also names an XSAVE component."""
+    qemu = await qemu_definitions(None)
+    ours = {d["name"]: d for d in await vm.c.execute("query-cpu-definitions")}
+    assert sorted(qemu) == sorted(ours), set(qemu) ^ set(ours)
+    known = set((await vm.c.execute("query-cpu-model-expansion",
+                                     {"type": "static", "model": {"name": "host"}}))["model"]["props"])
+    compared = 0
+    for name, q in qemu.items():
+        seen = []
+        for f in q["unavailable-features"]:
+            if f in known and f not in seen:
+                seen.append(f)
+        q = dict(q, **{"unavailable-features": seen})
+        assert q == ours[name], (name, q, ours[name])
+        compared += len(seen)
+    print(f"vs-qemu: ok ({len(qemu)} models, {compared} unavailable features compared)")
+
+
 async def main():
     scenario, socket, pid, layout = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
     client = QMPClient(scenario)
     await client.connect(socket)
     vm = Vm(client, pid, layout)
-    await {"basic": basic, "hotplug": hotplug, "stress": stress}[scenario](vm)
+    await {"basic": basic, "hotplug": hotplug, "stress": stress, "virsh": virsh,
+           "vs-qemu": vs_qemu}[scenario](vm)
     await client.execute("quit")
     try:
         await client.disconnect()
