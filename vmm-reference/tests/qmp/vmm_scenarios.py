@@ -30,7 +30,10 @@ def allowed(pid, tid):
 
 
 def counts(pid):
-    return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
+    # The kernel's kvm-nx-lpage-recovery worker, attached to the process when KVM first
+    # needs it, is not the VMM's thread.
+    tasks = [t for t in os.listdir(f"/proc/{pid}/task") if not task_comm(pid, t).startswith("kvm-")]
+    return len(tasks), len(os.listdir(f"/proc/{pid}/fd"))
 
 
 class Vm:
