@@ -121,15 +121,26 @@ pub(crate) struct ModelInput<'a> {
     pub phys_bits: u32,
     /// Whether the L3 cache is described (QEMU `l3-cache`, on by default).
     pub l3_cache: bool,
+    /// Explicit `level=` / `xlevel=`, replacing the automatic levels.
+    pub explicit: (Option<u32>, Option<u32>),
 }
 
 fn on(list: &[&'static Feature], name: &str) -> bool {
     list.iter().any(|f| f.name == name)
 }
 
+/// The levels: explicit `level=` / `xlevel=` when given, else QEMU 7.2's automatic ones.
+fn levels(input: &ModelInput) -> (u32, u32) {
+    let (basic, ext) = automatic_levels(input);
+    (
+        input.explicit.0.unwrap_or(basic),
+        input.explicit.1.unwrap_or(ext),
+    )
+}
+
 /// Levels QEMU 7.2 raises automatically: the model's minimum, raised to every requested
 /// feature's leaf (and to 0x8000_000A for SVM).
-fn levels(input: &ModelInput) -> (u32, u32) {
+fn automatic_levels(input: &ModelInput) -> (u32, u32) {
     let basic = input
         .requested
         .iter()
@@ -179,7 +190,9 @@ pub(crate) fn build(input: &ModelInput, host: &CpuidTable) -> CpuidTable {
         put(&mut t, leaf, 0, [0; 4], crate::dump::is_indexed_leaf(leaf));
     }
     put(&mut t, 0, 0, [level, vb, vc, vd], false);
-    put(&mut t, 1, 0, [sig, CLFLUSH_64, 0, 0], false);
+    if level >= 1 {
+        put(&mut t, 1, 0, [sig, CLFLUSH_64, 0, 0], false);
+    }
     if level >= 2 && vendor != Some(Vendor::Amd) {
         put(
             &mut t,
@@ -267,7 +280,9 @@ fn extended_leaves(
         put(t, leaf, 0, [0; 4], crate::dump::is_indexed_leaf(leaf));
     }
     put(t, 0x8000_0000, 0, [xlevel, vb, vc, vd], false);
-    put(t, 0x8000_0001, 0, [sig, 0, 0, 0], false);
+    if xlevel >= 0x8000_0001 {
+        put(t, 0x8000_0001, 0, [sig, 0, 0, 0], false);
+    }
     let mut brand = [0u8; 48];
     let id = input.model.model_id.as_bytes();
     let n = id.len().min(48);
