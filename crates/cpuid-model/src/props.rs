@@ -76,6 +76,18 @@ fn patch_identity(t: &mut CpuidTable, spec: &ModelSpec) {
             }
         }
     }
+    if id.vendor == Some(Vendor::Amd) {
+        // QEMU (pc-7.2 `vendor_cpuid_only`) gives an AMD guest no leaf 2 or 4 caches.
+        if let Some(e) = t.get_mut(CpuidKey::leaf(2)) {
+            e.regs = Default::default();
+        }
+        if t.get(CpuidKey::subleaf(4, 0)).is_some() {
+            t.retain(|k, _| k.leaf != 4 || k.subleaf == 0);
+            if let Some(e) = t.get_mut(CpuidKey::subleaf(4, 0)) {
+                e.regs = Default::default();
+            }
+        }
+    }
     let mut fields = 0;
     let mut value = 0;
     if let Some(f) = id.family {

@@ -180,7 +180,6 @@ pub(crate) fn build(input: &ModelInput, host: &CpuidTable) -> CpuidTable {
     let model = input.model;
     let (level, xlevel) = levels(input);
     let vendor = Vendor::from_bytes(&input.vendor);
-    let amd_like = vendor.is_some_and(Vendor::is_amd_like);
     let caches = model.cache.info();
     let sig = crate::check::encode_signature(model.family, model.model, model.stepping);
     let [vb, vd, vc] = vendor_words(&input.vendor);
@@ -251,7 +250,8 @@ pub(crate) fn build(input: &ModelInput, host: &CpuidTable) -> CpuidTable {
             e.regs.edx |= leaf1_edx & AMD_EDX_ALIASES;
         }
     }
-    if amd_like && xlevel >= 0x8000_001d {
+    // In range, QEMU fills 0x8000_001D whatever the vendor (EPYC with vendor=GenuineIntel).
+    if xlevel >= 0x8000_001d {
         deterministic_caches(&mut t, 0x8000_001d, Some(&caches.amd), true);
     }
     t

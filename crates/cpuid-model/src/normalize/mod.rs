@@ -367,8 +367,14 @@ impl Normalizer {
         let mut t = base.clone();
         common_leaves(&mut t, &shape);
         match vendor {
-            Vendor::Intel => intel::apply(&mut t, &shape),
-            Vendor::Amd => amd::apply(&mut t, &shape, numa.is_some())?,
+            Vendor::Intel => {
+                intel::apply(&mut t, &shape);
+                amd::cache_sharing(&mut t, &shape);
+            }
+            Vendor::Amd => {
+                amd::apply(&mut t, &shape, numa.is_some())?;
+                intel::deterministic_caches(&mut t, &shape);
+            }
         }
         let ext_leaves = [0xb, 0x1f]
             .into_iter()
