@@ -47,7 +47,7 @@ pub mod hwloc;
 pub mod kvm;
 pub mod model;
 pub mod normalize;
-pub mod props;
+mod props;
 pub mod spec;
 mod synth;
 

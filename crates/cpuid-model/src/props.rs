@@ -113,7 +113,9 @@ fn patch_identity(t: &mut CpuidTable, spec: &ModelSpec) {
     }
     if let Some(brand) = &id.model_id {
         let mut bytes = [0u8; 48];
-        bytes[..brand.len()].copy_from_slice(brand.as_bytes());
+        // The parser refuses longer ones; a spec built in code is cut to the 48 bytes.
+        let n = brand.len().min(48);
+        bytes[..n].copy_from_slice(&brand.as_bytes()[..n]);
         for (leaf, chunk) in (0x8000_0002..).zip(bytes.chunks_exact(16)) {
             if let Some(e) = t.get_mut(CpuidKey::leaf(leaf)) {
                 let w = |j: usize| {
