@@ -57,8 +57,8 @@ use thiserror::Error;
 use crate::features::{self, Feature};
 use crate::model::CpuModel;
 use crate::spec::{Ambiguity, ModelSpec};
-use crate::synth;
 use crate::table::{CpuidKey, CpuidRegs, CpuidTable};
+use crate::{props, synth};
 
 /// Features QEMU turns on for every named model under KVM (when supported).
 pub const KVM_DEFAULT_ON: &[&str] = &["hypervisor", "x2apic"];
@@ -218,11 +218,12 @@ pub fn resolve(spec: &ModelSpec, supported: &CpuidTable) -> Result<Resolved, Che
         warnings.extend(missing.drain(..).map(ModelWarning::FeatureUnavailable));
     }
 
-    let table = if model.is_passthrough() {
+    let mut table = if model.is_passthrough() {
         let mut table = supported.clone();
         for (f, on) in requested.values() {
             f.set(&mut table, *on && f.is_set(supported));
         }
+        props::patch_passthrough(&mut table, spec);
         fix_xsave_components(&mut table);
         table
     } else {
@@ -235,21 +236,21 @@ pub fn resolve(spec: &ModelSpec, supported: &CpuidTable) -> Result<Resolved, Che
             .filter(|f| explicit.contains_key(f.name) || soft.contains_key(f.name))
             .filter(|f| f.is_set(supported))
             .collect();
-        let vendor = model.vendor.map_or(host_vendor, |v| {
-            let mut b = [0u8; 12];
-            b.copy_from_slice(v.as_str().as_bytes());
-            b
-        });
+        let named = props::named_model(spec);
         let input = synth::ModelInput {
-            model,
-            vendor,
+            model: &named,
+            vendor: props::named_vendor(&named, host_vendor),
             requested: &asked,
             enabled: &enabled,
             phys_bits: phys_bits(spec, supported),
             l3_cache: spec.l3_cache,
+            explicit: (spec.levels.level, spec.levels.xlevel),
         };
         synth::build(&input, supported)
     };
+    if !spec.kvm {
+        props::hide_kvm(&mut table);
+    }
 
     Ok(Resolved {
         model,

@@ -47,6 +47,7 @@ pub mod hwloc;
 pub mod kvm;
 pub mod model;
 pub mod normalize;
+mod props;
 pub mod spec;
 mod synth;
 

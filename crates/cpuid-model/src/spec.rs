@@ -18,6 +18,18 @@
 //!   named models default to 40), `host-phys-bits=on|off` (take the host's physical
 //!   address width), `host-phys-bits-limit=N` (32 to 52: cap it), `l3-cache=on|off`
 //!   (describe the L3 cache; on by default).
+//! - Identity, as QEMU's properties: `vendor=STR` (`GenuineIntel`, `AuthenticAMD` or
+//!   `HygonGenuine`), `family=N` (0 to 270), `model=N` (0 to 255), `stepping=N`
+//!   (0 to 15), `model-id=STR` (the brand string, at most 48 bytes). See [`Identity`].
+//! - Levels, as QEMU's properties: `level=N` / `xlevel=N` (the highest basic /
+//!   extended leaf, overriding the automatic level), `min-level=N` / `min-xlevel=N`
+//!   (the floor the automatic level starts from, instead of the model's). See [`Levels`].
+//!   Numbers are read as QEMU reads them: decimal, `0x` hex, or octal after a `0`.
+//! - `kvm=on|off`: `off` hides the KVM signature and paravirtual leaves
+//!   (0x4000_0000 and up); the leaf 1 `hypervisor` bit stays (`-hypervisor` clears it).
+//! - `migratable=on|off`, `host` and `max` only (QEMU has the property on those models
+//!   only): `on` (the default) leaves out the host features that block migration
+//!   (`invtsc`), `off` passes them too.
 //!
 //! Precedence, matching QEMU (`x86_cpu_parse_featurestr` and
 //! `x86_cpu_expand_features`): property forms apply first, the last one per
@@ -42,7 +54,7 @@ use std::fmt;
 use thiserror::Error;
 
 use crate::features::{self, Feature};
-use crate::model::{self, CpuModel};
+use crate::model::{self, CpuModel, Vendor};
 
 /// A parsed `-cpu` spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +75,49 @@ pub struct ModelSpec {
     pub phys_bits: PhysBits,
     /// Describe the L3 cache (QEMU `l3-cache`, default on).
     pub l3_cache: bool,
+    /// Vendor, signature and brand string overrides.
+    pub identity: Identity,
+    /// Highest-leaf overrides.
+    pub levels: Levels,
+    /// Show the KVM signature and paravirtual leaves (QEMU `kvm`, default on).
+    pub kvm: bool,
+    /// `host` / `max`: leave out features that block migration (QEMU `migratable`,
+    /// default on). Always true for named models.
+    pub migratable: bool,
+}
+
+/// What the guest is told about the CPU itself, overriding the model (or, for `host`
+/// and `max`, the host). `None` keeps the model's value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    /// `vendor=`: leaf 0 and 0x8000_0000 EBX/EDX/ECX; also picks the Intel or AMD
+    /// layout of the vendor-specific leaves, as the vendor does everywhere in this crate.
+    pub vendor: Option<Vendor>,
+    /// `family=`: display family, 0 to 270 (0xF plus an 8-bit extended family).
+    pub family: Option<u32>,
+    /// `model=`: display model, 0 to 255.
+    pub model: Option<u32>,
+    /// `stepping=`: 0 to 15.
+    pub stepping: Option<u32>,
+    /// `model-id=`: brand string of leaves 0x8000_0002..=0x8000_0004, at most 48 bytes.
+    pub model_id: Option<String>,
+}
+
+/// The highest basic and extended leaves, as QEMU's `level`, `xlevel`, `min-level` and
+/// `min-xlevel` properties. The automatic level is the floor (the model's, or
+/// `min-level`) raised to every requested feature's leaf; an explicit `level` replaces
+/// it, and leaves above it are not given (an `xlevel` below 0x8000_0000: no extended
+/// leaves at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Levels {
+    /// `level=N`: leaf 0 EAX.
+    pub level: Option<u32>,
+    /// `xlevel=N`: leaf 0x8000_0000 EAX.
+    pub xlevel: Option<u32>,
+    /// `min-level=N`: the automatic basic level starts here instead of at the model's.
+    pub min_level: Option<u32>,
+    /// `min-xlevel=N`: the automatic extended level starts here instead of at the model's.
+    pub min_xlevel: Option<u32>,
 }
 
 /// Where the guest's physical address width (0x8000_0008 `EAX[7:0]`) comes from.
@@ -144,10 +199,34 @@ pub enum SpecError {
         name: String,
     },
     /// A QEMU CPU property that is not a feature flag.
-    #[error("CPU property '{name}' is not supported; only feature flags, enforce, check, phys-bits, host-phys-bits, host-phys-bits-limit and l3-cache are")]
+    #[error("CPU property '{name}' is not supported; only feature flags and enforce, check, phys-bits, host-phys-bits, host-phys-bits-limit, l3-cache, vendor, family, model, stepping, model-id, level, xlevel, min-level, min-xlevel, kvm and migratable are")]
     UnsupportedProperty {
         /// The property name.
         name: String,
+    },
+    /// A `vendor=` value this crate has no CPUID layout for.
+    #[error("invalid value '{value}' for 'vendor': expected GenuineIntel, AuthenticAMD or HygonGenuine{}", hint(.suggestion))]
+    BadVendor {
+        /// The value given.
+        value: String,
+        /// The vendor the value most likely means.
+        suggestion: Option<&'static str>,
+    },
+    /// A `model-id=` longer than the 48 bytes of the brand string leaves.
+    #[error("invalid value '{value}' for 'model-id': the brand string holds at most 48 bytes, this is {len}")]
+    ModelIdTooLong {
+        /// The value given.
+        value: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A property QEMU has on some models only.
+    #[error("CPU property '{name}' applies to the host and max models only, not '{model}'")]
+    PassthroughOnly {
+        /// The property name.
+        name: String,
+        /// The model given.
+        model: String,
     },
 }
 
@@ -187,24 +266,16 @@ fn on_off(v: bool) -> &'static str {
     }
 }
 
-/// QEMU x86 CPU properties that are not CPUID feature flags. Naming them gives
-/// a clearer error than "unknown CPU feature".
+/// QEMU x86 CPU properties that are not CPUID feature flags and are not taken. Naming
+/// them gives a clearer error than "unknown CPU feature".
 const NON_FEATURE_PROPERTIES: &[&str] = &[
-    "family",
-    "model",
-    "stepping",
-    "model-id",
-    "vendor",
-    "level",
-    "xlevel",
-    "min-level",
-    "min-xlevel",
     "tsc-freq",
     "tsc-frequency",
     "pmu",
-    "migratable",
     "host-cache-info",
-    "kvm",
+    "level-func7",
+    "xlevel2",
+    "hv-passthrough",
 ];
 
 fn parse_bool(name: &str, value: &str) -> Result<bool, SpecError> {
@@ -293,32 +364,107 @@ pub fn parse(s: &str) -> Result<ModelSpec, SpecError> {
     Ok(spec)
 }
 
+/// An unsigned number as QEMU's property parser reads it (`strtoull` with base 0):
+/// `0x` hex, octal after a leading `0`, else decimal.
+fn parse_qemu_uint(v: &str) -> Option<u32> {
+    let (digits, radix) = if let Some(h) = v.strip_prefix("0x").or(v.strip_prefix("0X")) {
+        (h, 16)
+    } else if v.len() > 1 && v.starts_with('0') {
+        (&v[1..], 8)
+    } else {
+        (v, 10)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u32::from_str_radix(digits, radix).ok()
+}
+
+/// Largest `family=`: 0xF plus the 8-bit extended family.
+pub const MAX_FAMILY: u32 = 0xf + 0xff;
+
 /// The model options (`phys-bits`, `host-phys-bits`, `host-phys-bits-limit`,
-/// `l3-cache`): applies one to `spec` and returns true, or false for other keys.
+/// `l3-cache`, identity, levels, `kvm`, `migratable`): applies one to `spec` and
+/// returns true, or false for other keys.
 fn parse_option(spec: &mut ModelSpec, key: &str, value: Option<&str>) -> Result<bool, SpecError> {
-    let number = |v: Option<&str>| {
-        let v = v.ok_or_else(|| SpecError::MissingValue {
-            name: key.to_string(),
-        })?;
-        v.parse::<u32>()
-            .ok()
-            .filter(|n| PHYS_BITS_RANGE.contains(n))
+    let given = |v: Option<&str>| {
+        v.map(str::to_string)
+            .ok_or_else(|| SpecError::MissingValue {
+                name: key.to_string(),
+            })
+    };
+    let number = |v: Option<&str>, range: std::ops::RangeInclusive<u32>| {
+        let v = given(v)?;
+        parse_qemu_uint(&v)
+            .filter(|n| range.contains(n))
             .ok_or_else(|| SpecError::BadNumber {
                 name: key.to_string(),
-                value: v.to_string(),
-                min: *PHYS_BITS_RANGE.start(),
-                max: *PHYS_BITS_RANGE.end(),
+                value: v,
+                min: *range.start(),
+                max: *range.end(),
             })
     };
     let flag = |v: Option<&str>| v.map_or(Ok(true), |v| parse_bool(key, v));
+    let id = &mut spec.identity;
+    let levels = &mut spec.levels;
     match key {
-        "phys-bits" => spec.phys_bits.bits = Some(number(value)?),
-        "host-phys-bits-limit" => spec.phys_bits.host_limit = Some(number(value)?),
+        "phys-bits" => spec.phys_bits.bits = Some(number(value, PHYS_BITS_RANGE)?),
+        "host-phys-bits-limit" => spec.phys_bits.host_limit = Some(number(value, PHYS_BITS_RANGE)?),
         "host-phys-bits" => spec.phys_bits.host = flag(value)?,
         "l3-cache" => spec.l3_cache = flag(value)?,
+        "vendor" => id.vendor = Some(parse_vendor(&given(value)?)?),
+        "family" => id.family = Some(number(value, 0..=MAX_FAMILY)?),
+        "model" => id.model = Some(number(value, 0..=0xff)?),
+        "stepping" => id.stepping = Some(number(value, 0..=0xf)?),
+        "model-id" => {
+            let v = given(value)?;
+            if v.len() > 48 {
+                return Err(SpecError::ModelIdTooLong {
+                    len: v.len(),
+                    value: v,
+                });
+            }
+            id.model_id = Some(v);
+        }
+        "level" => levels.level = Some(number(value, 0..=u32::MAX)?),
+        "xlevel" => levels.xlevel = Some(number(value, 0..=u32::MAX)?),
+        "min-level" => levels.min_level = Some(number(value, 0..=u32::MAX)?),
+        "min-xlevel" => levels.min_xlevel = Some(number(value, 0..=u32::MAX)?),
+        "kvm" => spec.kvm = flag(value)?,
+        "migratable" => {
+            let on = flag(value)?;
+            if !spec.model.is_passthrough() {
+                return Err(SpecError::PassthroughOnly {
+                    name: key.to_string(),
+                    model: spec.model.name.clone(),
+                });
+            }
+            spec.migratable = on;
+        }
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// A `vendor=` value: one of the three vendors this crate lays out CPUID for (QEMU
+/// takes any 12 characters, but the vendor-specific leaves need a known layout).
+fn parse_vendor(v: &str) -> Result<Vendor, SpecError> {
+    let known = [Vendor::Intel, Vendor::Amd, Vendor::Hygon];
+    if let Some(found) = known.into_iter().find(|k| k.as_str() == v) {
+        return Ok(found);
+    }
+    let lower = v.to_ascii_lowercase();
+    let suggestion = known
+        .into_iter()
+        .find(|k| {
+            let name = k.as_str().to_ascii_lowercase();
+            name == lower || (lower.len() >= 3 && (name.contains(&lower) || lower.contains(&name)))
+        })
+        .map(Vendor::as_str);
+    Err(SpecError::BadVendor {
+        value: v.to_string(),
+        suggestion,
+    })
 }
 
 impl ModelSpec {
@@ -333,6 +479,10 @@ impl ModelSpec {
             check: true,
             phys_bits: PhysBits::default(),
             l3_cache: true,
+            identity: Identity::default(),
+            levels: Levels::default(),
+            kvm: true,
+            migratable: true,
         }
     }
 
@@ -411,6 +561,7 @@ impl ModelSpec {
         if !self.l3_cache {
             s.push_str(",l3-cache=off");
         }
+        self.render_properties(&mut s);
         if self.enforce {
             s.push_str(",enforce");
         }
@@ -418,6 +569,47 @@ impl ModelSpec {
             s.push_str(",check=off");
         }
         s
+    }
+}
+
+impl ModelSpec {
+    /// The identity, level, `kvm` and `migratable` items that differ from the defaults.
+    fn render_properties(&self, s: &mut String) {
+        let id = &self.identity;
+        if let Some(v) = id.vendor {
+            s.push_str(&format!(",vendor={v}"));
+        }
+        let numbers = [
+            ("family", id.family),
+            ("model", id.model),
+            ("stepping", id.stepping),
+        ];
+        for (name, value) in numbers {
+            if let Some(n) = value {
+                s.push_str(&format!(",{name}={n}"));
+            }
+        }
+        if let Some(m) = &id.model_id {
+            s.push_str(&format!(",model-id={m}"));
+        }
+        let l = &self.levels;
+        let levels = [
+            ("level", l.level),
+            ("xlevel", l.xlevel),
+            ("min-level", l.min_level),
+            ("min-xlevel", l.min_xlevel),
+        ];
+        for (name, value) in levels {
+            if let Some(n) = value {
+                s.push_str(&format!(",{name}={n:#x}"));
+            }
+        }
+        if !self.kvm {
+            s.push_str(",kvm=off");
+        }
+        if !self.migratable {
+            s.push_str(",migratable=off");
+        }
     }
 }
 

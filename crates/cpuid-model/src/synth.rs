@@ -121,15 +121,26 @@ pub(crate) struct ModelInput<'a> {
     pub phys_bits: u32,
     /// Whether the L3 cache is described (QEMU `l3-cache`, on by default).
     pub l3_cache: bool,
+    /// Explicit `level=` / `xlevel=`, replacing the automatic levels.
+    pub explicit: (Option<u32>, Option<u32>),
 }
 
 fn on(list: &[&'static Feature], name: &str) -> bool {
     list.iter().any(|f| f.name == name)
 }
 
+/// The levels: explicit `level=` / `xlevel=` when given, else QEMU 7.2's automatic ones.
+fn levels(input: &ModelInput) -> (u32, u32) {
+    let (basic, ext) = automatic_levels(input);
+    (
+        input.explicit.0.unwrap_or(basic),
+        input.explicit.1.unwrap_or(ext),
+    )
+}
+
 /// Levels QEMU 7.2 raises automatically: the model's minimum, raised to every requested
 /// feature's leaf (and to 0x8000_000A for SVM).
-fn levels(input: &ModelInput) -> (u32, u32) {
+fn automatic_levels(input: &ModelInput) -> (u32, u32) {
     let basic = input
         .requested
         .iter()
@@ -169,7 +180,6 @@ pub(crate) fn build(input: &ModelInput, host: &CpuidTable) -> CpuidTable {
     let model = input.model;
     let (level, xlevel) = levels(input);
     let vendor = Vendor::from_bytes(&input.vendor);
-    let amd_like = vendor.is_some_and(Vendor::is_amd_like);
     let caches = model.cache.info();
     let sig = crate::check::encode_signature(model.family, model.model, model.stepping);
     let [vb, vd, vc] = vendor_words(&input.vendor);
@@ -179,7 +189,9 @@ pub(crate) fn build(input: &ModelInput, host: &CpuidTable) -> CpuidTable {
         put(&mut t, leaf, 0, [0; 4], crate::dump::is_indexed_leaf(leaf));
     }
     put(&mut t, 0, 0, [level, vb, vc, vd], false);
-    put(&mut t, 1, 0, [sig, CLFLUSH_64, 0, 0], false);
+    if level >= 1 {
+        put(&mut t, 1, 0, [sig, CLFLUSH_64, 0, 0], false);
+    }
     if level >= 2 && vendor != Some(Vendor::Amd) {
         put(
             &mut t,
@@ -238,7 +250,8 @@ pub(crate) fn build(input: &ModelInput, host: &CpuidTable) -> CpuidTable {
             e.regs.edx |= leaf1_edx & AMD_EDX_ALIASES;
         }
     }
-    if amd_like && xlevel >= 0x8000_001d {
+    // In range, QEMU fills 0x8000_001D whatever the vendor (EPYC with vendor=GenuineIntel).
+    if xlevel >= 0x8000_001d {
         deterministic_caches(&mut t, 0x8000_001d, Some(&caches.amd), true);
     }
     t
@@ -267,7 +280,9 @@ fn extended_leaves(
         put(t, leaf, 0, [0; 4], crate::dump::is_indexed_leaf(leaf));
     }
     put(t, 0x8000_0000, 0, [xlevel, vb, vc, vd], false);
-    put(t, 0x8000_0001, 0, [sig, 0, 0, 0], false);
+    if xlevel >= 0x8000_0001 {
+        put(t, 0x8000_0001, 0, [sig, 0, 0, 0], false);
+    }
     let mut brand = [0u8; 48];
     let id = input.model.model_id.as_bytes();
     let n = id.len().min(48);

@@ -129,10 +129,22 @@ fn model_owned_leaves_equal_qemus_tcg_guest() {
         ("Dhyana-v2", include_str!("data/qemu-tcg/Dhyana-v2.txt")),
         ("qemu64-v1", include_str!("data/qemu-tcg/qemu64-v1.txt")),
         ("kvm32-v1", include_str!("data/qemu-tcg/kvm32-v1.txt")),
+        // QEMU's identity and level properties: the other vendor's cache leaves
+        // (leaf 2 and 4 empty for AMD, 0x8000_001D kept in range for Intel), signature,
+        // brand string, levels with the leaves above them gone.
+        (
+            "Skylake-Server-v4,vendor=AuthenticAMD,family=25,model=1,stepping=2,\
+             model-id=Test CPU 1.0,level=0x7,xlevel=0x80000008,kvm=off",
+            include_str!("data/qemu-tcg/props-Skylake-Server-v4.txt"),
+        ),
+        (
+            "EPYC-Rome-v2,vendor=GenuineIntel,level=0x14",
+            include_str!("data/qemu-tcg/props-EPYC-Rome-v2.txt"),
+        ),
     ];
     let host = dump_table(include_str!("data/host-amd-zen4.txt"));
     for (name, text) in guests {
-        let m = model::find(name).unwrap();
+        let m = model::find(name.split(',').next().unwrap()).unwrap();
         let host = with_features_of(host.clone(), m);
         // The host has all of the model's features; TCG filters some of them, but
         // none of the registers compared here depends on that (QEMU sizes leaf 0xD and

@@ -381,11 +381,25 @@ fn epyc_runs_on_zen4_with_kvm_defaults_and_svm_on_request() {
 fn host_and_max_pass_the_table_through_apart_from_spec_changes() {
     let host = zen4();
     for name in ["host", "max"] {
-        let r = check::resolve(&spec::parse(name).unwrap(), &host).unwrap();
-        assert_eq!(r.table, host, "{name}");
+        // migratable=off: every host feature, the table unchanged.
+        let spec = format!("{name},migratable=off");
+        let r = check::resolve(&spec::parse(&spec).unwrap(), &host).unwrap();
+        assert_eq!(r.table, host, "{spec}");
         assert!(r.warnings.is_empty());
+        // The default, migratable=on: without invtsc, which blocks migration (QEMU's
+        // only unmigratable CPUID flag), unless asked for by name.
+        let r = check::resolve(&spec::parse(name).unwrap(), &host).unwrap();
+        let d = cpuid_model::diff::diff(&host, &r.table).to_string();
+        assert_eq!(d, "0x80000007 0x00 edx: -invtsc\n", "{name}");
+        let spec = format!("{name},+invtsc");
+        let r = check::resolve(&spec::parse(&spec).unwrap(), &host).unwrap();
+        assert_eq!(r.table, host, "{spec}");
     }
-    let r = check::resolve(&spec::parse("host,-avx512f,+svm").unwrap(), &host).unwrap();
+    let r = check::resolve(
+        &spec::parse("host,-avx512f,+svm,migratable=off").unwrap(),
+        &host,
+    )
+    .unwrap();
     let changed = cpuid_model::diff::diff(&host, &r.table);
     assert_eq!(
         changed.to_string(),

@@ -70,6 +70,39 @@ const VALID: &[(&str, &str, &[&str])] = &[
     ("EPYC,avx2=off,avx2=on", "EPYC,avx2=off,avx2=on", &["+avx2"]),
     ("host,-svm", "host,-svm", &["-svm"]),
     ("max", "max", &[]),
+    // Identity, levels, kvm and migratable: QEMU's numbers (decimal, 0x hex, 0 octal),
+    // printed in a fixed order, levels in hex.
+    (
+        "Haswell,vendor=AuthenticAMD,family=0x19,model=1,stepping=017,model-id=My CPU 1.0",
+        "Haswell,vendor=AuthenticAMD,family=25,model=1,stepping=15,model-id=My CPU 1.0",
+        &[],
+    ),
+    ("EPYC,vendor=HygonGenuine", "EPYC,vendor=HygonGenuine", &[]),
+    (
+        "Haswell,xlevel=0x80000008,level=010,-avx",
+        "Haswell,-avx,level=0x8,xlevel=0x80000008",
+        &["-avx"],
+    ),
+    (
+        "Haswell,min-level=2,min-xlevel=2147483656",
+        "Haswell,min-level=0x2,min-xlevel=0x80000008",
+        &[],
+    ),
+    ("Haswell,model-id=", "Haswell,model-id=", &[]),
+    ("Haswell,kvm=off", "Haswell,kvm=off", &[]),
+    ("Haswell,kvm=off,kvm", "Haswell", &[]),
+    (
+        "host,migratable=off,kvm=off",
+        "host,kvm=off,migratable=off",
+        &[],
+    ),
+    ("max,migratable=no", "max,migratable=off", &[]),
+    ("host,migratable=on", "host", &[]),
+    (
+        "host,vendor=GenuineIntel,level=0x1f,enforce",
+        "host,vendor=GenuineIntel,level=0x1f,enforce",
+        &[],
+    ),
 ];
 
 const INVALID: &[(&str, &str)] = &[
@@ -124,12 +157,81 @@ const INVALID: &[(&str, &str)] = &[
     ),
     ("Haswell,+enforce", "unknown CPU feature 'enforce'"),
     (
-        "Haswell,family=6",
-        "CPU property 'family' is not supported; only feature flags, enforce, check, phys-bits, host-phys-bits, host-phys-bits-limit and l3-cache are",
+        "Haswell,pmu=on",
+        "CPU property 'pmu' is not supported; only feature flags and enforce, check, phys-bits, host-phys-bits, host-phys-bits-limit, l3-cache, vendor, family, model, stepping, model-id, level, xlevel, min-level, min-xlevel, kvm and migratable are",
     ),
     (
         "Haswell,hv-relaxed",
-        "CPU property 'hv-relaxed' is not supported; only feature flags, enforce, check, phys-bits, host-phys-bits, host-phys-bits-limit and l3-cache are",
+        "CPU property 'hv-relaxed' is not supported; only feature flags and enforce, check, phys-bits, host-phys-bits, host-phys-bits-limit, l3-cache, vendor, family, model, stepping, model-id, level, xlevel, min-level, min-xlevel, kvm and migratable are",
+    ),
+    // Identity: QEMU's ranges (family 0 to 0xF + 0xFF).
+    (
+        "Haswell,vendor=Intel",
+        "invalid value 'Intel' for 'vendor': expected GenuineIntel, AuthenticAMD or HygonGenuine (did you mean 'GenuineIntel'?)",
+    ),
+    (
+        "Haswell,vendor=authenticamd",
+        "invalid value 'authenticamd' for 'vendor': expected GenuineIntel, AuthenticAMD or HygonGenuine (did you mean 'AuthenticAMD'?)",
+    ),
+    (
+        "Haswell,vendor=CentaurHauls",
+        "invalid value 'CentaurHauls' for 'vendor': expected GenuineIntel, AuthenticAMD or HygonGenuine",
+    ),
+    (
+        "Haswell,vendor=GenuineIntelX",
+        "invalid value 'GenuineIntelX' for 'vendor': expected GenuineIntel, AuthenticAMD or HygonGenuine (did you mean 'GenuineIntel'?)",
+    ),
+    ("Haswell,vendor", "missing value for 'vendor'"),
+    (
+        "Haswell,family=271",
+        "invalid value '271' for 'family': expected a number from 0 to 270",
+    ),
+    (
+        "Haswell,model=0x100",
+        "invalid value '0x100' for 'model': expected a number from 0 to 255",
+    ),
+    (
+        "Haswell,stepping=16",
+        "invalid value '16' for 'stepping': expected a number from 0 to 15",
+    ),
+    (
+        "Haswell,stepping=09",
+        "invalid value '09' for 'stepping': expected a number from 0 to 15",
+    ),
+    (
+        "Haswell,model-id=0123456789012345678901234567890123456789012345678",
+        "invalid value '0123456789012345678901234567890123456789012345678' for 'model-id': the brand string holds at most 48 bytes, this is 49",
+    ),
+    // Levels: 32-bit numbers.
+    (
+        "Haswell,level=abc",
+        "invalid value 'abc' for 'level': expected a number from 0 to 4294967295",
+    ),
+    (
+        "Haswell,xlevel=-1",
+        "invalid value '-1' for 'xlevel': expected a number from 0 to 4294967295",
+    ),
+    (
+        "Haswell,min-level=0x100000000",
+        "invalid value '0x100000000' for 'min-level': expected a number from 0 to 4294967295",
+    ),
+    ("Haswell,level", "missing value for 'level'"),
+    (
+        "Haswell,kvm=maybe",
+        "invalid value 'maybe' for 'kvm': expected on or off",
+    ),
+    // QEMU 7.2 has `migratable` on host and max only ("Property not found" elsewhere).
+    (
+        "Haswell,migratable=off",
+        "CPU property 'migratable' applies to the host and max models only, not 'Haswell'",
+    ),
+    (
+        "qemu64,migratable=on",
+        "CPU property 'migratable' applies to the host and max models only, not 'qemu64'",
+    ),
+    (
+        "host,migratable=sometimes",
+        "invalid value 'sometimes' for 'migratable': expected on or off",
     ),
     ("Haswell, +avx", "unknown CPU feature ' +avx'"),
     (

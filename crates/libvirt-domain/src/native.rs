@@ -9,11 +9,20 @@ use crate::config::{
 };
 
 /// Choices for [`to_native`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NativeOptions {
-    /// Put `vendor=`, `kvm=off` and `migratable=off` into `--cpu` (QEMU's property forms).
-    /// Off until the binary's `--cpu` grammar takes them; they are notes meanwhile.
+    /// Put `vendor=`, `kvm=off` and `migratable=off` into `--cpu` (QEMU's property forms,
+    /// which `cpuid_model::spec` takes). On by default; off turns them into notes, for a
+    /// binary whose `--cpu` grammar predates them.
     pub cpu_properties: bool,
+}
+
+impl Default for NativeOptions {
+    fn default() -> Self {
+        Self {
+            cpu_properties: true,
+        }
+    }
 }
 
 /// The command line of a domain: arguments after the program name, and notes on what
@@ -92,6 +101,13 @@ fn shell_quote(s: &str) -> String {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
+
+/// libvirt's `<vendor>` names and the CPUID vendor strings `--cpu ...,vendor=` takes.
+const LIBVIRT_VENDORS: &[(&str, &str)] = &[
+    ("Intel", "GenuineIntel"),
+    ("AMD", "AuthenticAMD"),
+    ("Hygon", "HygonGenuine"),
+];
 
 /// libvirt feature names that QEMU (and `--cpu`) spell differently.
 const FEATURE_RENAMES: &[(&str, &str)] = &[("pclmuldq", "pclmulqdq")];
@@ -197,18 +213,26 @@ fn cpu_option(cmd: &mut NativeCommand, d: &DomainConfig, cpu: &CpuConfig, o: &Na
     }
     let mut properties: Vec<(String, &str)> = Vec::new();
     if let Some(v) = &cpu.vendor {
-        let id = match v.as_str() {
-            "Intel" => "GenuineIntel",
-            "AMD" => "AuthenticAMD",
-            other => other,
-        };
-        properties.push((format!("vendor={id}"), "<cpu><vendor>"));
+        match LIBVIRT_VENDORS.iter().find(|(l, _)| l == v) {
+            Some((_, id)) => properties.push((format!("vendor={id}"), "<cpu><vendor>")),
+            None => cmd.notes.push(format!(
+                "<cpu><vendor>{v}</vendor>: this VMM lays out CPUID for Intel, AMD and Hygon only; the model's vendor is kept"
+            )),
+        }
     }
     if d.features.kvm_hidden == Some(true) {
         properties.push(("kvm=off".into(), "<features><kvm><hidden state='on'>"));
     }
     if cpu.migratable == Some(false) {
-        properties.push(("migratable=off".into(), "<cpu migratable='off'>"));
+        // QEMU has `migratable` on host and max only.
+        if cpu.mode != CpuMode::Custom {
+            properties.push(("migratable=off".into(), "<cpu migratable='off'>"));
+        } else {
+            cmd.notes.push(
+                "<cpu migratable='off'>: applies to host-passthrough and maximum only; ignored for the custom model"
+                    .into(),
+            );
+        }
     }
     for (p, element) in properties {
         if o.cpu_properties {

@@ -139,30 +139,36 @@ fn custom_model_with_fallback_forbid_vendor_and_every_policy() {
     assert_eq!(cpu.vendor.as_deref(), Some("Intel"));
     assert_eq!((d.memory_kib, d.current_memory_kib), (2 << 20, 1 << 20));
     let cmd = to_native(&d, &NativeOptions::default());
+    // The vendor becomes QEMU's vendor= property, which --cpu takes.
     assert_eq!(
         check_native_args(&d).join(" "),
         "--name custom-fallback -m 2048M --smp 2,sockets=1,cores=2,threads=1 \
-         --cpu SandyBridge,+x2apic,+pdpe1gb,-lahf_lm,-avx,enforce"
+         --cpu SandyBridge,+x2apic,+pdpe1gb,-lahf_lm,-avx,vendor=GenuineIntel,enforce"
     );
     let notes = cmd.notes.join("\n");
     for want in [
         "<currentMemory> 1024 MiB: no balloon, the guest gets all 2048 MiB",
         "policy='optional' name='vmx'",
         "policy='forbid' name='avx'",
-        "<cpu><vendor>: needs --cpu ...,vendor=GenuineIntel",
         "machine='pc-q35-7.2'",
     ] {
         assert!(notes.contains(want), "{want} not in\n{notes}");
     }
-    let with_properties = to_native(
+    assert!(!notes.contains("vendor"), "{notes}");
+    // For a binary whose --cpu predates the properties, they are notes instead.
+    let without = to_native(
         &d,
         &NativeOptions {
-            cpu_properties: true,
+            cpu_properties: false,
         },
     );
-    assert!(with_properties.args.contains(
-        &"SandyBridge,+x2apic,+pdpe1gb,-lahf_lm,-avx,vendor=GenuineIntel,enforce".to_string()
-    ));
+    assert!(without
+        .args
+        .contains(&"SandyBridge,+x2apic,+pdpe1gb,-lahf_lm,-avx,enforce".to_string()));
+    assert!(without
+        .notes
+        .join("\n")
+        .contains("<cpu><vendor>: needs --cpu ...,vendor=GenuineIntel"));
     round_trip(&d);
 }
 
@@ -290,7 +296,7 @@ fn devices_and_other_unimplemented_parts_are_named_once() {
     let cmd = to_native(&d, &NativeOptions::default());
     assert_eq!(
         check_native_args(&d).join(" "),
-        "--name web-01 -m 1024M --smp 2 --cpu host --kernel /var/lib/libvirt/boot/vmlinuz \
+        "--name web-01 -m 1024M --smp 2 --cpu host,kvm=off --kernel /var/lib/libvirt/boot/vmlinuz \
          --initrd /var/lib/libvirt/boot/initrd.img --append console=ttyS0 root=/dev/vda1 --serial stdio"
     );
     assert!(cmd
@@ -298,7 +304,8 @@ fn devices_and_other_unimplemented_parts_are_named_once() {
         .contains("--append 'console=ttyS0 root=/dev/vda1'"));
     let notes = cmd.notes.join("\n");
     assert!(notes.contains("host-model"), "{notes}");
-    assert!(notes.contains("kvm=off"), "{notes}");
+    // <kvm><hidden state='on'/> is QEMU's kvm=off, in --cpu; not a note.
+    assert!(!notes.contains("kvm=off"), "{notes}");
     round_trip(&d);
 }
 
@@ -331,4 +338,54 @@ fn broken_files_name_the_element_and_attribute() {
             .to_string(),
         "<vcpu> cpuset: host CPU(s) 4095 are not online on this host (online: 0-1)"
     );
+}
+
+#[test]
+fn vendor_kvm_hidden_and_migratable_become_cpu_properties() {
+    let domain = |cpu: &str| {
+        parse_domain(&format!(
+            "<domain type='kvm'><name>p</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+             {cpu}<features><kvm><hidden state='on'/></kvm></features></domain>"
+        ))
+        .unwrap()
+    };
+    let rows = [
+        (
+            "<cpu mode='host-passthrough' migratable='off'/>",
+            "host,kvm=off,migratable=off",
+            None,
+        ),
+        (
+            "<cpu mode='maximum' migratable='on'/>",
+            "max,kvm=off",
+            None,
+        ),
+        (
+            "<cpu mode='custom'><model>EPYC</model><vendor>Hygon</vendor></cpu>",
+            "EPYC,vendor=HygonGenuine,kvm=off",
+            None,
+        ),
+        (
+            "<cpu mode='custom'><model>Haswell</model><vendor>Zhaoxin</vendor></cpu>",
+            "Haswell,kvm=off",
+            Some("<cpu><vendor>Zhaoxin</vendor>: this VMM lays out CPUID for Intel, AMD and Hygon only"),
+        ),
+        (
+            "<cpu mode='custom' migratable='off'><model>Haswell</model></cpu>",
+            "Haswell,kvm=off",
+            Some("<cpu migratable='off'>: applies to host-passthrough and maximum only"),
+        ),
+        ("", "qemu64,kvm=off", None),
+    ];
+    for (cpu, want, note) in rows {
+        let d = domain(cpu);
+        let args = check_native_args(&d);
+        let at = args.iter().position(|a| a == "--cpu").expect(cpu);
+        assert_eq!(args[at + 1], want, "{cpu}");
+        let notes = to_native(&d, &NativeOptions::default()).notes.join("\n");
+        match note {
+            Some(n) => assert!(notes.contains(n), "{cpu}: {notes}"),
+            None => assert!(!notes.contains("--cpu"), "{cpu}: {notes}"),
+        }
+    }
 }

@@ -24,6 +24,19 @@ const NODE_FIELDS: u32 = 0x7ff;
 /// Largest node id `ECX[7:0]` holds.
 pub const MAX_NODE_ID: u32 = 0xff;
 
+/// Leaf 0x8000_001D: the sharing field of every valid cache subleaf. Run for both
+/// vendors: a `vendor=` override can leave either vendor's cache leaf in a table.
+pub(crate) fn cache_sharing(t: &mut CpuidTable, s: &Shape) {
+    for (key, e) in t.iter_mut() {
+        if key.leaf != 0x8000_001d || e.regs.eax & 0x1f == 0 {
+            continue;
+        }
+        let level = (e.regs.eax >> 5) & 0x7;
+        let sharing = Shape::minus_one_clamped(sharing_ids(s, level), 12);
+        e.regs.eax = (e.regs.eax & !(0xfff << 14)) | sharing << 14;
+    }
+}
+
 /// Apply the AMD leaves to the template. With `numa_nodes` the node fields of
 /// 0x8000_001E are per vCPU and the dies do not limit them.
 pub(crate) fn apply(t: &mut CpuidTable, s: &Shape, numa_nodes: bool) -> Result<(), NormalizeError> {
@@ -52,14 +65,7 @@ pub(crate) fn apply(t: &mut CpuidTable, s: &Shape, numa_nodes: bool) -> Result<(
         });
     }
 
-    for (key, e) in t.iter_mut() {
-        if key.leaf != 0x8000_001d || e.regs.eax & 0x1f == 0 {
-            continue;
-        }
-        let level = (e.regs.eax >> 5) & 0x7;
-        let sharing = Shape::minus_one_clamped(sharing_ids(s, level), 12);
-        e.regs.eax = (e.regs.eax & !(0xfff << 14)) | sharing << 14;
-    }
+    cache_sharing(t, s);
 
     if max_ext >= LEAF_EXT_APIC_ID {
         // EBX[7:0] (core id) is 8 bits: with more than 256 cores per socket it carries the

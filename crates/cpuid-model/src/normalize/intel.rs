@@ -32,8 +32,9 @@ pub(crate) fn sharing_ids(s: &Shape, level: u32) -> u32 {
 }
 
 /// Leaf 0x4: rewrite the sharing and core-count fields of every valid cache subleaf;
-/// keep the cache geometry (type, level, ways, sets, line size) of the base table.
-fn deterministic_caches(t: &mut CpuidTable, s: &Shape) {
+/// keep the cache geometry (type, level, ways, sets, line size) of the base table. Run for
+/// both vendors: a `vendor=` override can leave either vendor's cache leaf in a table.
+pub(crate) fn deterministic_caches(t: &mut CpuidTable, s: &Shape) {
     let l = &s.layout;
     let cores = Shape::ids_below(l.socket_shift() - l.core_shift());
     let cores_field = Shape::minus_one_clamped(cores, 6) << 26;

@@ -11,7 +11,8 @@
 //! the base table is kept as it is. The vendor (from the base table's leaf 0) selects the
 //! vendor leaves: [`intel`] owns leaf 0x4 and 0x1F, [`amd`] owns 0x8000_0001 ECX,
 //! 0x8000_0008 ECX, 0x8000_001D, 0x8000_001E and 0x8000_0026. Leaves 0x1 and 0xB are
-//! common and live here.
+//! common and live here. The cache leaves (0x4 and 0x8000_001D) are rewritten for either
+//! vendor when present, since a `vendor=` override can leave the other vendor's there.
 
 pub mod amd;
 pub mod intel;
@@ -367,8 +368,14 @@ impl Normalizer {
         let mut t = base.clone();
         common_leaves(&mut t, &shape);
         match vendor {
-            Vendor::Intel => intel::apply(&mut t, &shape),
-            Vendor::Amd => amd::apply(&mut t, &shape, numa.is_some())?,
+            Vendor::Intel => {
+                intel::apply(&mut t, &shape);
+                amd::cache_sharing(&mut t, &shape);
+            }
+            Vendor::Amd => {
+                amd::apply(&mut t, &shape, numa.is_some())?;
+                intel::deterministic_caches(&mut t, &shape);
+            }
         }
         let ext_leaves = [0xb, 0x1f]
             .into_iter()
