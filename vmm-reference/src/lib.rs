@@ -25,11 +25,10 @@ pub mod linux;
 pub mod logger;
 pub mod machine;
 pub mod placement;
-pub mod planner;
+pub use cpuid_model::plan as planner;
 pub mod probe;
 pub mod run;
 mod signals;
-mod summary;
 pub mod tools;
 pub mod vm;
 
@@ -37,8 +36,8 @@ pub mod vm;
 pub mod testing;
 
 pub use config::{KernelConfig, Payload, ProbeConfig, SecurityConfig, VmmConfig};
+pub use cpuid_model::report::{Summary, VcpuView, WorkloadView};
 pub use error::VmmError;
-pub use summary::{Summary, VcpuView, WorkloadView};
 pub use vm::{Ended, GuestExit, Vmm};
 
 /// The CPU model when `--cpu` is not given, as in QEMU.

@@ -66,7 +66,7 @@ pub fn cpuid_baseline(dumps: &[PathBuf]) -> ToolResult {
 }
 
 /// `cpuid-plan`: what every vCPU would see on another host, from its `cpuid -r` dump.
-pub fn cpuid_plan(args: PlanArgs) -> ToolResult {
+pub fn cpuid_plan(args: Box<PlanArgs>) -> ToolResult {
     let spec = match args.cpu {
         CpuArg::Help => return cpu_help(),
         CpuArg::Spec(spec) => spec,

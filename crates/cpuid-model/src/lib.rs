@@ -47,7 +47,9 @@ pub mod hwloc;
 pub mod kvm;
 pub mod model;
 pub mod normalize;
+pub mod plan;
 mod props;
+pub mod report;
 pub mod spec;
 mod synth;
 

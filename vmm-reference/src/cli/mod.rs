@@ -38,7 +38,7 @@ pub enum Command {
     /// Check that this host can run KVM guests, like virt-host-validate.
     HostCheck,
     /// Compute what every vCPU would see on another host, from its `cpuid -r` dump (no KVM).
-    CpuidPlan(PlanArgs),
+    CpuidPlan(Box<PlanArgs>),
     /// Explain whether a guest this wide suits these host CPUs, and measure it with the
     /// probe's CPL3 workloads (independent spin, barrier rounds) at 1..N vCPUs.
     OvercommitAdvice(AdviceArgs),

@@ -20,7 +20,7 @@ use vcpu_lifecycle::{StopReason, VcpuEvent, VmStop};
 use super::payload::GuestExit;
 use super::Vmm;
 use crate::error::VmmError;
-use crate::summary::{Summary, VcpuView, WorkloadView};
+use cpuid_model::report::{Summary, VcpuView, WorkloadView};
 
 /// Console lines kept in a guest-stop report.
 const REPORT_LINES: usize = 10;

@@ -38,10 +38,10 @@ pub struct VcpuView {
 impl VcpuView {
     /// A row from a decoded CPUID view and, for a real run, where the vCPU thread ran. The
     /// view has no node id: set [`VcpuView::node`] from the table
-    /// (`cpuid_model::normalize::amd::node_id`).
+    /// (`crate::normalize::amd::node_id`).
     pub fn from_decoded(
         index: u32,
-        view: &cpuid_model::decode::TopologyView,
+        view: &crate::decode::TopologyView,
         host_tid: Option<i32>,
         host_cpu: Option<u32>,
     ) -> Self {

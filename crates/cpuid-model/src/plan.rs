@@ -7,16 +7,16 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::baseline::{self, Baseline, BaselineError};
+use crate::check::{self, CheckError, ModelWarning};
+use crate::decode::{self, DecodeError};
+use crate::dump::{self, DumpError};
+use crate::normalize::{NormalizeError, Normalizer};
+use crate::spec::ModelSpec;
+use crate::{hwloc, CpuidTable};
 use cpu_topology::CpuTopology;
-use cpuid_model::baseline::{self, Baseline, BaselineError};
-use cpuid_model::check::{self, CheckError, ModelWarning};
-use cpuid_model::decode::{self, DecodeError};
-use cpuid_model::dump::{self, DumpError};
-use cpuid_model::normalize::{NormalizeError, Normalizer};
-use cpuid_model::spec::ModelSpec;
-use cpuid_model::{hwloc, CpuidTable};
 
-use crate::summary::{Summary, VcpuView};
+use crate::report::{Summary, VcpuView};
 
 /// Why planning failed. Every variant is bad input (exit status 2) except the writes.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +127,7 @@ pub fn plan(host: &CpuidTable, spec: &ModelSpec, topo: &CpuTopology) -> Result<P
             source,
         })?;
         let mut row = VcpuView::from_decoded(index.0, &view, None, None);
-        row.node = cpuid_model::normalize::amd::node_id(&table);
+        row.node = crate::normalize::amd::node_id(&table);
         summary.vcpus.push(row);
         tables.push(table);
     }
@@ -199,14 +199,14 @@ mod tests {
 
     fn fixture(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../crates/cpuid-model/tests/data")
+            .join("tests/data")
             .join(name)
     }
 
     #[test]
     fn plan_for_an_intel_host_from_an_amd_one() {
         let host = read_host_dump(&fixture("host-intel-cascadelake-synth.txt")).unwrap();
-        let spec = cpuid_model::spec::parse("Cascadelake-Server").unwrap();
+        let spec = crate::spec::parse("Cascadelake-Server").unwrap();
         let topo = parse_smp("12,sockets=2,dies=2,cores=3").unwrap();
         let p = plan(&host, &spec, &topo).unwrap();
         assert_eq!(p.tables.len(), 12);
@@ -229,11 +229,13 @@ mod tests {
         std::fs::write(&bad, "CPU 0:\n   0x00000000 0x00: eax=zz\n").unwrap();
         let e = read_host_dump(&bad).unwrap_err();
         assert!(e.is_bad_input());
-        assert!(
-            crate::error_chain(&e).contains("bad.txt"),
-            "{}",
-            crate::error_chain(&e)
+        let chain = format!(
+            "{e}: {}",
+            std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
         );
+        assert!(chain.contains("bad.txt"), "{chain}");
         std::fs::write(&bad, "\n").unwrap();
         assert!(matches!(read_host_dump(&bad), Err(PlanError::Empty { .. })));
     }
