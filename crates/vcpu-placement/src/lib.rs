@@ -34,6 +34,7 @@
 #![deny(unsafe_code)]
 
 pub mod admission;
+pub mod advice;
 pub mod config;
 pub mod ledger;
 pub mod plan;
