@@ -98,13 +98,13 @@ pub enum TopologyError {
 /// `sockets * dies * modules * cores * threads == max_cpus`, and `1 <= cpus <= max_cpus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CpuTopology {
+    cpus: u32,
+    max_cpus: u32,
     sockets: u32,
     dies: u32,
     modules: u32,
     cores: u32,
     threads: u32,
-    cpus: u32,
-    max_cpus: u32,
 }
 
 impl CpuTopology {
