@@ -399,9 +399,17 @@ fn load_multiboot(
         })
         .into_iter()
         .collect();
+    // QEMU's Multiboot command line is the kernel's path, then `-append`: guests (the
+    // suite's argv) read the first word as their program name.
+    // Linux's default command line (no `--append`) means nothing to a Multiboot kernel.
+    let append = match config.cmdline.as_str() {
+        boot::DEFAULT_CMDLINE => "",
+        given => given,
+    };
+    let cmdline = format!("{} {append}", config.kernel.display());
     let mb = MultibootConfig {
         mmio_hole: guest_memory::layout::MMIO_HOLE_START..guest_memory::layout::MMIO_HOLE_END,
-        cmdline: &config.cmdline,
+        cmdline: cmdline.trim_end(),
         modules: &modules,
         loader_name: "vmm-reference",
         ..MultibootConfig::new(&e820)
