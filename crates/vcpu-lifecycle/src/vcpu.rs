@@ -8,6 +8,7 @@ use cpu_topology::VcpuIndex;
 use kvm_ioctls::VcpuFd;
 
 use crate::event::{EventSender, Rip, StopReason, VcpuEvent, VmStop};
+use crate::fallback::Fallback;
 use crate::handler::{ExitAction, ExitHandler};
 use crate::state::{transition, VcpuCommand, VcpuState};
 use crate::stats::{ExitCounters, ExitKind};
@@ -111,6 +112,8 @@ pub(crate) struct VcpuThread<H: ExitHandler + ?Sized> {
     pub(crate) received: u64,
     /// The last exit was port I/O or MMIO: KVM completes it on the next KVM_RUN.
     pub(crate) io_pending: bool,
+    /// User-space completion of emulation failures; `None` when switched off.
+    pub(crate) fallback: Option<Fallback>,
 }
 
 impl<H: ExitHandler + ?Sized> VcpuThread<H> {
@@ -378,12 +381,27 @@ impl<H: ExitHandler + ?Sized> VcpuThread<H> {
             Outcome::InternalError => {
                 counters.count(ExitKind::InternalError);
                 let (suberror, data) = self.vcpu.internal_error().unwrap_or((0, Vec::new()));
+                let mut declined = None;
+                if suberror == kvm_bindings::KVM_INTERNAL_ERROR_EMULATION {
+                    if let Some(fallback) = self.fallback.as_mut() {
+                        match fallback.complete(self.vcpu.fd(), &data) {
+                            Ok(done) => {
+                                let raised =
+                                    matches!(done.outcome, insn_fallback::Outcome::Exception(_));
+                                counters.count_emulated(done.class, raised);
+                                return Flow::Continue;
+                            }
+                            Err(why) => declined = Some(error_chain(&why)),
+                        }
+                    }
+                }
                 let rip = self.rip();
                 Flow::stop(StopReason::InternalError {
                     suberror,
                     data,
                     rip,
                     code_gpa: rip.0.and_then(|rip| self.translate(rip)),
+                    fallback: declined,
                 })
             }
             Outcome::FailEntry {
@@ -419,6 +437,18 @@ impl<H: ExitHandler + ?Sized> VcpuThread<H> {
         let t = self.vcpu.fd().translate_gva(gva).ok()?;
         (t.valid != 0).then_some(t.physical_address)
     }
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// A KVM_RUN return that is not a handled exit, with the `kvm_run` borrow released.
