@@ -7,23 +7,23 @@
 /// without them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Features {
-    /// CPUID.1:EDX[25] SSE.
+    /// CPUID.1:EDX bit 25: SSE.
     pub sse: bool,
-    /// CPUID.1:EDX[26] SSE2.
+    /// CPUID.1:EDX bit 26: SSE2.
     pub sse2: bool,
-    /// CPUID.1:ECX[9] SSSE3.
+    /// CPUID.1:ECX bit 9: SSSE3.
     pub ssse3: bool,
-    /// CPUID.1:ECX[23] POPCNT.
+    /// CPUID.1:ECX bit 23: POPCNT.
     pub popcnt: bool,
-    /// CPUID.1:ECX[26] XSAVE.
+    /// CPUID.1:ECX bit 26: XSAVE.
     pub xsave: bool,
-    /// CPUID.(7,0):EBX[3] BMI1 (TZCNT).
+    /// CPUID.(7,0):EBX bit 3: BMI1 (TZCNT).
     pub bmi1: bool,
-    /// CPUID.(7,0):EBX[20] SMAP (CLAC, STAC).
+    /// CPUID.(7,0):EBX bit 20: SMAP (CLAC, STAC).
     pub smap: bool,
-    /// CPUID.(0xD,1):EAX[2] XGETBV with ECX = 1.
+    /// CPUID.(0xD,1):EAX bit 2: XGETBV with ECX = 1.
     pub xgetbv_ecx1: bool,
-    /// CPUID.0x80000001:ECX[5] ABM (LZCNT).
+    /// CPUID.0x80000001:ECX bit 5: ABM (LZCNT).
     pub lzcnt: bool,
 }
 

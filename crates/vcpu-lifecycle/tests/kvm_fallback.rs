@@ -34,6 +34,15 @@ const BP_RETURN: u64 = DATA + 0x108;
 const POPCNT: (u32, usize, u32) = (1, 2, 23); // leaf 1 ECX
 const SMAP: (u32, usize, u32) = (7, 1, 20); // leaf 7 EBX
 
+/// GDT at 0x1000, page tables from 0x2000, all 4 MiB identity-mapped.
+fn layout() -> LongModeLayout {
+    LongModeLayout {
+        gdt_addr: GuestAddress(0x1000),
+        pml4_addr: GuestAddress(0x2000),
+        identity_map_size: MEM_SIZE as u64,
+    }
+}
+
 struct Guest {
     vm: VmFd,
     mem: GuestMemoryMmap,
@@ -57,11 +66,7 @@ fn guest(main: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> (Gue
     // SAFETY: the mapping belongs to `mem`, which the returned Guest keeps alive as long as
     // the VM (and the VcpuContext holds another reference to the same regions).
     unsafe { vm.set_user_memory_region(region) }.expect("KVM_SET_USER_MEMORY_REGION");
-    let layout = LongModeLayout {
-        gdt_addr: GuestAddress(0x1000),
-        pml4_addr: GuestAddress(0x2000),
-        identity_map_size: MEM_SIZE as u64,
-    };
+    let layout = layout();
     write_long_mode_tables(&mem, &layout).unwrap();
 
     let mut a = CodeAssembler::new(64).unwrap();
@@ -115,11 +120,7 @@ fn vcpu(g: &Guest, entry: u64, set: &[(u32, usize, u32)], clear: &[(u32, usize, 
         [e.eax, e.ebx, e.ecx, e.edx] = regs;
     }
     fd.set_cpuid2(&cpuid).expect("KVM_SET_CPUID2");
-    let layout = LongModeLayout {
-        gdt_addr: GuestAddress(0x1000),
-        pml4_addr: GuestAddress(0x2000),
-        identity_map_size: MEM_SIZE as u64,
-    };
+    let layout = layout();
     let mut sregs = long_mode_sregs(&fd.get_sregs().unwrap(), &layout);
     sregs.idt.base = IDT;
     sregs.idt.limit = 16 * 32 - 1;
