@@ -29,6 +29,8 @@ const STACK_TOP: u64 = 0x80000;
 const UD_SEEN: u64 = DATA + 0x100;
 /// Where the #BP handler writes the return RIP it found on its stack.
 const BP_RETURN: u64 = DATA + 0x108;
+/// Where the #PF handler writes CR2, the error code and the faulting RIP.
+const PF_SEEN: u64 = DATA + 0x110;
 
 /// CPUID bits the tests switch.
 const POPCNT: (u32, usize, u32) = (1, 2, 23); // leaf 1 ECX
@@ -73,6 +75,7 @@ fn guest(main: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> (Gue
     main(&mut a).unwrap();
     let mut bp_handler = a.create_label();
     let mut ud_handler = a.create_label();
+    let mut pf_handler = a.create_label();
     a.set_label(&mut bp_handler).unwrap();
     a.mov(rax, qword_ptr(rsp)).unwrap();
     a.mov(qword_ptr(BP_RETURN), rax).unwrap();
@@ -80,12 +83,20 @@ fn guest(main: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> (Gue
     a.set_label(&mut ud_handler).unwrap();
     a.mov(qword_ptr(UD_SEEN), 6).unwrap();
     a.out(0x11, al).unwrap();
+    a.set_label(&mut pf_handler).unwrap();
+    a.mov(rax, cr2).unwrap();
+    a.mov(qword_ptr(PF_SEEN), rax).unwrap();
+    a.mov(rax, qword_ptr(rsp)).unwrap(); // error code
+    a.mov(qword_ptr(PF_SEEN + 8), rax).unwrap();
+    a.mov(rax, qword_ptr(rsp + 8)).unwrap(); // RIP of the faulting instruction
+    a.mov(qword_ptr(PF_SEEN + 16), rax).unwrap();
+    a.out(0x11, al).unwrap();
     let code = a
         .assemble_options(CODE, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
         .unwrap();
     mem.write_slice(code.inner.code_buffer.as_slice(), GuestAddress(CODE))
         .unwrap();
-    for (vector, label) in [(3u64, &bp_handler), (6, &ud_handler)] {
+    for (vector, label) in [(3u64, &bp_handler), (6, &ud_handler), (14, &pf_handler)] {
         let target = code.label_ip(label).unwrap();
         let mut gate = [0u8; 16];
         gate[0..2].copy_from_slice(&(target as u16).to_le_bytes());
@@ -266,6 +277,38 @@ fn kvm_fallback_follows_the_cpuid_the_guest_sees_for_popcnt() {
         assert_eq!(read_u64(&g, UD_SEEN), 6, "#UD handler ran");
         assert_eq!(stats.emulated.exceptions, 1);
     }
+    handle.stop(LONG).unwrap();
+}
+
+/// A memory operand the guest has not mapped: the fallback's page walk finds no page and
+/// the guest's #PF handler sees CR2, the error code (read, supervisor, not present) and
+/// the faulting instruction's address.
+#[test]
+fn kvm_fallback_injects_page_faults_with_cr2_and_error_code() {
+    const UNMAPPED: u64 = 0x4000_0000; // beyond the 4 MiB identity map
+    let (g, entry) = guest(|a| {
+        a.mov(rbx, UNMAPPED)?;
+        a.popcnt(rax, qword_ptr(rbx + 8))?;
+        a.out(0x12, al)?; // stop: no fault
+        Ok(())
+    });
+    let fd = vcpu(&g, entry, &[POPCNT], &[]);
+    let (mut handle, rx) = spawn(&g, fd, EmulationFallback::On);
+    let event = recv_events(&rx, 1).remove(0);
+    let stats = handle.stats();
+    if stats.internal_error == 0 {
+        // Hardware KVM: the CPU itself faults, the same handler runs.
+        eprintln!("note: popcnt ran natively (hardware KVM)");
+    }
+    assert_eq!(event, VcpuEvent::Halted { vcpu: VcpuIndex(0) }, "{event}");
+    assert_eq!(read_u64(&g, PF_SEEN), UNMAPPED + 8, "CR2");
+    assert_eq!(
+        read_u64(&g, PF_SEEN + 8),
+        0,
+        "error code: read, CPL0, not present"
+    );
+    let popcnt_at = CODE + 10; // after `mov rbx, imm64`
+    assert_eq!(read_u64(&g, PF_SEEN + 16), popcnt_at, "fault RIP");
     handle.stop(LONG).unwrap();
 }
 
