@@ -1,5 +1,7 @@
 //! A fake CPU for the semantics tests: registers in fields, memory as mapped 4 KiB pages.
 
+#![allow(dead_code)]
+
 use std::collections::{BTreeSet, HashMap};
 
 use insn_fallback::paging::PfCode;
