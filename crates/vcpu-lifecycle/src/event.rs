@@ -83,10 +83,6 @@ pub enum StopReason {
         /// guest's own paging), so that the VMM can show the instruction's bytes; `None`
         /// when RIP is unknown or not mapped.
         code_gpa: Option<u64>,
-        /// Why the user-space emulation fallback did not complete the instruction (not
-        /// on its list, with its bytes, or a failed ioctl); `None` when the fallback is
-        /// off or the suberror is not an emulation failure.
-        fallback: Option<String>,
     },
     /// KVM_EXIT_FAIL_ENTRY: the hardware refused to enter the guest.
     FailEntry {
@@ -124,7 +120,6 @@ impl fmt::Display for StopReason {
                 data,
                 rip,
                 code_gpa,
-                fallback,
             } => {
                 write!(
                     f,
@@ -139,9 +134,6 @@ impl fmt::Display for StopReason {
                     for d in data {
                         write!(f, " {d:#x}")?;
                     }
-                }
-                if let Some(why) = fallback {
-                    write!(f, "; not completed in user space: {why}")?;
                 }
                 Ok(())
             }
@@ -239,7 +231,6 @@ mod tests {
                     data: vec![0x10, 0x0],
                     rip: Rip(Some(0xfff0)),
                     code_gpa: None,
-                    fallback: None,
                 },
                 "vCPU 3: KVM internal error (KVM_EXIT_INTERNAL_ERROR) suberror 1 \
                  (emulation failure) at RIP 0xfff0, data 0x10 0x0",
@@ -250,16 +241,9 @@ mod tests {
                     data: vec![],
                     rip: Rip(Some(0xffffffff81000000)),
                     code_gpa: Some(0x1000000),
-                    fallback: Some(
-                        "Xrstor_mem (bytes 0f ae 2f) is not an instruction \
-                                    this fallback completes"
-                            .into(),
-                    ),
                 },
                 "vCPU 3: KVM internal error (KVM_EXIT_INTERNAL_ERROR) suberror 1 \
-                 (emulation failure) at RIP 0xffffffff81000000 (GPA 0x1000000); not \
-                 completed in user space: Xrstor_mem (bytes 0f ae 2f) is not an instruction \
-                 this fallback completes",
+                 (emulation failure) at RIP 0xffffffff81000000 (GPA 0x1000000)",
             ),
             (
                 StopReason::FailEntry {

@@ -66,6 +66,33 @@ impl FromStr for EmulationFallback {
     }
 }
 
+/// Why the emulation fallback left an instruction to the VM stop (not on its list, with its
+/// bytes, or a failed ioctl). The text sits behind one thin pointer so that
+/// [`crate::StopReason`] (and every error that carries one) stays small.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FallbackDeclined(Box<DeclinedText>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DeclinedText(String);
+
+impl FallbackDeclined {
+    /// A reason.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self(Box::new(DeclinedText(reason.into())))
+    }
+
+    /// The reason.
+    pub fn reason(&self) -> &str {
+        &self.0 .0
+    }
+}
+
+impl fmt::Display for FallbackDeclined {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
 /// Largest x86 instruction.
 const MAX_INSN: usize = 15;
 const PAGE: u64 = 4096;

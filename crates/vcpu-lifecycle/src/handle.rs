@@ -16,7 +16,7 @@ use vmm_sys_util::signal::{Killable, SIGRTMIN};
 use vm_memory::GuestMemoryMmap;
 
 use crate::event::EventSender;
-use crate::fallback::{EmulationFallback, Fallback};
+use crate::fallback::{EmulationFallback, Fallback, FallbackDeclined};
 use crate::handler::ExitHandler;
 use crate::state::{VcpuCommand, VcpuState};
 use crate::stats::ExitStats;
@@ -218,7 +218,9 @@ impl<H: ExitHandler + ?Sized + 'static> VcpuContext<H> {
 
     /// Switches the user-space completion of KVM emulation failures on (the default) or
     /// off for the vCPUs spawned from now on. With it off, every
-    /// KVM_EXIT_INTERNAL_ERROR stops the VM ([`StopReason::InternalError`]).
+    /// KVM_EXIT_INTERNAL_ERROR stops the VM ([`StopReason::InternalError`]); with it on,
+    /// the instructions it does not complete do, and
+    /// [`VcpuHandle::emulation_declined`] says why.
     ///
     /// [`StopReason::InternalError`]: crate::StopReason::InternalError
     pub fn with_emulation_fallback(mut self, fallback: EmulationFallback) -> Self {
@@ -381,6 +383,14 @@ impl VcpuHandle {
     /// A snapshot of the exit counters.
     pub fn stats(&self) -> ExitStats {
         self.view.stats()
+    }
+
+    /// Why the emulation fallback did not complete the instruction a
+    /// [`StopReason::InternalError`](crate::StopReason::InternalError) stopped at (not on its
+    /// list, with the instruction's bytes; or a failed ioctl). `None` when it did not decline
+    /// anything (fallback off, other stop reasons).
+    pub fn emulation_declined(&self) -> Option<FallbackDeclined> {
+        self.view.emulation_declined()
     }
 
     /// The host CPU the vCPU thread last ran on (see [`VcpuObserver::last_host_cpu`]).
@@ -662,6 +672,14 @@ impl VcpuObserver {
     /// A snapshot of the exit counters.
     pub fn stats(&self) -> ExitStats {
         self.shared.counters.snapshot()
+    }
+
+    /// Why the emulation fallback did not complete the instruction a
+    /// [`StopReason::InternalError`](crate::StopReason::InternalError) stopped at (not on its
+    /// list, with the instruction's bytes; or a failed ioctl). `None` when it did not decline
+    /// anything (fallback off, other stop reasons).
+    pub fn emulation_declined(&self) -> Option<FallbackDeclined> {
+        self.shared.declined()
     }
 
     /// The host CPU the vCPU thread last ran on: read from the kernel while the thread

@@ -88,7 +88,7 @@ mod sys;
 mod vcpu;
 
 pub use event::{event_channel, EventSender, Rip, StopReason, VcpuEvent, VmStop};
-pub use fallback::{EmulationFallback, ParseEmulationFallbackError};
+pub use fallback::{EmulationFallback, FallbackDeclined, ParseEmulationFallbackError};
 pub use handle::{
     HookError, HostTid, PreRunHook, VcpuContext, VcpuError, VcpuHandle, VcpuObserver,
     DEFAULT_SPAWN_TIMEOUT, DROP_TIMEOUT,

@@ -8,7 +8,7 @@ use cpu_topology::VcpuIndex;
 use kvm_ioctls::VcpuFd;
 
 use crate::event::{EventSender, Rip, StopReason, VcpuEvent, VmStop};
-use crate::fallback::Fallback;
+use crate::fallback::{Fallback, FallbackDeclined};
 use crate::handler::{ExitAction, ExitHandler};
 use crate::state::{transition, VcpuCommand, VcpuState};
 use crate::stats::{ExitCounters, ExitKind};
@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     /// and only touches the queue when they differ.
     pub(crate) queued: AtomicU64,
     pub(crate) counters: ExitCounters,
+    /// Why the emulation fallback left the last emulation failure to a VM stop.
+    declined: std::sync::Mutex<Option<FallbackDeclined>>,
 }
 
 impl Shared {
@@ -39,7 +41,20 @@ impl Shared {
             last_cpu: AtomicU32::new(u32::MAX),
             queued: AtomicU64::new(0),
             counters: ExitCounters::default(),
+            declined: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Records why the fallback declined (cold path, once before the VM stops).
+    fn set_declined(&self, why: FallbackDeclined) {
+        if let Ok(mut slot) = self.declined.lock() {
+            *slot = Some(why);
+        }
+    }
+
+    /// Why the emulation fallback declined the instruction the VM stopped at, if it did.
+    pub(crate) fn declined(&self) -> Option<FallbackDeclined> {
+        self.declined.lock().ok().and_then(|d| d.clone())
     }
 
     pub(crate) fn state(&self) -> VcpuState {
@@ -381,7 +396,6 @@ impl<H: ExitHandler + ?Sized> VcpuThread<H> {
             Outcome::InternalError => {
                 counters.count(ExitKind::InternalError);
                 let (suberror, data) = self.vcpu.internal_error().unwrap_or((0, Vec::new()));
-                let mut declined = None;
                 if suberror == kvm_bindings::KVM_INTERNAL_ERROR_EMULATION {
                     if let Some(fallback) = self.fallback.as_mut() {
                         match fallback.complete(self.vcpu.fd(), &data) {
@@ -391,7 +405,14 @@ impl<H: ExitHandler + ?Sized> VcpuThread<H> {
                                 counters.count_emulated(done.class, raised);
                                 return Flow::Continue;
                             }
-                            Err(why) => declined = Some(error_chain(&why)),
+                            Err(why) => {
+                                let why = FallbackDeclined::new(error_chain(&why));
+                                log::warn!(
+                                    "vCPU {}: emulation failure not completed in user space: {why}",
+                                    self.index
+                                );
+                                self.shared.set_declined(why);
+                            }
                         }
                     }
                 }
@@ -401,7 +422,6 @@ impl<H: ExitHandler + ?Sized> VcpuThread<H> {
                     data,
                     rip,
                     code_gpa: rip.0.and_then(|rip| self.translate(rip)),
-                    fallback: declined,
                 })
             }
             Outcome::FailEntry {

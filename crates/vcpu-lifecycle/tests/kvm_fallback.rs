@@ -348,12 +348,11 @@ fn kvm_unlisted_failing_instruction_still_stops_the_vm_with_its_bytes() {
     let event = recv_events(&rx, 1).remove(0);
     match &event {
         VcpuEvent::StopVm(VmStop {
-            reason: StopReason::InternalError {
-                fallback, code_gpa, ..
-            },
+            reason: StopReason::InternalError { code_gpa, .. },
             ..
         }) => {
-            let why = fallback.as_deref().expect("the fallback's reason");
+            let declined = handle.emulation_declined();
+            let why = declined.as_ref().expect("the fallback's reason").reason();
             assert_eq!(
                 why,
                 "Cmpxchg16b_m128 (bytes 48 0f c7 0f) is not an instruction this fallback completes"
@@ -361,7 +360,7 @@ fn kvm_unlisted_failing_instruction_still_stops_the_vm_with_its_bytes() {
             assert!(code_gpa.is_some());
             assert!(event
                 .to_string()
-                .contains("not completed in user space: Cmpxchg16b_m128"));
+                .starts_with("vCPU 0: KVM internal error (KVM_EXIT_INTERNAL_ERROR) suberror 1"));
             assert_eq!(handle.stats().emulated.total(), 0);
         }
         VcpuEvent::Halted { .. } => eprintln!("note: cmpxchg16b ran (hardware KVM)"),
@@ -382,17 +381,11 @@ fn kvm_fallback_off_stops_at_the_first_emulation_failure() {
     let event = recv_events(&rx, 1).remove(0);
     match &event {
         VcpuEvent::StopVm(VmStop {
-            reason:
-                StopReason::InternalError {
-                    suberror,
-                    fallback,
-                    rip,
-                    ..
-                },
+            reason: StopReason::InternalError { suberror, rip, .. },
             ..
         }) => {
             assert_eq!(*suberror, 1);
-            assert_eq!(*fallback, None);
+            assert_eq!(handle.emulation_declined(), None, "the fallback was off");
             assert_eq!(rip.0, Some(CODE));
         }
         VcpuEvent::Halted { .. } => eprintln!("note: clac ran natively (hardware KVM)"),
@@ -428,11 +421,12 @@ fn kvm_fallback_without_guest_memory_uses_the_bytes_kvm_reports() {
             ..
         }) => assert_eq!(why, "guest wrote 0x0 to port 0x12", "the #UD vector ran"),
         VcpuEvent::StopVm(VmStop {
-            reason: StopReason::InternalError { fallback, .. },
+            reason: StopReason::InternalError { .. },
             ..
         }) => {
             // A KVM that does not report the instruction bytes.
-            let why = fallback.as_deref().unwrap_or_default();
+            let declined = handle.emulation_declined();
+            let why = declined.as_ref().map_or("", |f| f.reason());
             assert!(
                 why.starts_with("the instruction bytes at RIP could not be read"),
                 "{why}"
