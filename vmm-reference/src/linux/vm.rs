@@ -160,7 +160,9 @@ impl LinuxVm {
         let normalizer = guest_cpuid(&kvm, &config.cpu, &topo, numa.as_ref())?;
 
         let (events_tx, events) = event_channel(None);
-        let ctx = VcpuContext::new(Arc::clone(&bus) as _, events_tx)?;
+        // emul branch (boot experiment): the emulation fallback reads guest memory.
+        let ctx = VcpuContext::new(Arc::clone(&bus) as _, events_tx)?
+            .with_guest_memory(ram.memory().clone());
         let apic = topo.apic_layout();
         let mut vcpus = VcpuSet::new();
         for index in topo.present() {
@@ -307,16 +309,33 @@ impl LinuxVm {
 
     fn wait(&self) -> Result<GuestExit, LinuxError> {
         let deadline = self.timeout.map(|t| Instant::now() + t);
+        let started = Instant::now();
         loop {
-            let event = match deadline {
-                Some(d) => self
-                    .events
-                    .recv_timeout(d.saturating_duration_since(Instant::now())),
-                None => self
-                    .events
-                    .recv()
-                    .map_err(|_| RecvTimeoutError::Disconnected),
-            };
+            // emul branch (boot experiment): per-vCPU exit and emulation counts every 60 s.
+            let slice = std::time::Duration::from_secs(60);
+            let until = deadline.map_or(Instant::now() + slice, |d| d.min(Instant::now() + slice));
+            let event = self
+                .events
+                .recv_timeout(until.saturating_duration_since(Instant::now()));
+            if matches!(event, Err(RecvTimeoutError::Timeout))
+                && deadline.is_none_or(|d| Instant::now() < d)
+            {
+                for v in self.vcpus.iter() {
+                    let s = v.stats();
+                    eprintln!(
+                        "[{:>5} s] vCPU {}: exits {} (io {} mmio {} intr {} internal {}), emulated: {}",
+                        started.elapsed().as_secs(),
+                        v.index(),
+                        s.total(),
+                        s.io_in + s.io_out,
+                        s.mmio_read + s.mmio_write,
+                        s.interrupted,
+                        s.internal_error,
+                        s.emulated
+                    );
+                }
+                continue;
+            }
             match event {
                 // The bus never halts a vCPU; a halted one simply stays out of the guest.
                 Ok(VcpuEvent::Halted { .. }) => {}
