@@ -13,7 +13,10 @@ use libc::c_int;
 use vmm_sys_util::errno;
 use vmm_sys_util::signal::{Killable, SIGRTMIN};
 
+use vm_memory::GuestMemoryMmap;
+
 use crate::event::EventSender;
+use crate::fallback::{EmulationFallback, Fallback, FallbackDeclined};
 use crate::handler::ExitHandler;
 use crate::state::{VcpuCommand, VcpuState};
 use crate::stats::ExitStats;
@@ -148,6 +151,8 @@ pub struct VcpuContext<H: ExitHandler + ?Sized = dyn ExitHandler> {
     events: EventSender,
     kick_signal: c_int,
     spawn_timeout: Duration,
+    emulation_fallback: EmulationFallback,
+    guest_memory: Option<GuestMemoryMmap>,
 }
 
 impl<H: ExitHandler + ?Sized> Clone for VcpuContext<H> {
@@ -157,6 +162,8 @@ impl<H: ExitHandler + ?Sized> Clone for VcpuContext<H> {
             events: self.events.clone(),
             kick_signal: self.kick_signal,
             spawn_timeout: self.spawn_timeout,
+            emulation_fallback: self.emulation_fallback,
+            guest_memory: self.guest_memory.clone(),
         }
     }
 }
@@ -167,6 +174,8 @@ impl<H: ExitHandler + ?Sized> fmt::Debug for VcpuContext<H> {
             .field("events", &self.events)
             .field("kick_signal", &self.kick_signal)
             .field("spawn_timeout", &self.spawn_timeout)
+            .field("emulation_fallback", &self.emulation_fallback)
+            .field("guest_memory", &self.guest_memory.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -191,6 +200,8 @@ impl<H: ExitHandler + ?Sized + 'static> VcpuContext<H> {
             events,
             kick_signal: signum,
             spawn_timeout: DEFAULT_SPAWN_TIMEOUT,
+            emulation_fallback: EmulationFallback::default(),
+            guest_memory: None,
         })
     }
 
@@ -203,6 +214,32 @@ impl<H: ExitHandler + ?Sized + 'static> VcpuContext<H> {
     /// The kick signal number.
     pub fn kick_signal(&self) -> c_int {
         self.kick_signal
+    }
+
+    /// Switches the user-space completion of KVM emulation failures on (the default) or
+    /// off for the vCPUs spawned from now on. With it off, every
+    /// KVM_EXIT_INTERNAL_ERROR stops the VM ([`StopReason::InternalError`]); with it on,
+    /// the instructions it does not complete do, and
+    /// [`VcpuHandle::emulation_declined`] says why.
+    ///
+    /// [`StopReason::InternalError`]: crate::StopReason::InternalError
+    pub fn with_emulation_fallback(mut self, fallback: EmulationFallback) -> Self {
+        self.emulation_fallback = fallback;
+        self
+    }
+
+    /// Whether emulation failures are completed in user space.
+    pub fn emulation_fallback(&self) -> EmulationFallback {
+        self.emulation_fallback
+    }
+
+    /// The guest's RAM, from which the fallback reads the failing instruction and its
+    /// memory operands (walking the guest's page tables). Without it only instructions
+    /// without memory operands complete, and only if KVM reports the instruction bytes.
+    /// A clone is cheap (the regions are shared).
+    pub fn with_guest_memory(mut self, memory: GuestMemoryMmap) -> Self {
+        self.guest_memory = Some(memory);
+        self
     }
 
     /// Starts the thread `vcpu N` for a configured vCPU fd (CPUID, registers and so on are
@@ -223,6 +260,10 @@ impl<H: ExitHandler + ?Sized + 'static> VcpuContext<H> {
         let events = self.events.clone();
         let signum = self.kick_signal;
         let thread_shared = Arc::clone(&shared);
+        let fallback = match self.emulation_fallback {
+            EmulationFallback::On => Some(Fallback::new(self.guest_memory.clone())),
+            EmulationFallback::Off => None,
+        };
         let thread = std::thread::Builder::new()
             .name(format!("vcpu {}", index.0))
             .spawn(move || {
@@ -255,6 +296,7 @@ impl<H: ExitHandler + ?Sized + 'static> VcpuContext<H> {
                     replies: rep_tx,
                     received: 0,
                     io_pending: false,
+                    fallback,
                 }
                 .run()
             })
@@ -341,6 +383,14 @@ impl VcpuHandle {
     /// A snapshot of the exit counters.
     pub fn stats(&self) -> ExitStats {
         self.view.stats()
+    }
+
+    /// Why the emulation fallback did not complete the instruction a
+    /// [`StopReason::InternalError`](crate::StopReason::InternalError) stopped at (not on its
+    /// list, with the instruction's bytes; or a failed ioctl). `None` when it did not decline
+    /// anything (fallback off, other stop reasons).
+    pub fn emulation_declined(&self) -> Option<FallbackDeclined> {
+        self.view.emulation_declined()
     }
 
     /// The host CPU the vCPU thread last ran on (see [`VcpuObserver::last_host_cpu`]).
@@ -622,6 +672,14 @@ impl VcpuObserver {
     /// A snapshot of the exit counters.
     pub fn stats(&self) -> ExitStats {
         self.shared.counters.snapshot()
+    }
+
+    /// Why the emulation fallback did not complete the instruction a
+    /// [`StopReason::InternalError`](crate::StopReason::InternalError) stopped at (not on its
+    /// list, with the instruction's bytes; or a failed ioctl). `None` when it did not decline
+    /// anything (fallback off, other stop reasons).
+    pub fn emulation_declined(&self) -> Option<FallbackDeclined> {
+        self.shared.declined()
     }
 
     /// The host CPU the vCPU thread last ran on: read from the kernel while the thread

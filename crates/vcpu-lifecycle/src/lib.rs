@@ -20,6 +20,13 @@
 //! * **Exits** go to one shared [`ExitHandler`] (the VMM's bus), which answers with an
 //!   [`ExitAction`]. Guest faults (triple fault, internal error, failed entry), unexpected
 //!   exits and KVM_RUN errors stop the VM with a [`StopReason`] naming the vCPU and RIP.
+//! * **Emulation fallback**: a KVM_EXIT_INTERNAL_ERROR of the in-kernel emulator (software
+//!   and nested KVM backends cannot run INT3, CLAC, POPCNT, XGETBV, ... at CPL0) is
+//!   completed on the vCPU thread by the `insn-fallback` crate: exact semantics, the
+//!   guest's CPUID and privilege rules, exceptions injected with KVM_SET_VCPU_EVENTS. On
+//!   by default ([`VcpuContext::with_emulation_fallback`]); give it the guest's RAM with
+//!   [`VcpuContext::with_guest_memory`]. Anything outside its list still stops the VM.
+//!   Completions are counted per instruction in [`ExitStats::emulated`].
 //! * **Events** ([`VcpuEvent`]: halted, stop the VM) arrive on an mpsc channel created by
 //!   [`event_channel`], optionally with an `EventFd` written per event for epoll loops.
 //! * **Observability**: per-vCPU [`ExitStats`] (lock-free counters), host thread id
@@ -71,6 +78,7 @@
 //! ```
 
 mod event;
+mod fallback;
 mod handle;
 mod handler;
 mod set;
@@ -80,14 +88,16 @@ mod sys;
 mod vcpu;
 
 pub use event::{event_channel, EventSender, Rip, StopReason, VcpuEvent, VmStop};
+pub use fallback::{EmulationFallback, FallbackDeclined, ParseEmulationFallbackError};
 pub use handle::{
     HookError, HostTid, PreRunHook, VcpuContext, VcpuError, VcpuHandle, VcpuObserver,
     DEFAULT_SPAWN_TIMEOUT, DROP_TIMEOUT,
 };
 pub use handler::{ExitAction, ExitHandler, StopRequest};
+pub use insn_fallback::InsnClass;
 pub use set::{VcpuSet, VcpuSetError};
 pub use state::{transition, VcpuCommand, VcpuState};
-pub use stats::ExitStats;
+pub use stats::{EmulatedCounts, ExitStats};
 
 #[cfg(test)]
 mod tests {

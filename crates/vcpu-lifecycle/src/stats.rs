@@ -1,6 +1,9 @@
 //! Per-vCPU exit counters: written by the vCPU thread, read from any thread, no locks.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use insn_fallback::InsnClass;
 
 /// Why KVM_RUN returned, as counted by [`ExitCounters`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +36,19 @@ pub(crate) struct ExitCounters {
     internal_error: AtomicU64,
     fail_entry: AtomicU64,
     other: AtomicU64,
+    /// Instructions completed in user space, by [`InsnClass::index`].
+    emulated: [AtomicU64; InsnClass::COUNT],
+    /// Of those, how many raised an exception in the guest.
+    emulated_exceptions: AtomicU64,
+}
+
+/// Adds one to a counter only this thread writes.
+#[inline]
+fn bump(counter: &AtomicU64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
 }
 
 impl ExitCounters {
@@ -53,10 +69,15 @@ impl ExitCounters {
             ExitKind::FailEntry => &self.fail_entry,
             ExitKind::Other => &self.other,
         };
-        counter.store(
-            counter.load(Ordering::Relaxed).wrapping_add(1),
-            Ordering::Relaxed,
-        );
+        bump(counter);
+    }
+
+    /// Counts one instruction completed in user space (cold path).
+    pub(crate) fn count_emulated(&self, class: InsnClass, raised_exception: bool) {
+        bump(&self.emulated[class.index()]);
+        if raised_exception {
+            bump(&self.emulated_exceptions);
+        }
     }
 
     /// Reads every counter once.
@@ -74,7 +95,63 @@ impl ExitCounters {
             internal_error: r(&self.internal_error),
             fail_entry: r(&self.fail_entry),
             other: r(&self.other),
+            emulated: EmulatedCounts {
+                by_class: std::array::from_fn(|i| r(&self.emulated[i])),
+                exceptions: r(&self.emulated_exceptions),
+            },
         }
+    }
+}
+
+/// Instructions that KVM failed to emulate and the vCPU thread completed in user space
+/// (see [`crate::EmulationFallback`]), per instruction class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EmulatedCounts {
+    by_class: [u64; InsnClass::COUNT],
+    /// How many of them raised an exception in the guest (#BP from INT3 included).
+    pub exceptions: u64,
+}
+
+impl EmulatedCounts {
+    /// Completions of `class`.
+    pub fn get(&self, class: InsnClass) -> u64 {
+        self.by_class[class.index()]
+    }
+
+    /// All completions.
+    pub fn total(&self) -> u64 {
+        self.by_class.iter().sum()
+    }
+
+    /// Every class with its count, in [`InsnClass::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (InsnClass, u64)> + '_ {
+        InsnClass::ALL.iter().map(|c| (*c, self.get(*c)))
+    }
+
+    /// Adds another vCPU's counts (for a VM-wide sum).
+    pub fn add(&mut self, other: &EmulatedCounts) {
+        for (a, b) in self.by_class.iter_mut().zip(other.by_class) {
+            *a += b;
+        }
+        self.exceptions += other.exceptions;
+    }
+}
+
+/// `int3=2 clac=120 popcnt=7` (the classes seen, in [`InsnClass::ALL`] order), or `none`.
+impl fmt::Display for EmulatedCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (class, n) in self.iter().filter(|(_, n)| *n > 0) {
+            if !first {
+                f.write_str(" ")?;
+            }
+            first = false;
+            write!(f, "{class}={n}")?;
+        }
+        if first {
+            f.write_str("none")?;
+        }
+        Ok(())
     }
 }
 
@@ -103,6 +180,9 @@ pub struct ExitStats {
     pub fail_entry: u64,
     /// Any other exit, and KVM_RUN errors.
     pub other: u64,
+    /// KVM_EXIT_INTERNAL_ERROR exits (counted in `internal_error` too) whose instruction
+    /// was completed in user space, per instruction.
+    pub emulated: EmulatedCounts,
 }
 
 impl ExitStats {
@@ -169,5 +249,24 @@ mod tests {
         assert_eq!(got, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
         assert_eq!(s.total(), 66);
         assert_eq!(s.handled(), 10);
+        assert_eq!(s.emulated, EmulatedCounts::default());
+        assert_eq!(s.emulated.to_string(), "none");
+    }
+
+    #[test]
+    fn emulated_instructions_count_per_class() {
+        let c = ExitCounters::default();
+        c.count_emulated(InsnClass::Clac, false);
+        c.count_emulated(InsnClass::Clac, false);
+        c.count_emulated(InsnClass::Int3, true);
+        c.count_emulated(InsnClass::Popcnt, false);
+        let s = c.snapshot().emulated;
+        assert_eq!(s.get(InsnClass::Clac), 2);
+        assert_eq!(s.get(InsnClass::Stac), 0);
+        assert_eq!((s.total(), s.exceptions), (4, 1));
+        assert_eq!(s.to_string(), "int3=1 popcnt=1 clac=2");
+        let mut sum = s;
+        sum.add(&s);
+        assert_eq!((sum.get(InsnClass::Clac), sum.exceptions), (4, 2));
     }
 }

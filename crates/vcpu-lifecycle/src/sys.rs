@@ -245,6 +245,15 @@ impl KickableVcpu {
     }
 }
 
+/// KVM_SET_XSAVE with a buffer that KVM_GET_XSAVE filled on the same vCPU.
+pub(crate) fn set_xsave(fd: &VcpuFd, xsave: &kvm_bindings::kvm_xsave) -> Result<(), errno::Error> {
+    // SAFETY: `set_xsave` is unsafe because since Linux 5.17 KVM_SET_XSAVE may read past the
+    // 4096-byte `kvm_xsave` when the process enabled dynamic XSTATE features (AMX) with
+    // arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM). This crate never does, and the buffer is the
+    // one KVM_GET_XSAVE returned for this vCPU, so the kernel reads only its 4096 bytes.
+    unsafe { fd.set_xsave(xsave) }
+}
+
 impl KickableVcpu {
     /// Unregisters the kick target and gives the vCPU fd back (for a caller that parks it:
     /// KVM cannot destroy a vCPU, so a re-plugged vCPU must reuse its fd).

@@ -8,6 +8,7 @@ use cpu_topology::VcpuIndex;
 use kvm_ioctls::VcpuFd;
 
 use crate::event::{EventSender, Rip, StopReason, VcpuEvent, VmStop};
+use crate::fallback::{Fallback, FallbackDeclined};
 use crate::handler::{ExitAction, ExitHandler};
 use crate::state::{transition, VcpuCommand, VcpuState};
 use crate::stats::{ExitCounters, ExitKind};
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     /// and only touches the queue when they differ.
     pub(crate) queued: AtomicU64,
     pub(crate) counters: ExitCounters,
+    /// Why the emulation fallback left the last emulation failure to a VM stop.
+    declined: std::sync::Mutex<Option<FallbackDeclined>>,
 }
 
 impl Shared {
@@ -38,7 +41,20 @@ impl Shared {
             last_cpu: AtomicU32::new(u32::MAX),
             queued: AtomicU64::new(0),
             counters: ExitCounters::default(),
+            declined: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Records why the fallback declined (cold path, once before the VM stops).
+    fn set_declined(&self, why: FallbackDeclined) {
+        if let Ok(mut slot) = self.declined.lock() {
+            *slot = Some(why);
+        }
+    }
+
+    /// Why the emulation fallback declined the instruction the VM stopped at, if it did.
+    pub(crate) fn declined(&self) -> Option<FallbackDeclined> {
+        self.declined.lock().ok().and_then(|d| d.clone())
     }
 
     pub(crate) fn state(&self) -> VcpuState {
@@ -111,6 +127,8 @@ pub(crate) struct VcpuThread<H: ExitHandler + ?Sized> {
     pub(crate) received: u64,
     /// The last exit was port I/O or MMIO: KVM completes it on the next KVM_RUN.
     pub(crate) io_pending: bool,
+    /// User-space completion of emulation failures; `None` when switched off.
+    pub(crate) fallback: Option<Fallback>,
 }
 
 impl<H: ExitHandler + ?Sized> VcpuThread<H> {
@@ -378,6 +396,26 @@ impl<H: ExitHandler + ?Sized> VcpuThread<H> {
             Outcome::InternalError => {
                 counters.count(ExitKind::InternalError);
                 let (suberror, data) = self.vcpu.internal_error().unwrap_or((0, Vec::new()));
+                if suberror == kvm_bindings::KVM_INTERNAL_ERROR_EMULATION {
+                    if let Some(fallback) = self.fallback.as_mut() {
+                        match fallback.complete(self.vcpu.fd(), &data) {
+                            Ok(done) => {
+                                let raised =
+                                    matches!(done.outcome, insn_fallback::Outcome::Exception(_));
+                                counters.count_emulated(done.class, raised);
+                                return Flow::Continue;
+                            }
+                            Err(why) => {
+                                let why = FallbackDeclined::new(error_chain(&why));
+                                log::warn!(
+                                    "vCPU {}: emulation failure not completed in user space: {why}",
+                                    self.index
+                                );
+                                self.shared.set_declined(why);
+                            }
+                        }
+                    }
+                }
                 let rip = self.rip();
                 Flow::stop(StopReason::InternalError {
                     suberror,
@@ -419,6 +457,18 @@ impl<H: ExitHandler + ?Sized> VcpuThread<H> {
         let t = self.vcpu.fd().translate_gva(gva).ok()?;
         (t.valid != 0).then_some(t.physical_address)
     }
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// A KVM_RUN return that is not a handled exit, with the `kvm_run` borrow released.

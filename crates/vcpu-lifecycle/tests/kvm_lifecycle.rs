@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{entry, recv_events, thread_comm, wait_until, TestBus, TestVm, LONG};
 use cpu_topology::VcpuIndex;
 use vcpu_lifecycle::{
-    event_channel, ExitHandler, ExitStats, Rip, StopReason, VcpuCommand, VcpuContext, VcpuError,
-    VcpuEvent, VcpuSet, VcpuState, VmStop,
+    event_channel, EmulationFallback, ExitHandler, ExitStats, Rip, StopReason, VcpuCommand,
+    VcpuContext, VcpuError, VcpuEvent, VcpuSet, VcpuState, VmStop,
 };
 use vmm_sys_util::eventfd::EventFd;
 
@@ -517,7 +517,10 @@ fn kvm_panicking_handler_stops_the_vm() {
 fn kvm_internal_error_stops_the_vm_with_suberror_and_rip() {
     let vm = TestVm::new(false);
     let (events, rx) = event_channel(None);
-    let ctx = VcpuContext::new(TestBus::new(), events).unwrap();
+    // With the fallback on, xgetbv would be completed (#UD: CR4.OSXSAVE is clear).
+    let ctx = VcpuContext::new(TestBus::new(), events)
+        .unwrap()
+        .with_emulation_fallback(EmulationFallback::Off);
     let mut set = spawn_set(&vm, &ctx, 1, "xgetbv");
     set.start_all(LONG).unwrap();
     let event = recv_events(&rx, 1).remove(0);
