@@ -39,6 +39,9 @@ pub struct VmmConfig {
     pub payload: Payload,
     /// Seccomp filters and privileges.
     pub security: SecurityConfig,
+    /// Complete in user space the instructions KVM's emulator fails on
+    /// (`--emulation-fallback`, on by default; it costs nothing until KVM fails).
+    pub emulation_fallback: vcpu_lifecycle::EmulationFallback,
 }
 
 /// How the VMM confines itself once the VM is set up.
@@ -125,6 +128,7 @@ impl VmmConfig {
                 seccomp: SeccompMode::Off,
                 ..SecurityConfig::default()
             },
+            emulation_fallback: vcpu_lifecycle::EmulationFallback::On,
         }
     }
 
@@ -210,6 +214,7 @@ impl VmmConfig {
                     .map_err(|e| e.to_string())?,
                 selftest_forbidden_syscall: args.security.seccomp_selftest,
             },
+            emulation_fallback: args.emulation_fallback,
         };
         config.check_output_paths()?;
         Ok(config)

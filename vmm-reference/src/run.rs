@@ -106,8 +106,21 @@ pub fn run(config: VmmConfig, options: &RunOptions) -> Result<Outcome, VmmError>
         monitor,
         options.start_paused,
     );
+    report_emulated(&machine);
     machine.into_exit();
     result
+}
+
+/// One line on what the emulation fallback completed, when it completed anything (a
+/// software KVM backend's gaps; never on hardware KVM).
+fn report_emulated(machine: &Machine) {
+    let mut total = vcpu_lifecycle::EmulatedCounts::default();
+    for h in machine.vmm().vcpus().iter() {
+        total.add(&h.stats().emulated);
+    }
+    if total.total() > 0 {
+        eprintln!("vmm-reference: completed in user space (emulation fallback): {total}");
+    }
 }
 
 /// The QMP server for `machine` on a bound socket, greeting as this VMM.

@@ -350,3 +350,26 @@ fn serial_socket_errors_exit_2() {
         );
     }
 }
+
+/// `popcnt` at CPL0 is one of the instructions this host's software KVM cannot emulate:
+/// the emulation fallback completes it, the guest goes on, and the VMM says what it
+/// completed. (On hardware KVM the instruction runs natively and no line is printed.)
+#[test]
+fn kvm_the_emulation_fallback_completes_popcnt_and_the_guest_goes_on() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    const POPCNT_EAX_ECX: [u8; 4] = [0xf3, 0x0f, 0xb8, 0xc1];
+    let code = asm::program(&[
+        &POPCNT_EAX_ECX,
+        &asm::com1_print(HELLO),
+        &asm::power_off(),
+        &asm::HLT_LOOP,
+    ]);
+    let out = run(&write_tiny_kernel(dir.path(), &code), &[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout, "hello from a tiny kernel\n");
+    if stderr.contains("completed in user space") {
+        assert!(stderr.contains("popcnt=1"), "{stderr}");
+    }
+}

@@ -184,6 +184,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub linux: LinuxArgs,
 
+    /// Complete in user space the instructions a software KVM backend cannot emulate (int3,
+    /// popcnt, clac/stac, SSE moves...): on or off.
+    #[arg(long, value_name = "on|off", default_value = "on")]
+    pub emulation_fallback: vcpu_lifecycle::EmulationFallback,
+
     /// QEMU's everyday switches.
     #[command(flatten)]
     pub qemu: QemuArgs,

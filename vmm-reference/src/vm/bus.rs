@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use cpu_topology::VcpuIndex;
 use kvm_ioctls::VcpuFd;
-use vcpu_lifecycle::{EventSender, PreRunHook, VcpuContext, VcpuError, VcpuHandle};
+use vcpu_lifecycle::{
+    EmulationFallback, EventSender, PreRunHook, VcpuContext, VcpuError, VcpuHandle,
+};
 
 use super::payload::GuestExit;
 use crate::probe::ProbeDoorbell;
@@ -68,10 +70,24 @@ impl VmBus {
     }
 
     /// The spawner of vCPU threads whose exits go to these devices.
-    pub(super) fn spawner(&self, events: EventSender) -> Result<Spawner, VcpuError> {
+    pub(super) fn spawner(
+        &self,
+        events: EventSender,
+        memory: &vm_memory::GuestMemoryMmap,
+        fallback: EmulationFallback,
+    ) -> Result<Spawner, VcpuError> {
+        // The emulation fallback reads instructions and operands through guest memory.
         Ok(match self {
-            VmBus::Probe(d) => Spawner::Probe(VcpuContext::new(Arc::clone(d), events)?),
-            VmBus::Platform(p) => Spawner::Platform(VcpuContext::new(Arc::clone(p), events)?),
+            VmBus::Probe(d) => Spawner::Probe(
+                VcpuContext::new(Arc::clone(d), events)?
+                    .with_guest_memory(memory.clone())
+                    .with_emulation_fallback(fallback),
+            ),
+            VmBus::Platform(p) => Spawner::Platform(
+                VcpuContext::new(Arc::clone(p), events)?
+                    .with_guest_memory(memory.clone())
+                    .with_emulation_fallback(fallback),
+            ),
         })
     }
 }
