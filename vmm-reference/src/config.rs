@@ -190,9 +190,13 @@ impl VmmConfig {
                 dump_cpuid_hwloc: args.dump_cpuid_hwloc,
             }),
         };
+        let memory = args
+            .memory
+            .or_else(|| numa_total(&linux.numa, &linux.object))
+            .unwrap_or(guest_memory::DEFAULT_MEM_SIZE);
         let config = Self {
             topology: args.smp,
-            memory: args.memory,
+            memory,
             cpu,
             numa: NumaConfig {
                 options: linux.numa,
@@ -252,6 +256,28 @@ impl VmmConfig {
         }
         Ok(())
     }
+}
+
+/// The RAM the NUMA nodes describe (`mem=` sizes and `memdev=` backends), when any node
+/// has memory: what `-m` means when it is not given.
+fn numa_total(
+    options: &[guest_memory::numa::NumaOption],
+    objects: &[MemoryBackendConfig],
+) -> Option<u64> {
+    use guest_memory::numa::{NodeMemory, NumaOption};
+    let total: u64 = options
+        .iter()
+        .filter_map(|o| match o {
+            NumaOption::Node(n) => Some(&n.memory),
+            NumaOption::Dist(_) => None,
+        })
+        .map(|m| match m {
+            NodeMemory::Size(size) => *size,
+            NodeMemory::Memdev(id) => objects.iter().find(|o| &o.id == id).map_or(0, |o| o.size),
+            NodeMemory::None => 0,
+        })
+        .sum();
+    (total > 0).then_some(total)
 }
 
 /// The directory `path` would be created in (`.` for a bare name).

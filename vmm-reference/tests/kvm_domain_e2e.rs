@@ -187,3 +187,15 @@ fn domxml_to_native_prints_the_command_line() {
          --smp 4,maxcpus=8,sockets=1,cores=4,threads=2 --cpu host,check=off\n"
     );
 }
+
+/// Without `-m`, the VM's RAM is the NUMA cells' total, as libvirt sizes a domain (cells of
+/// 1 GiB, 524288 KiB and 500 MB, the last rounded up to whole MiB; with a fixed `-m` that
+/// does not add up the same file is refused).
+#[test]
+fn kvm_numa_cells_without_m_size_the_guest() {
+    let path = fixture("doc_memory_units.xml");
+    let out = vmm(&["--numa-cells", path.to_str().unwrap(), "--smp", "3"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(stdout.contains("NUMA node(s): 3"), "{stdout}");
+}

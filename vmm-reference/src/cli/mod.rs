@@ -128,9 +128,10 @@ pub struct RunArgs {
     )]
     pub cpu: CpuArg,
 
-    /// Guest RAM, QEMU syntax: a number of MiB, or with a K/M/G/T suffix.
-    #[arg(short = 'm', long = "memory", value_name = "SIZE", default_value = "128M", value_parser = parse_size)]
-    pub memory: u64,
+    /// Guest RAM, QEMU syntax: a number of MiB, or with a K/M/G/T suffix. Default: the NUMA
+    /// nodes' total with --numa or --numa-cells (as libvirt sizes a domain), else 128M.
+    #[arg(short = 'm', long = "memory", value_name = "SIZE", value_parser = parse_size)]
+    pub memory: Option<u64>,
 
     /// What the embedded probe guest does on every vCPU (`--probe`).
     #[arg(
