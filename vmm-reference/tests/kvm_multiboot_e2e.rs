@@ -1,0 +1,93 @@
+//! Multiboot kernels end to end: hand-made images with the header's a.out addresses (the
+//! kvm-unit-tests binaries themselves run in scripts/kvm-unit-tests). Needs /dev/kvm.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const MAGIC: u32 = 0x1bad_b002;
+/// Flag bit 16: the header's address fields are valid (the a.out kludge).
+const AOUT_KLUDGE: u32 = 1 << 16;
+const HEADER_LEN: u32 = 32;
+
+/// A Multiboot image loaded at `load_addr` whose entry is the code after the header.
+/// `load_end` 0 loads the whole file.
+fn image(load_addr: u32, load_end: u32, code: &[u8]) -> Vec<u8> {
+    let checksum = 0u32.wrapping_sub(MAGIC).wrapping_sub(AOUT_KLUDGE);
+    let words = [
+        MAGIC,
+        AOUT_KLUDGE,
+        checksum,
+        load_addr, // header_addr: the header is at the start of the loaded image
+        load_addr,
+        load_end,
+        0, // bss_end_addr: no bss
+        load_addr + HEADER_LEN,
+    ];
+    let mut img: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    img.extend_from_slice(code);
+    img
+}
+
+/// 32-bit code: write `value` to isa-debug-exit (port 0xf4), then halt.
+fn debug_exit(value: u8) -> Vec<u8> {
+    vec![0xb0, value, 0xe6, 0xf4, 0xf4, 0xeb, 0xfd]
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn run(kernel: &Path, extra: &[&str]) -> Output {
+    vmm_reference::testing::require_kvm();
+    Command::new(env!("CARGO_BIN_EXE_vmm-reference"))
+        .arg("--kernel")
+        .arg(kernel)
+        .args(["--timeout", "20", "-m", "128M"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn kvm_isa_debug_exit_status_is_qemus() {
+    let dir = tempfile::tempdir().unwrap();
+    for (value, status) in [(0u8, 1), (3, 7), (0x7f, 0xff)] {
+        let kernel = write(
+            dir.path(),
+            "exit.bin",
+            &image(0x10_0000, 0, &debug_exit(value)),
+        );
+        let out = run(&kernel, &["--smp", "2"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "value {value}: {stderr}");
+        assert!(stderr.contains("isa-debug-exit"), "{stderr}");
+    }
+}
+
+#[test]
+fn kvm_bad_multiboot_images_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let code = debug_exit(0);
+    let rows: [(&str, Vec<u8>); 3] = [
+        // The header says the image ends 64 KiB after its start: the file is shorter.
+        ("truncated", image(0x10_0000, 0x11_0000, &code)),
+        // 1 GiB is past the 128 MiB of RAM.
+        ("outside-ram", image(0x4000_0000, 0, &code)),
+        // The local APIC's page, in the 32-bit MMIO hole.
+        ("mmio-hole", image(0xfee0_0000, 0, &code)),
+    ];
+    for (name, bytes) in &rows {
+        let kernel = write(dir.path(), name, bytes);
+        let out = run(&kernel, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| !l.contains("warning:")).collect();
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert_eq!(errors.len(), 1, "{name}: {stderr}");
+        assert!(
+            errors[0].starts_with("vmm-reference: --kernel"),
+            "{name}: {stderr}"
+        );
+    }
+}
