@@ -122,7 +122,14 @@ impl VmmConfig {
             timeout: Some(Duration::from_secs(300)),
             name: None,
             uuid: None,
-            placement: PlacementOptions::default(),
+            // Over-commit admission warns, as the command line's default (`--overcommit warn`).
+            placement: PlacementOptions {
+                overcommit: vcpu_placement::OvercommitPolicy {
+                    warn_only: true,
+                    ..Default::default()
+                },
+                ..PlacementOptions::default()
+            },
             payload: Payload::Probe(ProbeConfig::default()),
             security: SecurityConfig {
                 seccomp: SeccompMode::Off,
