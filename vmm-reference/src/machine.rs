@@ -1,7 +1,5 @@
-//! The running machine behind the monitor: a [`Vmm`], whatever its guest, its run state
-//! ([`RunControl`]: run state, quit signal, events, the stop/cont/guest-fault
-//! transitions), and the conversions from KVM and topology types to the monitor's plain
-//! data ([`cpu_props`], [`plug_position`], [`qom_path`], [`registers`]).
+//! The running machine behind the monitor: a [`Vmm`], whatever its guest, with the run
+//! state the monitor crate keeps (`RunControl`), answering the monitor's calls.
 //!
 //! Differences between guests are the VM's, not the backend's: `device_del` of a probe
 //! vCPU completes at once, a Linux guest is asked to eject the CPU first
@@ -15,7 +13,7 @@ use guest_memory::NumaTopology;
 use vcpu_lifecycle::{StopReason, VcpuState, VmStop};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::vm::{GuestExit, Unplugged, VcpuRegisters};
+use crate::vm::{GuestExit, Unplugged};
 use crate::{error_chain, Vmm, VmmError};
 use vmm_monitor::control::{
     cpu_props, default_device_id, plug_position, qom_path, GuestFault, RunControl,
@@ -23,8 +21,8 @@ use vmm_monitor::control::{
 use vmm_monitor::libvirt_domain::config::{CpuFeature, FeaturePolicy};
 use vmm_monitor::libvirt_domain::DomainConfig;
 use vmm_monitor::{
-    BackendError, CpuInfo, CpuPlugRequest, CpuSlot, DescriptorTable, EventSink, MachineInfo,
-    MonitorBackend, NumaNode, Registers, RunState, Segment, Unplug, VcpuAffinity,
+    BackendError, CpuInfo, CpuPlugRequest, CpuSlot, EventSink, MachineInfo, MonitorBackend,
+    NumaNode, Registers, RunState, Unplug, VcpuAffinity,
 };
 
 /// A failed VMM call as a backend error: the user's fault is shown as is, anything else
@@ -41,70 +39,6 @@ pub fn backend_failure(
             operation,
             source: error_chain(e).into(),
         }
-    }
-}
-
-fn segment(s: &kvm_bindings::kvm_segment) -> Segment {
-    let flags = u32::from(s.type_)
-        | u32::from(s.s) << 4
-        | u32::from(s.dpl) << 5
-        | u32::from(s.present) << 7
-        | u32::from(s.avl) << 12
-        | u32::from(s.l) << 13
-        | u32::from(s.db) << 14
-        | u32::from(s.g) << 15;
-    Segment {
-        selector: s.selector,
-        base: s.base,
-        limit: s.limit,
-        flags,
-    }
-}
-
-/// The monitor's register snapshot of KVM's registers.
-pub fn registers(r: &VcpuRegisters) -> Registers {
-    let (g, s) = (&r.regs, &r.sregs);
-    Registers {
-        rax: g.rax,
-        rbx: g.rbx,
-        rcx: g.rcx,
-        rdx: g.rdx,
-        rsi: g.rsi,
-        rdi: g.rdi,
-        rbp: g.rbp,
-        rsp: g.rsp,
-        r8: g.r8,
-        r9: g.r9,
-        r10: g.r10,
-        r11: g.r11,
-        r12: g.r12,
-        r13: g.r13,
-        r14: g.r14,
-        r15: g.r15,
-        rip: g.rip,
-        rflags: g.rflags,
-        es: segment(&s.es),
-        cs: segment(&s.cs),
-        ss: segment(&s.ss),
-        ds: segment(&s.ds),
-        fs: segment(&s.fs),
-        gs: segment(&s.gs),
-        ldt: segment(&s.ldt),
-        tr: segment(&s.tr),
-        gdt: DescriptorTable {
-            base: s.gdt.base,
-            limit: s.gdt.limit,
-        },
-        idt: DescriptorTable {
-            base: s.idt.base,
-            limit: s.idt.limit,
-        },
-        cr0: s.cr0,
-        cr2: s.cr2,
-        cr3: s.cr3,
-        cr4: s.cr4,
-        efer: s.efer,
-        halted: r.halted,
     }
 }
 
@@ -369,7 +303,7 @@ impl MonitorBackend for Machine {
             .vmm()
             .registers(cpu)
             .map_err(|e| failed("info registers", e))?;
-        Ok(registers(&r))
+        Ok(Registers::from_kvm(&r.regs, &r.sregs, r.halted))
     }
 
     fn gva2gpa(&self, cpu: VcpuIndex, gva: u64) -> Result<Option<u64>, BackendError> {
@@ -481,54 +415,6 @@ impl MonitorBackend for Machine {
 mod tests {
 
     use super::*;
-
-    #[test]
-    fn registers_pack_segment_attributes_as_vmx_does() {
-        let mut r = VcpuRegisters {
-            regs: Default::default(),
-            sregs: Default::default(),
-            halted: true,
-        };
-        r.regs.rip = 0x100_0000;
-        r.regs.rsi = 0x7000;
-        r.sregs.cr3 = 0x9000;
-        r.sregs.efer = 0x500;
-        r.sregs.gdt.base = 0x500;
-        r.sregs.gdt.limit = 0x1f;
-        // A 64-bit ring-0 code segment: type 0xb, S, P, L, G.
-        r.sregs.cs = kvm_bindings::kvm_segment {
-            selector: 0x10,
-            type_: 0xb,
-            s: 1,
-            present: 1,
-            l: 1,
-            g: 1,
-            limit: 0xffff_ffff,
-            ..Default::default()
-        };
-        let m = registers(&r);
-        assert_eq!(
-            (m.rip, m.rsi, m.cr3, m.efer),
-            (0x100_0000, 0x7000, 0x9000, 0x500)
-        );
-        assert_eq!(
-            m.cs,
-            Segment {
-                selector: 0x10,
-                base: 0,
-                limit: 0xffff_ffff,
-                flags: 0xa09b,
-            }
-        );
-        assert_eq!(
-            m.gdt,
-            DescriptorTable {
-                base: 0x500,
-                limit: 0x1f
-            }
-        );
-        assert!(m.halted);
-    }
 
     #[test]
     fn backend_failures_keep_the_cause() {

@@ -361,3 +361,123 @@ pub trait MonitorBackend: Send + Sync {
         let _ = domain;
     }
 }
+
+fn segment(s: &kvm_bindings::kvm_segment) -> Segment {
+    let flags = u32::from(s.type_)
+        | u32::from(s.s) << 4
+        | u32::from(s.dpl) << 5
+        | u32::from(s.present) << 7
+        | u32::from(s.avl) << 12
+        | u32::from(s.l) << 13
+        | u32::from(s.db) << 14
+        | u32::from(s.g) << 15;
+    Segment {
+        selector: s.selector,
+        base: s.base,
+        limit: s.limit,
+        flags,
+    }
+}
+
+impl Registers {
+    /// The snapshot of a vCPU's KVM registers (`halted`: it finished its guest work).
+    pub fn from_kvm(g: &kvm_bindings::kvm_regs, s: &kvm_bindings::kvm_sregs, halted: bool) -> Self {
+        Registers {
+            rax: g.rax,
+            rbx: g.rbx,
+            rcx: g.rcx,
+            rdx: g.rdx,
+            rsi: g.rsi,
+            rdi: g.rdi,
+            rbp: g.rbp,
+            rsp: g.rsp,
+            r8: g.r8,
+            r9: g.r9,
+            r10: g.r10,
+            r11: g.r11,
+            r12: g.r12,
+            r13: g.r13,
+            r14: g.r14,
+            r15: g.r15,
+            rip: g.rip,
+            rflags: g.rflags,
+            es: segment(&s.es),
+            cs: segment(&s.cs),
+            ss: segment(&s.ss),
+            ds: segment(&s.ds),
+            fs: segment(&s.fs),
+            gs: segment(&s.gs),
+            ldt: segment(&s.ldt),
+            tr: segment(&s.tr),
+            gdt: DescriptorTable {
+                base: s.gdt.base,
+                limit: s.gdt.limit,
+            },
+            idt: DescriptorTable {
+                base: s.idt.base,
+                limit: s.idt.limit,
+            },
+            cr0: s.cr0,
+            cr2: s.cr2,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer,
+            halted,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Snapshot {
+        regs: kvm_bindings::kvm_regs,
+        sregs: kvm_bindings::kvm_sregs,
+    }
+
+    #[test]
+    fn registers_pack_segment_attributes_as_vmx_does() {
+        let mut r = Snapshot::default();
+        r.regs.rip = 0x100_0000;
+        r.regs.rsi = 0x7000;
+        r.sregs.cr3 = 0x9000;
+        r.sregs.efer = 0x500;
+        r.sregs.gdt.base = 0x500;
+        r.sregs.gdt.limit = 0x1f;
+        // A 64-bit ring-0 code segment: type 0xb, S, P, L, G.
+        r.sregs.cs = kvm_bindings::kvm_segment {
+            selector: 0x10,
+            type_: 0xb,
+            s: 1,
+            present: 1,
+            l: 1,
+            g: 1,
+            limit: 0xffff_ffff,
+            ..Default::default()
+        };
+        let m = Registers::from_kvm(&r.regs, &r.sregs, true);
+        assert_eq!(
+            (m.rip, m.rsi, m.cr3, m.efer),
+            (0x100_0000, 0x7000, 0x9000, 0x500)
+        );
+        assert_eq!(
+            m.cs,
+            Segment {
+                selector: 0x10,
+                base: 0,
+                limit: 0xffff_ffff,
+                flags: 0xa09b,
+            }
+        );
+        assert_eq!(
+            m.gdt,
+            DescriptorTable {
+                base: 0x500,
+                limit: 0x1f
+            }
+        );
+        assert!(m.halted);
+    }
+}
