@@ -86,8 +86,9 @@ pub struct KernelConfig {
     pub kernel: PathBuf,
     /// The initrd (`--initrd`), or Multiboot module 0.
     pub initrd: Option<PathBuf>,
-    /// The kernel command line (`--append`).
-    pub cmdline: String,
+    /// The kernel command line (`--append`); `None`: the default of the kernel's kind
+    /// ([`KernelConfig::linux_cmdline`] for Linux, empty for Multiboot).
+    pub cmdline: Option<String>,
     /// Where COM1's output goes (`--serial`).
     pub serial: SerialOutput,
     /// Extra devices (`-device isa-debug-exit`, `-device pc-testdev`).
@@ -95,12 +96,20 @@ pub struct KernelConfig {
 }
 
 impl KernelConfig {
+    /// The command line a Linux kernel gets: `--append`, or console on COM1 and reboot
+    /// through the keyboard controller.
+    pub fn linux_cmdline(&self) -> &str {
+        self.cmdline
+            .as_deref()
+            .unwrap_or(crate::linux::boot::DEFAULT_CMDLINE)
+    }
+
     /// `kernel` with the default command line, no initrd, COM1 on stdout.
     pub fn new(kernel: PathBuf) -> Self {
         Self {
             kernel,
             initrd: None,
-            cmdline: crate::linux::boot::DEFAULT_CMDLINE.to_string(),
+            cmdline: None,
             serial: SerialOutput::Stdout,
             devices: Vec::new(),
         }

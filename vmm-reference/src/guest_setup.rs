@@ -7,6 +7,7 @@ use cpu_topology::{CpuTopology, VcpuIndex};
 use cpuid_model::check::{self, CheckError};
 use cpuid_model::normalize::{NormalizeError, Normalizer};
 use cpuid_model::spec::ModelSpec;
+use cpuid_model::CpuidTable;
 use guest_memory::numa::NumaWarning;
 use guest_memory::{
     BackingError, GuestRam, MemoryBackendConfig, MemoryError, MemoryLayout, NumaConfig, NumaError,
@@ -126,19 +127,24 @@ pub enum GuestCpuidError {
     Normalize(#[from] NormalizeError),
 }
 
-/// The per-vCPU CPUID of a guest: KVM's supported CPUID, the model `spec` applied (its
+/// What this host's KVM can give a guest (KVM_GET_SUPPORTED_CPUID).
+pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuidTable, GuestCpuidError> {
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(GuestCpuidError::Supported)?;
+    Ok(cpuid_model::kvm::from_kvm(&supported))
+}
+
+/// The per-vCPU CPUID of a guest: KVM's `supported` CPUID, the model `spec` applied (its
 /// warnings logged, as QEMU prints them), normalised for `topo`. With `numa`, AMD leaf
 /// 0x8000_001E carries each vCPU's NUMA node (the node the SRAT gives it).
 pub fn guest_cpuid(
-    kvm: &Kvm,
+    supported: &CpuidTable,
     spec: &ModelSpec,
     topo: &CpuTopology,
     numa: Option<&NumaTopology>,
 ) -> Result<Normalizer, GuestCpuidError> {
-    let supported = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(GuestCpuidError::Supported)?;
-    let resolved = check::resolve(spec, &cpuid_model::kvm::from_kvm(&supported))?;
+    let resolved = check::resolve(spec, supported)?;
     for w in &resolved.warnings {
         log::warn!("{w}");
     }

@@ -47,27 +47,6 @@ pub fn backend_failure(
 pub struct Machine {
     vmm: Mutex<Vmm>,
     control: RunControl,
-    /// What the CPU model and machine queries need from KVM, read once at start (the
-    /// main thread's seccomp filter forbids opening /dev/kvm later).
-    host: Option<HostKvm>,
-}
-
-/// KVM's supported CPUID and vCPU limit on this host.
-#[derive(Debug)]
-struct HostKvm {
-    cpuid: cpuid_model::CpuidTable,
-    max_vcpus: u32,
-}
-
-impl HostKvm {
-    fn read() -> Result<Self, kvm_ioctls::Error> {
-        let kvm = kvm_ioctls::Kvm::new()?;
-        let cpuid = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)?;
-        Ok(HostKvm {
-            cpuid: cpuid_model::kvm::from_kvm(&cpuid),
-            max_vcpus: u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX),
-        })
-    }
 }
 
 /// Console lines logged with a guest fault.
@@ -115,13 +94,9 @@ pub fn numa_nodes(
 impl Machine {
     /// Wrap a built (not yet started) VM; `quit` is written when a client asks to quit.
     pub fn new(vmm: Vmm, quit: EventFd, events: EventSink) -> Arc<Self> {
-        let host = HostKvm::read()
-            .map_err(|e| log::warn!("CPU model queries unavailable: reading KVM's CPUID: {e}"))
-            .ok();
         Arc::new(Self {
             vmm: Mutex::new(vmm),
             control: RunControl::new(quit, events),
-            host,
         })
     }
 
@@ -347,16 +322,13 @@ impl MonitorBackend for Machine {
             memory: vmm.memory_size(),
             boot_cpus: topo.cpus(),
             max_cpus: topo.max_cpus(),
-            kvm_max_vcpus: self.host.as_ref().map_or(topo.max_cpus(), |h| h.max_vcpus),
+            kvm_max_vcpus: vmm.kvm_max_vcpus(),
             host_cpus: vmm.host_cpus().to_cpu_list(),
         })
     }
 
     fn host_cpuid(&self) -> Result<cpuid_model::CpuidTable, BackendError> {
-        let host = self.host.as_ref().ok_or(BackendError::NotSupported {
-            operation: "CPU model queries",
-        })?;
-        Ok(host.cpuid.clone())
+        Ok(self.vmm().host_cpuid().clone())
     }
 
     fn vcpu_affinities(&self) -> Result<Vec<VcpuAffinity>, BackendError> {
@@ -379,7 +351,7 @@ impl MonitorBackend for Machine {
             let path = |p: &std::path::Path| p.display().to_string();
             d.os.kernel = Some(path(&k.kernel));
             d.os.initrd = k.initrd.as_deref().map(path);
-            d.os.cmdline = Some(k.cmdline.clone());
+            d.os.cmdline = k.cmdline.clone();
             (d.features.acpi, d.features.apic) = (true, true);
         }
         let Some(cpu) = d.cpu.as_mut() else { return };

@@ -75,7 +75,7 @@ fn write_kernel(dir: &Path, ok_path: bool) -> std::path::PathBuf {
 fn config(kernel: std::path::PathBuf, console: &Path) -> VmmConfig {
     let mut c = VmmConfig::kernel(parse_smp("2,maxcpus=4").unwrap(), kernel);
     let k = c.kernel_mut().unwrap();
-    k.cmdline = "console=ttyS0".to_string();
+    k.cmdline = Some("console=ttyS0".to_string());
     k.serial = SerialOutput::File(console.to_path_buf());
     c.timeout = Some(std::time::Duration::from_secs(20));
     c

@@ -255,9 +255,10 @@ pub struct LinuxArgs {
     /// Initial ramdisk for the kernel.
     #[arg(long, value_name = "PATH", requires = "kernel")]
     pub initrd: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long, value_name = "CMDLINE", requires = "kernel", default_value = crate::linux::boot::DEFAULT_CMDLINE)]
-    pub append: String,
+    /// Kernel command line. Default for Linux: console=ttyS0 earlyprintk=serial,ttyS0
+    /// reboot=k panic=-1; for a Multiboot kernel: empty.
+    #[arg(long, value_name = "CMDLINE", requires = "kernel")]
+    pub append: Option<String>,
     /// NUMA node or distance, QEMU syntax (repeatable): node[,nodeid=N][,cpus=A[-B]][,mem=SIZE|,memdev=ID]
     /// or dist,src=A,dst=B,val=V. For the probe and for --kernel: per-node RAM, and AMD
     /// CPUID node ids (leaf 0x8000001e) from the nodes.

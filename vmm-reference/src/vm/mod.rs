@@ -39,7 +39,9 @@ pub use payload::GuestExit;
 pub use wait::Ended;
 
 use crate::error::{kvm_op, vcpu_op, VmmError};
-use crate::guest_setup::{check_kvm_limits, guest_cpuid, map_guest_ram, resolve_numa};
+use crate::guest_setup::{
+    check_kvm_limits, guest_cpuid, map_guest_ram, resolve_numa, supported_cpuid,
+};
 use crate::placement::VmPlacement;
 use crate::VmmConfig;
 use payload::Guest;
@@ -70,6 +72,10 @@ pub struct Vmm {
     plugged: BTreeMap<VcpuIndex, String>,
     /// vCPU fds of unplugged slots: KVM cannot destroy a vCPU, so a re-plug reuses it.
     parked: BTreeMap<VcpuIndex, VcpuFd>,
+    /// What this host's KVM supports (KVM_GET_SUPPORTED_CPUID), for the CPU model queries.
+    host_cpuid: CpuidTable,
+    /// KVM_CAP_MAX_VCPUS.
+    kvm_max_vcpus: u32,
     /// The seccomp filters of every thread kind.
     sandbox: vmm_sandbox::Sandbox,
     /// Boot vCPUs that have not finished their guest work (the probe's end of run).
@@ -102,7 +108,8 @@ impl Vmm {
         let slots = ram.register(Arc::clone(&vm))?;
         prepared.create_irqchip(&vm)?;
 
-        let normalizer = guest_cpuid(&kvm, &config.cpu, &topo, numa.as_ref())?;
+        let host_cpuid = supported_cpuid(&kvm)?;
+        let normalizer = guest_cpuid(&host_cpuid, &config.cpu, &topo, numa.as_ref())?;
         let cpuid = topo
             .present()
             .map(|i| normalizer.for_vcpu(i))
@@ -136,6 +143,8 @@ impl Vmm {
         placement.pin_emulator()?;
         Ok(Self {
             pending: topo.present().collect(),
+            host_cpuid,
+            kvm_max_vcpus: u32::try_from(kvm.get_max_vcpus()).unwrap_or(u32::MAX),
             sandbox,
             vcpus,
             events,
@@ -179,6 +188,16 @@ impl Vmm {
     /// The resolved `--numa` configuration (nodes, CPUs, sizes, distances), if any.
     pub fn numa(&self) -> Option<&NumaTopology> {
         self.numa.as_ref()
+    }
+
+    /// What this host's KVM can give a guest (KVM_GET_SUPPORTED_CPUID, read at build).
+    pub fn host_cpuid(&self) -> &CpuidTable {
+        &self.host_cpuid
+    }
+
+    /// How many vCPUs KVM allows per VM (KVM_CAP_MAX_VCPUS).
+    pub fn kvm_max_vcpus(&self) -> u32 {
+        self.kvm_max_vcpus
     }
 
     /// The CPUID table each boot vCPU was given, in index order.

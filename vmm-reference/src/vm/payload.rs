@@ -102,7 +102,7 @@ pub(super) fn prepare(payload: &Payload) -> Result<Prepared<'_>, VmmError> {
     Ok(match payload {
         Payload::Probe(p) => Prepared::Probe(p),
         Payload::Kernel(k) => {
-            boot::cmdline_bytes(&k.cmdline)?;
+            boot::cmdline_bytes(k.linux_cmdline())?;
             loader::detect_file_format(&k.kernel)?;
             if let Some(initrd) = &k.initrd {
                 loader::initrd_size(initrd)?;
@@ -213,7 +213,7 @@ impl Prepared<'_> {
                         layout,
                         cpus: cpus.clone(),
                         numa,
-                        cmdline: &config.cmdline,
+                        cmdline: config.linux_cmdline(),
                         initrd,
                         setup_header: kernel.setup_header.clone(),
                     },
@@ -401,11 +401,7 @@ fn load_multiboot(
         .collect();
     // QEMU's Multiboot command line is the kernel's path, then `-append`: guests (the
     // suite's argv) read the first word as their program name.
-    // Linux's default command line (no `--append`) means nothing to a Multiboot kernel.
-    let append = match config.cmdline.as_str() {
-        boot::DEFAULT_CMDLINE => "",
-        given => given,
-    };
+    let append = config.cmdline.as_deref().unwrap_or_default();
     let cmdline = format!("{} {append}", config.kernel.display());
     let mb = MultibootConfig {
         mmio_hole: guest_memory::layout::MMIO_HOLE_START..guest_memory::layout::MMIO_HOLE_END,
