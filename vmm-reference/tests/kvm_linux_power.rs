@@ -369,7 +369,17 @@ fn kvm_the_emulation_fallback_completes_popcnt_and_the_guest_goes_on() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(stdout, "hello from a tiny kernel\n");
-    if stderr.contains("completed in user space") {
-        assert!(stderr.contains("popcnt=1"), "{stderr}");
+    // A host without vmx/svm runs KVM's software backend, whose emulator cannot run
+    // popcnt at CPL0 (shared/design/HOST.md): the fallback must have completed it there.
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let hardware = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    if !hardware {
+        assert!(
+            stderr.contains("completed in user space (emulation fallback): popcnt=1"),
+            "{stderr}"
+        );
     }
 }
