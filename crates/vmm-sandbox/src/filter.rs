@@ -1,18 +1,20 @@
-//! The per-thread-kind filters: JSON data in `filters/`, compiled at run time for the
-//! chosen [`SeccompMode`], installed on the calling thread.
+//! The per-thread-kind filters: JSON data in `filters/`, compiled to BPF by build.rs,
+//! installed on the calling thread.
 //!
-//! Why run time and not build.rs: the mode (`on` traps, `log` logs) is the filters'
-//! mismatch action, chosen on the command line, and compiling the three small filters
-//! costs well under a millisecond at start-up. A unit test compiles every filter in every
-//! mode, so a broken JSON file fails `cargo test`, not a user's VM.
+//! build.rs compiles every combination the VMM can ask for (each kind, the `on` and `log`
+//! mismatch actions, with and without the panic-backtrace rules), so a VMM starts without
+//! parsing JSON or running seccompiler's compiler, and a broken filter file fails the
+//! build. The unit tests below check the JSON itself: a comment on every rule, and that
+//! the main thread allows everything the threads it spawns need.
 
-use std::sync::Arc;
-
-use seccompiler::{BpfProgram, TargetArch};
-use serde_json::Value;
+use seccompiler::sock_filter;
 
 use crate::mode::SeccompMode;
 use crate::sys;
+
+mod compiled {
+    include!(concat!(env!("OUT_DIR"), "/filters.rs"));
+}
 
 /// The kinds of thread a VMM has; each has its own filter file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,7 +42,7 @@ impl ThreadKind {
         }
     }
 
-    /// The filter's JSON text, as kept in the repository.
+    /// The filter's JSON text, as kept in the repository (and compiled by build.rs).
     pub fn filter_json(self) -> &'static str {
         match self {
             Self::Main => include_str!("../filters/main.json"),
@@ -54,33 +56,9 @@ impl ThreadKind {
     }
 }
 
-/// Errors from compiling or installing a filter.
+/// Errors from installing a filter.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    /// A filter file is not valid JSON or lacks its key (a build of this crate is broken).
-    #[error("seccomp filter '{kind}': invalid filter file")]
-    FilterFile {
-        /// The thread kind.
-        kind: &'static str,
-        /// The JSON error.
-        #[source]
-        source: serde_json::Error,
-    },
-    /// A filter file has no `mismatch_action` to set (a build of this crate is broken).
-    #[error("seccomp filter '{kind}': the filter file has no '{kind}' object")]
-    MissingFilter {
-        /// The thread kind.
-        kind: &'static str,
-    },
-    /// seccompiler rejected a filter.
-    #[error("seccomp filter '{kind}': compiling failed")]
-    Compile {
-        /// The thread kind.
-        kind: &'static str,
-        /// seccompiler's error.
-        #[source]
-        source: seccompiler::Error,
-    },
     /// The kernel refused the filter (or `PR_SET_NO_NEW_PRIVS`).
     #[error("seccomp filter '{kind}': installing it on thread {tid} failed")]
     Install {
@@ -97,39 +75,32 @@ pub enum SeccompError {
     SigsysHandler(#[source] std::io::Error),
 }
 
-/// The compiled filters of one mode. Cheap to clone: hand a clone to every thread that
-/// installs its own filter.
-#[derive(Debug, Clone)]
+/// The filters of one mode. `Copy`: hand one to every thread that installs its own filter.
+#[derive(Debug, Clone, Copy)]
 pub struct Sandbox {
     mode: SeccompMode,
-    /// Indexed by [`ThreadKind`]; empty in [`SeccompMode::Off`].
-    programs: Arc<Vec<BpfProgram>>,
+    /// With the panic-backtrace rules (`filters/backtrace.json`).
+    backtraces: bool,
 }
 
 impl Sandbox {
-    /// Compile every thread kind's filter for `mode`. When std prints panic backtraces
-    /// (`RUST_BACKTRACE` set and not `0`), the syscalls that takes (`filters/backtrace.json`:
-    /// reading the executable's debug information) are added to every filter, so a vCPU
-    /// thread's panic still reports instead of tripping the filter. In [`SeccompMode::On`] this also
+    /// The filters for `mode`. When std prints panic backtraces (`RUST_BACKTRACE` set and
+    /// not `0`), the syscalls that takes (`filters/backtrace.json`: reading the
+    /// executable's debug information) are allowed by every filter, so a vCPU thread's
+    /// panic still reports instead of tripping the filter. In [`SeccompMode::On`] this also
     /// registers the process-wide SIGSYS reporter (see [`set_report_prefix`]): a forbidden
     /// syscall prints `<prefix>: seccomp: ...` naming the syscall and the thread, then the
     /// process exits with [`Sandbox::VIOLATION_EXIT_CODE`].
     ///
     /// [`set_report_prefix`]: crate::set_report_prefix
     pub fn new(mode: SeccompMode) -> Result<Self, SeccompError> {
-        let mut programs = Vec::new();
-        if mode != SeccompMode::Off {
-            for kind in ThreadKind::ALL {
-                programs.push(compile(kind, mode, backtraces_wanted())?);
-            }
-        }
         if mode == SeccompMode::On {
             sys::install_sigsys_reporter(Self::VIOLATION_EXIT_CODE)
                 .map_err(SeccompError::SigsysHandler)?;
         }
         Ok(Self {
             mode,
-            programs: Arc::new(programs),
+            backtraces: backtraces_wanted(),
         })
     }
 
@@ -137,14 +108,14 @@ impl Sandbox {
     /// in vmm-reference's table.
     pub const VIOLATION_EXIT_CODE: i32 = 1;
 
-    /// The mode these filters were compiled for.
+    /// The mode these filters are for.
     pub fn mode(&self) -> SeccompMode {
         self.mode
     }
 
-    /// The compiled BPF program of a kind (`None` in [`SeccompMode::Off`]).
-    pub fn program(&self, kind: ThreadKind) -> Option<&BpfProgram> {
-        self.programs.get(kind.index())
+    /// The BPF program of a kind (`None` in [`SeccompMode::Off`]).
+    pub fn program(&self, kind: ThreadKind) -> Option<&'static [sock_filter]> {
+        program(kind, self.mode, self.backtraces)
     }
 
     /// Install `kind`'s filter on the calling thread, after setting `PR_SET_NO_NEW_PRIVS`
@@ -164,65 +135,26 @@ impl Sandbox {
     }
 }
 
-/// What std needs to print a panic's backtrace (`RUST_BACKTRACE=1`): reading the
-/// executable's debug information. Added to every filter only when backtraces are on.
-const BACKTRACE_JSON: &str = include_str!("../filters/backtrace.json");
-
 /// Whether std prints backtraces in this process: `RUST_BACKTRACE` set and not `0`.
 fn backtraces_wanted() -> bool {
     std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0")
 }
 
-/// Compile one kind's filter with the mode's mismatch action, plus the backtrace rules
-/// when `backtraces`.
-fn compile(
-    kind: ThreadKind,
-    mode: SeccompMode,
-    backtraces: bool,
-) -> Result<BpfProgram, SeccompError> {
-    let name = kind.name();
-    let file_err = |source| SeccompError::FilterFile { kind: name, source };
-    let mut doc: Value = serde_json::from_str(kind.filter_json()).map_err(file_err)?;
+/// The program build.rs compiled for `kind` with `mode`'s mismatch action.
+fn program(kind: ThreadKind, mode: SeccompMode, backtraces: bool) -> Option<&'static [sock_filter]> {
     let action = match mode {
-        SeccompMode::Log => "log",
-        SeccompMode::On | SeccompMode::Off => "trap",
+        SeccompMode::Off => return None,
+        SeccompMode::On => 0,
+        SeccompMode::Log => 1,
     };
-    let filter = doc
-        .get_mut(name)
-        .and_then(Value::as_object_mut)
-        .ok_or(SeccompError::MissingFilter { kind: name })?;
-    filter.insert("mismatch_action".into(), Value::from(action));
-    if backtraces {
-        let extra: Value = serde_json::from_str(BACKTRACE_JSON).map_err(file_err)?;
-        let rules = filter
-            .get_mut("filter")
-            .and_then(Value::as_array_mut)
-            .ok_or(SeccompError::MissingFilter { kind: name })?;
-        let unconditional = |rules: &[Value], syscall: &Value| {
-            rules
-                .iter()
-                .any(|r| r["syscall"] == *syscall && r.get("args").is_none())
-        };
-        for rule in extra["backtrace"]["filter"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            if !unconditional(rules, &rule["syscall"]) {
-                rules.push(rule.clone());
-            }
-        }
-    }
-    let json = serde_json::to_vec(&doc).map_err(file_err)?;
-    let mut map = seccompiler::compile_from_json(json.as_slice(), TargetArch::x86_64)
-        .map_err(|source| SeccompError::Compile { kind: name, source })?;
-    map.remove(name)
-        .ok_or(SeccompError::MissingFilter { kind: name })
+    Some(compiled::PROGRAMS[kind.index()][action][usize::from(backtraces)])
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
+
+    use serde_json::Value;
 
     use super::*;
 
@@ -249,19 +181,31 @@ mod tests {
     }
 
     #[test]
-    fn every_filter_compiles_in_every_mode() {
+    fn every_kind_has_a_program_in_every_mode() {
         for mode in [SeccompMode::On, SeccompMode::Log] {
             for kind in ThreadKind::ALL {
-                let program = compile(kind, mode, false).unwrap();
-                assert!(program.len() > 10, "{} in {mode}", kind.name());
-                let with_backtraces = compile(kind, mode, true).unwrap();
+                let plain = program(kind, mode, false).unwrap();
+                assert!(plain.len() > 10, "{} in {mode}", kind.name());
+                let with_backtraces = program(kind, mode, true).unwrap();
                 assert!(
-                    with_backtraces.len() > program.len(),
+                    with_backtraces.len() > plain.len(),
                     "{} in {mode}",
                     kind.name()
                 );
             }
         }
+        // The two modes differ only in what a mismatch does: `on` traps, `log` logs.
+        let on = program(ThreadKind::Vcpu, SeccompMode::On, false).unwrap();
+        let log = program(ThreadKind::Vcpu, SeccompMode::Log, false).unwrap();
+        assert_eq!(on.len(), log.len());
+        let returns = |p: &[sock_filter]| -> Vec<u32> {
+            // BPF_RET | BPF_K: the action a path ends in.
+            p.iter().filter(|i| i.code == 0x06).map(|i| i.k).collect()
+        };
+        assert!(returns(on).contains(&libc::SECCOMP_RET_TRAP));
+        assert!(!returns(on).contains(&libc::SECCOMP_RET_LOG));
+        assert!(returns(log).contains(&libc::SECCOMP_RET_LOG));
+        assert!(!returns(log).contains(&libc::SECCOMP_RET_TRAP));
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //!
 //! * **Seccomp.** One filter per thread kind ([`ThreadKind`]: main/event loop, vCPU,
 //!   helper), kept as data in `filters/<kind>.json` in rust-vmm seccompiler's JSON format,
-//!   every rule with a `comment` saying who needs the syscall. [`Sandbox::new`] compiles
-//!   them for a [`SeccompMode`] (`--seccomp on|log|off`, or QEMU's `-sandbox on|off`);
-//!   [`Sandbox::apply`] installs one on the calling thread with `NoNewPrivs` set. In `on`
+//!   every rule with a `comment` saying who needs the syscall. build.rs compiles
+//!   them to BPF; [`Sandbox::new`] picks them for a [`SeccompMode`] (`--seccomp
+//!   on|log|off`, or QEMU's `-sandbox on|off`); [`Sandbox::apply`] installs one on the calling thread with `NoNewPrivs` set. In `on`
 //!   mode a forbidden syscall ends the process with a one-line report naming the syscall,
 //!   its number, the thread and (for `ioctl`) the request; in `log` mode the kernel logs
 //!   it and lets it through.
@@ -23,7 +23,7 @@
 //! let runas = parse_runas("nobody")?.resolve()?;
 //! drop_privileges(Some(&runas))?;
 //! let sandbox = Sandbox::new(SeccompMode::On)?;
-//! let vcpu_sandbox = sandbox.clone();
+//! let vcpu_sandbox = sandbox; // Sandbox is Copy
 //! let vcpu = std::thread::Builder::new().name("vcpu 0".into()).spawn(move || {
 //!     vcpu_sandbox.apply(ThreadKind::Vcpu).expect("vcpu filter");
 //!     // ... KVM_RUN loop ...

@@ -100,7 +100,7 @@ fn child(scenario: &str) {
             print_status("main", status);
             let mut threads = Vec::new();
             for (name, kind) in [("vcpu 1", ThreadKind::Vcpu), ("stdin", ThreadKind::Helper)] {
-                let s = sandbox.clone();
+                let s = sandbox;
                 threads.push(
                     std::thread::Builder::new()
                         .name(name.into())

@@ -315,7 +315,7 @@ fn vcpu_hook(
     security: &crate::SecurityConfig,
 ) -> vcpu_lifecycle::PreRunHook {
     let pin = placement.hook();
-    let sandbox = sandbox.clone();
+    let sandbox = *sandbox;
     let selftest = security.selftest_forbidden_syscall;
     Box::new(move |vcpu, fd| {
         pin(vcpu, fd)?;
