@@ -12,6 +12,9 @@
 //!    `ru_maxrss` of a spawned child also counts the parent's RSS, which exec records from
 //!    the address space it replaces.
 //!
+//! `compare --before PATH` adds an earlier build of vmm-reference as one more row of
+//! both tables, measured in the same run, for before/after figures.
+//!
 //! The header names the machine (CPUs, model, kernel) so the tables can be compared with
 //! docs/PERFORMANCE.md.
 
@@ -50,7 +53,7 @@ fn main() {
     }
     let raw_s = raw.display().to_string();
     let vmm_s = vmm.display().to_string();
-    let runners = [
+    let mut runners = vec![
         Runner {
             name: "raw ioctl loop",
             argv: Box::new(move |n| vec![raw_s.clone(), n.to_string()]),
@@ -68,6 +71,23 @@ fn main() {
             }),
         },
     ];
+    // `--before PATH`: an earlier build of vmm-reference, measured in the same run (same
+    // machine, same load, interleaved) for a before/after table.
+    let before = before_arg();
+    if let Some(before) = before.clone() {
+        runners.push(Runner {
+            name: BEFORE,
+            argv: Box::new(move |n| {
+                vec![
+                    before.clone(),
+                    "--smp".into(),
+                    "1".into(),
+                    "--probe".into(),
+                    format!("exits={n}"),
+                ]
+            }),
+        });
+    }
 
     let mut out = String::new();
     let _ = writeln!(out, "Machine: {}\n", machine());
@@ -92,7 +112,7 @@ fn main() {
         match per_exit_instructions(&argv) {
             Ok(per) => {
                 let base = *raw_per_exit.get_or_insert(per);
-                let target = if r.name == "vmm-reference" {
+                let target = if r.name != "raw ioctl loop" {
                     "<= 2.0x"
                 } else {
                     ""
@@ -138,7 +158,7 @@ fn main() {
     for ((name, _), result) in rows.iter().zip(&results) {
         match result {
             Ok((wall, mem)) => {
-                let target = if *name == "vmm-reference" {
+                let target = if name.starts_with("vmm-reference") {
                     "<= 1.5x raw, <= 0.1x QEMU, <= 2.5 MiB"
                 } else {
                     ""
@@ -176,6 +196,29 @@ fn main() {
     }
     seccomp_cost(&mut out, &vmm_s_for_seccomp(&dir));
     print!("{out}");
+}
+
+/// Row name of the `--before` build.
+const BEFORE: &str = "vmm-reference (before)";
+
+/// The `--before PATH` argument; exits 2 with a one-line error when it is wrong.
+fn before_arg() -> Option<String> {
+    let mut args = std::env::args().skip(1);
+    let mut before = None;
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next()) {
+            ("--before", Some(path)) if Path::new(&path).is_file() => before = Some(path),
+            ("--before", Some(path)) => {
+                eprintln!("compare: --before {path}: no such file");
+                std::process::exit(2);
+            }
+            _ => {
+                eprintln!("usage: compare [--before PATH-TO-AN-EARLIER-vmm-reference]");
+                std::process::exit(2);
+            }
+        }
+    }
+    before
 }
 
 fn vmm_s_for_seccomp(dir: &Path) -> String {

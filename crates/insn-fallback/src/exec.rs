@@ -113,7 +113,7 @@ pub fn complete<S: CpuState + ?Sized>(
     let raw = || bytes[..insn.len()].to_vec();
     let Some(class) = classify(&insn, cpu) else {
         return Err(Unsupported::NotListed {
-            mnemonic: format!("{:?}", insn.code()),
+            mnemonic: mnemonic(&insn),
             bytes: raw(),
         });
     };
@@ -152,7 +152,7 @@ pub fn complete<S: CpuState + ?Sized>(
         Err(Fault::Exception(e)) => Outcome::Exception(e),
         Err(Fault::State(source)) => {
             return Err(Unsupported::State {
-                mnemonic: format!("{:?}", insn.code()),
+                mnemonic: mnemonic(&insn),
                 source,
             })
         }
@@ -340,4 +340,10 @@ fn xgetbv<S: CpuState + ?Sized>(cpu: &mut S, insn: &Instruction) -> Result<(), F
     write_gpr(cpu, Register::EAX, value & 0xffff_ffff)?;
     write_gpr(cpu, Register::EDX, value >> 32)?;
     Ok(())
+}
+/// The instruction's mnemonic in lower case (`vmcall`), for error messages. From the
+/// `Mnemonic` enum, not `Code`: `Code`'s `Debug` names (`Popcnt_r64_rm64`) are a table of
+/// about 5,000 strings that would otherwise be linked into every VMM using this crate.
+pub(crate) fn mnemonic(insn: &Instruction) -> String {
+    format!("{:?}", insn.mnemonic()).to_ascii_lowercase()
 }

@@ -214,8 +214,12 @@ pub(crate) fn execute<S: CpuState + ?Sized>(
     if matches!(class, InsnClass::Ldmxcsr | InsnClass::Stmxcsr) {
         return mxcsr(cpu, insn, class);
     }
-    let (_, needs, op) = table(insn.code())
-        .ok_or_else(|| StateError::new(format!("{:?} is not an SSE instruction", insn.code())))?;
+    let (_, needs, op) = table(insn.code()).ok_or_else(|| {
+        StateError::new(format!(
+            "{} is not an SSE instruction",
+            crate::exec::mnemonic(insn)
+        ))
+    })?;
     let f = cpu.features();
     let available = match needs {
         Needs::Sse => f.sse,

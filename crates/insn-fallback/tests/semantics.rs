@@ -510,7 +510,7 @@ fn unlisted_or_unmodelled_instructions_are_unsupported_with_their_bytes() {
     let err = complete(&mut cpu, &[0x48, 0x0f, 0xc7, 0x0f, 0x90, 0x90]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "Cmpxchg16b_m128 (bytes 48 0f c7 0f) is not an instruction this fallback completes"
+        "cmpxchg16b (bytes 48 0f c7 0f) is not an instruction this fallback completes"
     );
     let err = complete(&mut cpu, &[0x0f, 0x01]).unwrap_err();
     assert_eq!(

@@ -355,7 +355,7 @@ fn kvm_unlisted_failing_instruction_still_stops_the_vm_with_its_bytes() {
             let why = declined.as_ref().expect("the fallback's reason").reason();
             assert_eq!(
                 why,
-                "Cmpxchg16b_m128 (bytes 48 0f c7 0f) is not an instruction this fallback completes"
+                "cmpxchg16b (bytes 48 0f c7 0f) is not an instruction this fallback completes"
             );
             assert!(code_gpa.is_some());
             assert!(event
