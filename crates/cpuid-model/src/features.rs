@@ -5,7 +5,8 @@
 //! (`arch/x86/include/asm/cpufeatures.h`). Where Linux hides a flag or has no
 //! name for it, the QEMU property name is used with `_` instead of `-`: so for
 //! KVM's paravirtual features (leaf 0x4000_0001 EAX, QEMU's `kvm-pv-ipi`, ...), whose
-//! Linux `KVM_FEATURE_*` macro names are accepted as aliases (`kvm_feature_pv_send_ipi`).
+//! Linux `KVM_FEATURE_*` macro names are accepted as aliases (`KVM_FEATURE_PV_SEND_IPI`,
+//! or `pv_send_ipi`).
 //! Lookups ([`by_name`]) also accept:
 //! - QEMU's spelling of each flag (`sse4.2`, `lahf-lm`, `tsc-deadline`,
 //!   `avx512vnni`, `ffxsr`, ...), and
@@ -147,7 +148,8 @@ const fn with_aliases(mut f: Feature, aliases: &'static [&'static str]) -> Featu
 }
 
 /// A KVM paravirtual feature of leaf 0x4000_0001 EAX (QEMU's `FEAT_KVM` word): the
-/// QEMU name with `_` as canonical name, Linux's `KVM_FEATURE_*` macro as alias.
+/// QEMU name with `_` as canonical name, Linux's `KVM_FEATURE_*` macro (without the
+/// prefix, which [`by_name`] strips) as alias.
 const fn kvm(
     name: &'static str,
     qemu: &'static str,
@@ -481,84 +483,55 @@ static CATALOGUE: &[Feature] = &[
         Amd,
     ),
     feat("auto_ibrs", "auto-ibrs", 0x8000_0021, 0, Eax, 8, Amd),
-    // CPUID.40000001H:EAX (KVM_CPUID_FEATURES; QEMU 7.2 names, Linux macros as aliases)
+    // CPUID.40000001H:EAX (KVM_CPUID_FEATURES): QEMU 7.2's names; aliases are Linux's
+    // KVM_FEATURE_* macros, which `by_name` also takes with the prefix.
     kvmclock_feature(),
-    kvm(
-        "kvm_nopiodelay",
-        "kvm-nopiodelay",
-        1,
-        &["kvm_feature_nop_io_delay"],
-    ),
-    kvm("kvm_mmu", "kvm-mmu", 2, &["kvm_feature_mmu_op"]),
-    kvm("kvm_asyncpf", "kvm-asyncpf", 4, &["kvm_feature_async_pf"]),
-    kvm(
-        "kvm_steal_time",
-        "kvm-steal-time",
-        5,
-        &["kvm_feature_steal_time"],
-    ),
-    kvm("kvm_pv_eoi", "kvm-pv-eoi", 6, &["kvm_feature_pv_eoi"]),
-    kvm(
-        "kvm_pv_unhalt",
-        "kvm-pv-unhalt",
-        7,
-        &["kvm_feature_pv_unhalt"],
-    ),
-    kvm(
-        "kvm_pv_tlb_flush",
-        "kvm-pv-tlb-flush",
-        9,
-        &["kvm_feature_pv_tlb_flush"],
-    ),
-    // Named from QEMU 8.2 on; QEMU 7.2 leaves the bit unnamed (see props::QEMU_7_2_UNNAMED).
+    kvm("kvm_nopiodelay", "kvm-nopiodelay", 1, &["nop_io_delay"]),
+    kvm("kvm_mmu", "kvm-mmu", 2, &["mmu_op"]),
+    kvm("kvm_asyncpf", "kvm-asyncpf", 4, &["async_pf"]),
+    kvm("kvm_steal_time", "kvm-steal-time", 5, &["steal_time"]),
+    kvm("kvm_pv_eoi", "kvm-pv-eoi", 6, &["pv_eoi"]),
+    kvm("kvm_pv_unhalt", "kvm-pv-unhalt", 7, &["pv_unhalt"]),
+    kvm("kvm_pv_tlb_flush", "kvm-pv-tlb-flush", 9, &["pv_tlb_flush"]),
+    // QEMU 8.2's name; QEMU 7.2 leaves bit 10 unnamed (props::QEMU_7_2_UNNAMED).
     kvm(
         "kvm_asyncpf_vmexit",
         "kvm-asyncpf-vmexit",
         10,
-        &["kvm_feature_async_pf_vmexit"],
+        &["async_pf_vmexit"],
     ),
-    kvm("kvm_pv_ipi", "kvm-pv-ipi", 11, &["kvm_feature_pv_send_ipi"]),
+    kvm("kvm_pv_ipi", "kvm-pv-ipi", 11, &["pv_send_ipi"]),
     kvm(
         "kvm_poll_control",
         "kvm-poll-control",
         12,
-        &["kvm_feature_poll_control"],
+        &["poll_control"],
     ),
     kvm(
         "kvm_pv_sched_yield",
         "kvm-pv-sched-yield",
         13,
-        &["kvm_feature_pv_sched_yield"],
+        &["pv_sched_yield"],
     ),
-    kvm(
-        "kvm_asyncpf_int",
-        "kvm-asyncpf-int",
-        14,
-        &["kvm_feature_async_pf_int"],
-    ),
+    kvm("kvm_asyncpf_int", "kvm-asyncpf-int", 14, &["async_pf_int"]),
     kvm(
         "kvm_msi_ext_dest_id",
         "kvm-msi-ext-dest-id",
         15,
-        &["kvm_feature_msi_ext_dest_id"],
+        &["msi_ext_dest_id"],
     ),
     kvm(
         "kvmclock_stable_bit",
         "kvmclock-stable-bit",
         24,
-        &["kvm_feature_clocksource_stable_bit"],
+        &["clocksource_stable_bit"],
     ),
 ];
 
 /// `kvmclock`: bit 0 (`KVM_FEATURE_CLOCKSOURCE`) and bit 3 (`KVM_FEATURE_CLOCKSOURCE2`),
 /// one property in QEMU, which gives both bits the name.
 const fn kvmclock_feature() -> Feature {
-    let mut f = kvm(
-        "kvmclock",
-        "kvmclock",
-        0,
-        &["kvm_feature_clocksource", "kvm_feature_clocksource2"],
-    );
+    let mut f = kvm("kvmclock", "kvmclock", 0, &["clocksource", "clocksource2"]);
     f.extra_mask = 1 << 3;
     f
 }
@@ -648,8 +621,16 @@ fn index() -> &'static HashMap<String, &'static Feature> {
 /// Look a feature up by its canonical name, QEMU name or alias
 /// (case-insensitive; `-`, `.` and `_` are interchangeable).
 pub fn by_name(name: &str) -> Option<&'static Feature> {
-    index().get(&normalize_name(name)).copied()
+    let name = normalize_name(name);
+    let linux = name.strip_prefix(LINUX_KVM_PREFIX);
+    let found = index().get(&name).or_else(|| index().get(linux?));
+    found
+        .copied()
+        .filter(|f| linux.is_none() || f.is_kvm_paravirt())
 }
+
+/// Prefix of Linux's names of the paravirtual features (`KVM_FEATURE_PV_SEND_IPI`).
+const LINUX_KVM_PREFIX: &str = "kvm_feature_";
 
 /// The catalogued features whose bit is set in `table`, in catalogue order.
 pub fn present_in(table: &CpuidTable) -> Vec<&'static Feature> {
@@ -768,6 +749,7 @@ mod tests {
             ("kvmclock-stable-bit", "kvmclock_stable_bit", 1 << 24),
             ("kvmclock", "kvmclock", 0b1001),
             ("kvm_feature_clocksource2", "kvmclock", 0b1001),
+            ("pv-send-ipi", "kvm_pv_ipi", 1 << 11),
         ] {
             let f = by_name(spelling).unwrap_or_else(|| panic!("{spelling}"));
             assert_eq!((f.name, f.mask()), (canonical, mask), "{spelling}");
@@ -775,6 +757,7 @@ mod tests {
             assert_eq!(f.location(), "CPUID.40000001H:EAX");
         }
         assert!(!by_name("x2apic").unwrap().is_kvm_paravirt());
+        assert!(by_name("kvm_feature_avx").is_none());
         assert_eq!(suggest("kvm-pv-ip"), Some("kvm_pv_ipi"));
     }
 
