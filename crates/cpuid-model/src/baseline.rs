@@ -24,6 +24,8 @@
 //! Extra features leave out bits that resolution, the normaliser or the guest
 //! OS decide, and bits that block migration:
 //! - the KVM defaults ([`check::KVM_DEFAULT_ON`], [`check::KVM_DEFAULT_OFF`]);
+//! - KVM's paravirtual features ([`Feature::is_kvm_paravirt`]): they belong to the
+//!   accelerator, not to the CPU model, and are asked for by hand (`+kvm-pv-ipi`);
 //! - `osxsave`, `ospke` (mirror guest CR4 bits);
 //! - `ht`, `cmp_legacy` (topology bits, set per vCPU by the normaliser);
 //! - `invtsc` (QEMU refuses to migrate a guest that has it);
@@ -133,6 +135,7 @@ pub fn baseline(hosts: &[CpuidTable]) -> Result<Baseline, BaselineError> {
                 && !check::KVM_DEFAULT_OFF.contains(&f.name)
                 && !NOT_EXTRAS.contains(&f.name)
                 && !f.is_host_only()
+                && !f.is_kvm_paravirt()
         })
         .collect();
     let mut spec = ModelSpec::new(chosen);

@@ -3,9 +3,11 @@
 //! model's features the guest gets; everything else comes from the model.
 //!
 //! For a named model:
-//! 1. The features asked for are the model's list, QEMU's KVM defaults (`hypervisor`
-//!    and `x2apic` on when the host has them, `acpi`, `monitor` and `svm` off unless the
-//!    spec asks for them) and the spec's `+/-` changes.
+//! 1. The features asked for are the model's list, QEMU's KVM defaults (`hypervisor`,
+//!    `x2apic` and the paravirtual `kvmclock`, `kvm-nopiodelay`, `kvm-asyncpf`,
+//!    `kvm-steal-time`, `kvm-pv-eoi`, `kvmclock-stable-bit` on when the host has them;
+//!    `acpi`, `monitor` and `svm` off unless the spec asks for them) and the spec's `+/-`
+//!    changes. With `kvm=off` the paravirtual features are not asked for at all.
 //! 2. A requested feature the host lacks is dropped with a warning in QEMU's words
 //!    (`host doesn't support requested feature: CPUID.07H:EBX.hle [bit 4]`), or, with
 //!    `enforce`, the resolve fails listing all of them.
@@ -15,10 +17,13 @@
 //!    0x8000_001D), XSAVE leaf 0xD for the enabled components only, physical address
 //!    bits (40, `phys-bits=N`, or the host's with `host-phys-bits=on`) and zeros for every
 //!    leaf the model does not describe. Only the hypervisor leaves (0x4000_00xx) are
-//!    the host's, so two hosts that both have the model's features give the same table.
+//!    the host's, with leaf 0x4000_0001 EAX holding just the paravirtual features asked
+//!    for, so two hosts that both have the model's features give the same table.
 //!
 //! `host` and `max` return the supported table unchanged apart from the spec's feature
-//! changes (and leaf 0xD trimmed to the enabled components). Topology fields are left
+//! changes (and leaf 0xD trimmed to the enabled components), so every paravirtual feature
+//! KVM offers, `kvm-pv-ipi` included, unless the spec turns it off
+//! (`host,-kvm-pv-ipi,-kvm-pv-unhalt,-kvm-pv-sched-yield`). Topology fields are left
 //! for the per-vCPU normaliser.
 //!
 //! ```
@@ -60,8 +65,20 @@ use crate::spec::{Ambiguity, ModelSpec};
 use crate::table::{CpuidKey, CpuidRegs, CpuidTable};
 use crate::{props, synth};
 
-/// Features QEMU turns on for every named model under KVM (when supported).
-pub const KVM_DEFAULT_ON: &[&str] = &["hypervisor", "x2apic"];
+/// Features QEMU turns on for every named model under KVM (when supported): QEMU 7.2's
+/// `kvm_default_props`, `x2apic` and the paravirtual features every KVM since Linux 3.x
+/// offers. The other paravirtual features (`kvm-pv-ipi`, `kvm-pv-unhalt`,
+/// `kvm-pv-sched-yield`, ...) stay off unless asked for; `host` and `max` take all KVM has.
+pub const KVM_DEFAULT_ON: &[&str] = &[
+    "hypervisor",
+    "x2apic",
+    "kvmclock",
+    "kvm_nopiodelay",
+    "kvm_asyncpf",
+    "kvm_steal_time",
+    "kvm_pv_eoi",
+    "kvmclock_stable_bit",
+];
 /// Features QEMU turns off for every named model under KVM unless asked for.
 pub const KVM_DEFAULT_OFF: &[&str] = &["acpi", "monitor", "svm"];
 
@@ -186,7 +203,13 @@ pub fn resolve(spec: &ModelSpec, supported: &CpuidTable) -> Result<Resolved, Che
                 .map(|f| (f.name, f)),
         );
     }
-    let requested = spec.requested();
+    let mut requested = spec.requested();
+    if !spec.kvm {
+        // Without the hypervisor leaves there is nothing to ask for (QEMU clears the
+        // word without a warning).
+        requested.retain(|_, (f, _)| !f.is_kvm_paravirt());
+        soft.retain(|_, f| !f.is_kvm_paravirt());
+    }
     for (name, (f, on)) in &requested {
         soft.remove(name);
         if *on {

@@ -3,7 +3,10 @@
 //!
 //! Canonical names are the flag names of Linux `/proc/cpuinfo`
 //! (`arch/x86/include/asm/cpufeatures.h`). Where Linux hides a flag or has no
-//! name for it, the QEMU property name is used with `_` instead of `-`.
+//! name for it, the QEMU property name is used with `_` instead of `-`: so for
+//! KVM's paravirtual features (leaf 0x4000_0001 EAX, QEMU's `kvm-pv-ipi`, ...), whose
+//! Linux `KVM_FEATURE_*` macro names are accepted as aliases (`KVM_FEATURE_PV_SEND_IPI`,
+//! or `pv_send_ipi`).
 //! Lookups ([`by_name`]) also accept:
 //! - QEMU's spelling of each flag (`sse4.2`, `lahf-lm`, `tsc-deadline`,
 //!   `avx512vnni`, `ffxsr`, ...), and
@@ -47,6 +50,9 @@ pub struct Feature {
     pub reg: Reg,
     /// Bit number, 0..=31.
     pub bit: u8,
+    /// Further bits of the same register that QEMU sets and clears under the same
+    /// name; 0 for all but `kvmclock`, which also owns bit 3 (`KVM_FEATURE_CLOCKSOURCE2`).
+    pub extra_mask: u32,
     /// Vendor that defines the bit.
     pub vendor: FeatureVendor,
 }
@@ -60,16 +66,23 @@ impl Feature {
         }
     }
 
-    /// The bit as a mask of its register.
+    /// The feature's bits as a mask of its register (one bit, or two for `kvmclock`).
     pub const fn mask(&self) -> u32 {
-        1u32 << self.bit
+        1u32 << self.bit | self.extra_mask
     }
 
-    /// True when `table` has the entry and the bit is set.
+    /// True when `table` has the entry and all the feature's bits are set (QEMU's
+    /// reading of a multi-bit property).
     pub fn is_set(&self, table: &CpuidTable) -> bool {
         table
             .regs(self.key())
-            .is_some_and(|r| r.get(self.reg) & self.mask() != 0)
+            .is_some_and(|r| r.get(self.reg) & self.mask() == self.mask())
+    }
+
+    /// True for KVM's paravirtual features (leaf 0x4000_0001): they exist only while
+    /// the hypervisor leaves do (`kvm=on`).
+    pub const fn is_kvm_paravirt(&self) -> bool {
+        self.leaf >= KVM_LEAVES.start && self.leaf < KVM_LEAVES.end
     }
 
     /// Set or clear the bit. Returns false (and changes nothing) when the table
@@ -124,6 +137,7 @@ const fn feat(
         subleaf,
         reg,
         bit,
+        extra_mask: 0,
         vendor,
     }
 }
@@ -131,6 +145,18 @@ const fn feat(
 const fn with_aliases(mut f: Feature, aliases: &'static [&'static str]) -> Feature {
     f.aliases = aliases;
     f
+}
+
+/// A KVM paravirtual feature of leaf 0x4000_0001 EAX (QEMU's `FEAT_KVM` word): the
+/// QEMU name with `_` as canonical name, Linux's `KVM_FEATURE_*` macro (without the
+/// prefix, which [`by_name`] strips) as alias.
+const fn kvm(
+    name: &'static str,
+    qemu: &'static str,
+    bit: u8,
+    linux: &'static [&'static str],
+) -> Feature {
+    with_aliases(feat(name, qemu, KVM_FEATURES, 0, Eax, bit, Any), linux)
 }
 
 use FeatureVendor::{Amd, Any, Intel};
@@ -143,6 +169,10 @@ const XSAVE: u32 = 0xd;
 const E1: u32 = 0x8000_0001;
 /// The SVM feature leaf.
 const SVM: u32 = 0x8000_000a;
+/// The hypervisor leaves KVM answers (signature 0x4000_0000, features 0x4000_0001).
+pub(crate) const KVM_LEAVES: std::ops::Range<u32> = 0x4000_0000..0x5000_0000;
+/// KVM's paravirtual feature leaf (`KVM_CPUID_FEATURES`).
+const KVM_FEATURES: u32 = 0x4000_0001;
 
 static CATALOGUE: &[Feature] = &[
     // CPUID.01H:EDX
@@ -453,7 +483,58 @@ static CATALOGUE: &[Feature] = &[
         Amd,
     ),
     feat("auto_ibrs", "auto-ibrs", 0x8000_0021, 0, Eax, 8, Amd),
+    // CPUID.40000001H:EAX (KVM_CPUID_FEATURES): QEMU 7.2's names; aliases are Linux's
+    // KVM_FEATURE_* macros, which `by_name` also takes with the prefix.
+    kvmclock_feature(),
+    kvm("kvm_nopiodelay", "kvm-nopiodelay", 1, &["nop_io_delay"]),
+    kvm("kvm_mmu", "kvm-mmu", 2, &["mmu_op"]),
+    kvm("kvm_asyncpf", "kvm-asyncpf", 4, &["async_pf"]),
+    kvm("kvm_steal_time", "kvm-steal-time", 5, &["steal_time"]),
+    kvm("kvm_pv_eoi", "kvm-pv-eoi", 6, &["pv_eoi"]),
+    kvm("kvm_pv_unhalt", "kvm-pv-unhalt", 7, &["pv_unhalt"]),
+    kvm("kvm_pv_tlb_flush", "kvm-pv-tlb-flush", 9, &["pv_tlb_flush"]),
+    // QEMU 8.2's name; QEMU 7.2 leaves bit 10 unnamed (props::QEMU_7_2_UNNAMED).
+    kvm(
+        "kvm_asyncpf_vmexit",
+        "kvm-asyncpf-vmexit",
+        10,
+        &["async_pf_vmexit"],
+    ),
+    kvm("kvm_pv_ipi", "kvm-pv-ipi", 11, &["pv_send_ipi"]),
+    kvm(
+        "kvm_poll_control",
+        "kvm-poll-control",
+        12,
+        &["poll_control"],
+    ),
+    kvm(
+        "kvm_pv_sched_yield",
+        "kvm-pv-sched-yield",
+        13,
+        &["pv_sched_yield"],
+    ),
+    kvm("kvm_asyncpf_int", "kvm-asyncpf-int", 14, &["async_pf_int"]),
+    kvm(
+        "kvm_msi_ext_dest_id",
+        "kvm-msi-ext-dest-id",
+        15,
+        &["msi_ext_dest_id"],
+    ),
+    kvm(
+        "kvmclock_stable_bit",
+        "kvmclock-stable-bit",
+        24,
+        &["clocksource_stable_bit"],
+    ),
 ];
+
+/// `kvmclock`: bit 0 (`KVM_FEATURE_CLOCKSOURCE`) and bit 3 (`KVM_FEATURE_CLOCKSOURCE2`),
+/// one property in QEMU, which gives both bits the name.
+const fn kvmclock_feature() -> Feature {
+    let mut f = kvm("kvmclock", "kvmclock", 0, &["clocksource", "clocksource2"]);
+    f.extra_mask = 1 << 3;
+    f
+}
 
 /// Bits a raw host dump may show but `KVM_GET_SUPPORTED_CPUID` never reports,
 /// because KVM does not virtualize them (thermal and power management, debug
@@ -540,8 +621,16 @@ fn index() -> &'static HashMap<String, &'static Feature> {
 /// Look a feature up by its canonical name, QEMU name or alias
 /// (case-insensitive; `-`, `.` and `_` are interchangeable).
 pub fn by_name(name: &str) -> Option<&'static Feature> {
-    index().get(&normalize_name(name)).copied()
+    let name = normalize_name(name);
+    let linux = name.strip_prefix(LINUX_KVM_PREFIX);
+    let found = index().get(&name).or_else(|| index().get(linux?));
+    found
+        .copied()
+        .filter(|f| linux.is_none() || f.is_kvm_paravirt())
 }
+
+/// Prefix of Linux's names of the paravirtual features (`KVM_FEATURE_PV_SEND_IPI`).
+const LINUX_KVM_PREFIX: &str = "kvm_feature_";
 
 /// The catalogued features whose bit is set in `table`, in catalogue order.
 pub fn present_in(table: &CpuidTable) -> Vec<&'static Feature> {
@@ -605,11 +694,13 @@ mod tests {
         let mut names = HashSet::new();
         for f in all() {
             assert!(f.bit < 32, "{}", f.name);
-            assert!(
-                bits.insert((f.leaf, f.subleaf, f.reg, f.bit)),
-                "bit of {} catalogued twice",
-                f.name
-            );
+            for bit in (0..32).filter(|b| f.mask() & 1 << b != 0) {
+                assert!(
+                    bits.insert((f.leaf, f.subleaf, f.reg, bit)),
+                    "bit {bit} of {} catalogued twice",
+                    f.name
+                );
+            }
             assert!(names.insert(normalize_name(f.name)), "{}", f.name);
         }
         // No alias or QEMU spelling resolves to a different feature than the
@@ -646,6 +737,42 @@ mod tests {
             );
         }
         assert!(by_name("avx3").is_none());
+    }
+
+    #[test]
+    fn kvm_paravirt_features_take_qemus_and_linuxs_names() {
+        for (spelling, canonical, mask) in [
+            ("kvm-pv-ipi", "kvm_pv_ipi", 1 << 11),
+            ("KVM_FEATURE_PV_SEND_IPI", "kvm_pv_ipi", 1 << 11),
+            ("kvm_pv_unhalt", "kvm_pv_unhalt", 1 << 7),
+            ("kvm-pv-sched-yield", "kvm_pv_sched_yield", 1 << 13),
+            ("kvmclock-stable-bit", "kvmclock_stable_bit", 1 << 24),
+            ("kvmclock", "kvmclock", 0b1001),
+            ("kvm_feature_clocksource2", "kvmclock", 0b1001),
+            ("pv-send-ipi", "kvm_pv_ipi", 1 << 11),
+        ] {
+            let f = by_name(spelling).unwrap_or_else(|| panic!("{spelling}"));
+            assert_eq!((f.name, f.mask()), (canonical, mask), "{spelling}");
+            assert!(f.is_kvm_paravirt());
+            assert_eq!(f.location(), "CPUID.40000001H:EAX");
+        }
+        assert!(!by_name("x2apic").unwrap().is_kvm_paravirt());
+        assert!(by_name("kvm_feature_avx").is_none());
+        assert_eq!(suggest("kvm-pv-ip"), Some("kvm_pv_ipi"));
+    }
+
+    #[test]
+    fn a_two_bit_feature_is_set_only_with_both_bits() {
+        let clock = by_name("kvmclock").unwrap();
+        let mut t = CpuidTable::new();
+        t.insert(clock.key(), Default::default());
+        clock.set(&mut t, true);
+        assert_eq!(t.regs(clock.key()).unwrap().eax, 0b1001);
+        t.get_mut(clock.key()).unwrap().regs.eax = 0b0001;
+        assert!(!clock.is_set(&t));
+        t.get_mut(clock.key()).unwrap().regs.eax = 0b1111;
+        clock.set(&mut t, false);
+        assert_eq!(t.regs(clock.key()).unwrap().eax, 0b0110);
     }
 
     #[test]

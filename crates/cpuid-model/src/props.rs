@@ -13,8 +13,6 @@ use crate::model::{CpuModel, Vendor};
 use crate::spec::ModelSpec;
 use crate::table::{CpuidKey, CpuidTable};
 
-/// Hypervisor leaves: KVM's signature (0x4000_0000) and paravirtual features.
-const HYPERVISOR_LEAVES: std::ops::Range<u32> = 0x4000_0000..0x5000_0000;
 /// Extended leaves (`xlevel` range); 0xC000_0000 and up (Centaur) are not among them.
 const EXTENDED_LEAVES: std::ops::Range<u32> = 0x8000_0000..0xc000_0000;
 /// Leaf 1 / 0x8000_0001 EAX bits of the family (`[11:8]`, extended `[27:20]`).
@@ -26,6 +24,10 @@ const STEPPING_BITS: u32 = 0xf;
 /// Features QEMU 7.2 marks as blocking migration (`unmigratable_flags`), left out of
 /// `host` and `max` unless `migratable=off` or asked for by name.
 pub const UNMIGRATABLE: &[&str] = &["invtsc"];
+/// Features QEMU 7.2 has no name for, so its migratable `host` and `max` (which keep
+/// named bits only) leave them off; treated as [`UNMIGRATABLE`]. `kvm-asyncpf-vmexit`
+/// is QEMU 8.2's name for `KVM_FEATURE_ASYNC_PF_VMEXIT`.
+pub const QEMU_7_2_UNNAMED: &[&str] = &["kvm_asyncpf_vmexit"];
 
 /// The model a named spec builds from: the model with the spec's identity and
 /// `min-level` / `min-xlevel` in place of its own.
@@ -47,14 +49,14 @@ pub(crate) fn named_model(spec: &ModelSpec) -> CpuModel {
 /// `kvm=off`: no hypervisor leaves, so no KVM signature and no paravirtual features
 /// (as QEMU without Hyper-V enlightenments). The leaf 1 `hypervisor` bit is kept.
 pub(crate) fn hide_kvm(t: &mut CpuidTable) {
-    t.retain(|k, _| !HYPERVISOR_LEAVES.contains(&k.leaf));
+    t.retain(|k, _| !features::KVM_LEAVES.contains(&k.leaf));
 }
 
 /// `host` / `max`: the spec's properties as patches of the host's table.
 pub(crate) fn patch_passthrough(t: &mut CpuidTable, spec: &ModelSpec) {
     if spec.migratable {
         let requested = spec.requested();
-        for name in UNMIGRATABLE {
+        for name in UNMIGRATABLE.iter().chain(QEMU_7_2_UNNAMED) {
             let asked = requested.get(name).is_some_and(|(_, on)| *on);
             if let (false, Some(f)) = (asked, features::by_name(name)) {
                 f.set(t, false);

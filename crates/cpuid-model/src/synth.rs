@@ -2,7 +2,8 @@
 //! signature, brand string, caches, XSAVE layout and address sizes come from the model
 //! and the spec's options, never from the host. The host only decides which of the
 //! model's features survive ([`crate::check`] drops or refuses the others) and supplies
-//! the hypervisor leaves (0x4000_0000 and up), which belong to the VMM's accelerator.
+//! the hypervisor leaves (0x4000_0000 and up), which belong to the VMM's accelerator;
+//! their paravirtual feature word (0x4000_0001 EAX) holds only the enabled ones.
 //!
 //! What each leaf holds follows QEMU 7.2's `cpu_x86_cpuid` as its TCG guests read it
 //! (the reference, host-independent); the topology fields are left for
@@ -11,9 +12,12 @@
 //! shows through them.
 
 use crate::cache::{self, CacheInfo, CacheLevels};
-use crate::features::Feature;
+use crate::features::{self, Feature};
 use crate::model::{CpuModel, Vendor};
 use crate::table::{CpuidEntry, CpuidKey, CpuidRegs, CpuidTable};
+
+/// KVM's paravirtual feature leaf; its EAX is QEMU's `FEAT_KVM` word.
+const KVM_FEATURES_LEAF: u32 = 0x4000_0001;
 
 /// Physical address bits QEMU gives named models unless told otherwise.
 pub const DEFAULT_PHYS_BITS: u32 = 40;
@@ -224,9 +228,14 @@ pub(crate) fn build(input: &ModelInput, host: &CpuidTable) -> CpuidTable {
         xsave_leaf(&mut t, input.enabled);
     }
     for (k, e) in host.iter() {
-        if (0x4000_0000..0x5000_0000).contains(&k.leaf) {
+        if features::KVM_LEAVES.contains(&k.leaf) {
             t.insert(*k, *e);
         }
+    }
+    // The paravirtual features are the model's choice (QEMU's KVM defaults and the
+    // spec), set below from `enabled`, not everything the host's KVM offers.
+    if let Some(e) = t.get_mut(CpuidKey::leaf(KVM_FEATURES_LEAF)) {
+        e.regs.eax = 0;
     }
     if xlevel >= 0x8000_0000 {
         extended_leaves(&mut t, input, xlevel, sig, caches);
