@@ -18,11 +18,13 @@ use cpu_topology::{CpuTopology, VcpuIndex};
 use cpuid_model::{dump, CpuidTable};
 use guest_memory::{GuestRam, MemoryLayout, NumaTopology};
 use kvm_bindings::{
-    kvm_enable_cap, kvm_fpu, kvm_mp_state, kvm_pit_config, kvm_regs, KVM_CAP_SPLIT_IRQCHIP,
-    KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
+    kvm_enable_cap, kvm_fpu, kvm_irqchip, kvm_mp_state, kvm_pit_config, kvm_regs,
+    KVM_CAP_SPLIT_IRQCHIP, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED,
+    KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Cap, VcpuFd, VmFd};
 use probe_guest::{ProbeGuest, ProbeLayout};
+use x86_boot::bios::{BiosInterruptState, Pic};
 use x86_boot::layout::BOOT_STACK_POINTER;
 use x86_boot::long_mode::long_mode_sregs;
 
@@ -341,8 +343,13 @@ impl Guest {
 
 /// The BSP enters a Multiboot kernel in 32-bit protected mode, as the specification says:
 /// EAX the magic, EBX the information structure, flat segments, paging off.
+/// Its LAPIC is left as a BIOS leaves it (`x86_boot::bios`): enabled, LINT0 ExtINT.
 fn multiboot_bsp(fd: &VcpuFd, entry: &MultibootEntryState) -> Result<(), VmmError> {
     let index = VcpuIndex(0);
+    let mut lapic = fd.get_lapic().map_err(vcpu_op(index, "KVM_GET_LAPIC"))?;
+    BiosInterruptState::default().bsp_lapic(&mut lapic);
+    fd.set_lapic(&lapic)
+        .map_err(vcpu_op(index, "KVM_SET_LAPIC"))?;
     let base = fd.get_sregs().map_err(vcpu_op(index, "KVM_GET_SREGS"))?;
     fd.set_sregs(&entry.sregs(&base))
         .map_err(vcpu_op(index, "KVM_SET_SREGS"))?;
@@ -412,6 +419,7 @@ fn load_multiboot(
     };
     let load = load_multiboot_image(image, &mb)?;
     load.write_to(ram.memory())?;
+    bios_pics(vm)?;
     let platform = std::sync::Arc::new(Platform::new(PlatformConfig {
         console: serial.sink,
         power: None,
@@ -425,6 +433,21 @@ fn load_multiboot(
         input,
     };
     Ok((guest, VmBus::Platform(platform)))
+}
+
+/// Initialise the 8259 pair as a BIOS does before a boot loader runs
+/// (`x86_boot::bios`: vectors 0x08 and 0x70).
+fn bios_pics(vm: &VmFd) -> Result<(), VmmError> {
+    let state = BiosInterruptState::default();
+    for pic in [Pic::Master, Pic::Slave] {
+        let mut chip = kvm_irqchip {
+            chip_id: pic.kvm_chip_id(),
+            ..Default::default()
+        };
+        chip.chip.pic = state.pic(pic);
+        vm.set_irqchip(&chip).map_err(kvm_op("KVM_SET_IRQCHIP"))?;
+    }
+    Ok(())
 }
 
 /// The probe starts every vCPU directly in long mode (APs would otherwise wait for
