@@ -23,6 +23,13 @@
 //! Plain data: the VMM applies [`BiosInterruptState::pic`] with `KVM_SET_IRQCHIP`
 //! and [`BiosInterruptState::bsp_lapic`] with `KVM_GET_LAPIC`/`KVM_SET_LAPIC`.
 //!
+//! [`resume_rom`] is the one piece of BIOS code the VMM needs: the S3 resume path.
+//! After a sleep request the VMM resets the vCPUs with INIT, as a wake-up resets a
+//! PC's CPUs; the BSP starts at the reset vector (`0xfffffff0`, in the ROM page at
+//! [`RESUME_ROM_ADDR`]) and the ROM does what a BIOS does on resume: it reads the
+//! FACS `Firmware_Waking_Vector` and jumps to it in real mode (`CS` = vector >> 4,
+//! `IP` = vector & 0xf, `DS` = 0), or halts when the guest set none.
+//!
 //! ```
 //! use x86_boot::bios::{BiosInterruptState, Pic};
 //!
@@ -35,6 +42,82 @@
 //! ```
 
 use kvm_bindings::{kvm_lapic_state, kvm_pic_state};
+use vm_memory::{Bytes, GuestAddress, GuestMemory};
+
+use crate::acpi::pm1::{FACS_LEN, FACS_WAKING_VECTOR};
+
+/// Guest-physical address of the 4 KiB resume ROM: the page holding the reset vector.
+pub const RESUME_ROM_ADDR: u64 = 0xffff_f000;
+/// Size of the resume ROM.
+pub const RESUME_ROM_SIZE: usize = 0x1000;
+/// Offset of the reset vector (`0xfffffff0`) in the ROM.
+const RESET_VECTOR_OFFSET: usize = 0xff0;
+/// Offset of the resume code in the ROM (CS base `0xffff0000`, so IP `0xf000`).
+const RESUME_CODE_OFFSET: usize = 0;
+
+/// Why the resume ROM could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BiosError {
+    /// The ROM could not be written (no memory at [`RESUME_ROM_ADDR`]).
+    #[error("write the resume ROM at {RESUME_ROM_ADDR:#x}")]
+    Write(#[source] vm_memory::GuestMemoryError),
+    /// Real-mode code reaches only the first MiB.
+    #[error("the FACS at {facs_addr:#x} is not below 1 MiB, where the real-mode resume code can read it")]
+    FacsOutOfReach {
+        /// The FACS address.
+        facs_addr: u64,
+    },
+}
+
+/// Build the resume ROM ([`resume_rom`]) and write it to `mem` at [`RESUME_ROM_ADDR`].
+pub fn write_resume_rom<M: GuestMemory + ?Sized>(mem: &M, facs_addr: u64) -> Result<(), BiosError> {
+    let rom = resume_rom(facs_addr)?;
+    mem.write_slice(&rom, GuestAddress(RESUME_ROM_ADDR))
+        .map_err(BiosError::Write)
+}
+
+/// The resume ROM for a FACS at `facs_addr` (below 1 MiB); see the
+/// [module docs](self). Map it read-only at [`RESUME_ROM_ADDR`].
+pub fn resume_rom(facs_addr: u64) -> Result<Vec<u8>, BiosError> {
+    if facs_addr + FACS_LEN as u64 > 0x10_0000 {
+        return Err(BiosError::FacsOutOfReach { facs_addr });
+    }
+    let seg = (facs_addr >> 4) as u16;
+    let off = (facs_addr & 0xf) as u16;
+    let [seg_lo, seg_hi] = seg.to_le_bytes();
+    // The stack for the far return: the FACS's last reserved bytes (firmware-owned).
+    let [sp_lo, sp_hi] = (off + FACS_LEN as u16).to_le_bytes();
+    let [vec_lo, vec_hi] = (off + FACS_WAKING_VECTOR as u16).to_le_bytes();
+    #[rustfmt::skip]
+    let code = [
+        0xfa,                         // cli
+        0xb8, seg_lo, seg_hi,         // mov ax, FACS segment
+        0x8e, 0xd8,                   // mov ds, ax
+        0x8e, 0xd0,                   // mov ss, ax
+        0xbc, sp_lo, sp_hi,           // mov sp, end of the FACS
+        0x66, 0xa1, vec_lo, vec_hi,   // mov eax, [Firmware_Waking_Vector]
+        0x66, 0x85, 0xc0,             // test eax, eax
+        0x75, 0x03,                   // jnz wake
+        0xf4,                         // 1: hlt
+        0xeb, 0xfd,                   //    jmp 1b
+        0x66, 0x89, 0xc3,             // wake: mov ebx, eax
+        0x66, 0xc1, 0xe8, 0x04,       // shr eax, 4
+        0x83, 0xe3, 0x0f,             // and bx, 0xf
+        0x50,                         // push ax (CS)
+        0x53,                         // push bx (IP)
+        0x31, 0xc9,                   // xor cx, cx
+        0x8e, 0xd9,                   // mov ds, cx
+        0xcb,                         // retf
+    ];
+    let mut rom = vec![0xf4u8; RESUME_ROM_SIZE]; // hlt everywhere else
+    rom[RESUME_CODE_OFFSET..][..code.len()].copy_from_slice(&code);
+    // At the reset vector: jmp near to the code (same segment, base 0xffff0000).
+    let next_ip = 0xf000 + RESET_VECTOR_OFFSET as i32 + 3;
+    let rel = (0xf000 + RESUME_CODE_OFFSET as i32 - next_ip) as i16;
+    let [rel_lo, rel_hi] = rel.to_le_bytes();
+    rom[RESET_VECTOR_OFFSET..][..3].copy_from_slice(&[0xe9, rel_lo, rel_hi]);
+    Ok(rom)
+}
 
 /// LAPIC spurious-interrupt vector register offset.
 pub const APIC_SVR: usize = 0xf0;
@@ -156,6 +239,33 @@ mod tests {
         assert_eq!(
             (Pic::Master.kvm_chip_id(), Pic::Slave.kvm_chip_id()),
             (0, 1)
+        );
+    }
+
+    #[test]
+    fn resume_rom_jumps_from_the_reset_vector_to_the_code_that_reads_the_facs() {
+        let rom = resume_rom(0xa_0040).unwrap();
+        assert_eq!(rom.len(), 4096);
+        // jmp near -0xff3: from IP 0xfff3 to 0xf000, the first byte of the page.
+        assert_eq!(rom[0xff0..0xff3], [0xe9, 0x0d, 0xf0]);
+        // DS = 0xa004; the waking vector at DS:0x000c; the stack ends at DS:0x0040.
+        assert_eq!(rom[..4], [0xfa, 0xb8, 0x04, 0xa0]);
+        assert_eq!(rom[8..11], [0xbc, 0x40, 0x00]);
+        assert_eq!(rom[11..15], [0x66, 0xa1, 0x0c, 0x00]);
+        assert_eq!(rom[rom.len() - 1], 0xf4);
+        let mem = vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(
+            GuestAddress(RESUME_ROM_ADDR),
+            RESUME_ROM_SIZE,
+        )])
+        .unwrap();
+        write_resume_rom(&mem, 0xa_0040).unwrap();
+        let mut back = vec![0; RESUME_ROM_SIZE];
+        mem.read_slice(&mut back, GuestAddress(RESUME_ROM_ADDR))
+            .unwrap();
+        assert_eq!(back, rom);
+        assert_eq!(
+            resume_rom(0xf_ffc8).unwrap_err().to_string(),
+            "the FACS at 0xfffc8 is not below 1 MiB, where the real-mode resume code can read it"
         );
     }
 
