@@ -228,6 +228,7 @@ impl Prepared<'_> {
                     power: tables.power,
                     hotplug: tables.hotplug.map(|h| (h, cpus.as_slice())),
                     test_devices,
+                    pc_power: None,
                 })?);
                 platform.register_irqfds(vm).map_err(kvm_op("KVM_IRQFD"))?;
                 let input = serial.input.subscriber(platform.com1().clone());
@@ -425,6 +426,7 @@ fn load_multiboot(
         power: None,
         hotplug: None,
         test_devices: Some(test_devices(vm, topo, layout)?),
+        pc_power: None,
     })?);
     platform.register_irqfds(vm).map_err(kvm_op("KVM_IRQFD"))?;
     let input = serial.input.subscriber(platform.com1().clone());
