@@ -12,6 +12,7 @@
 //! | `evt_base + 0` | `PM1_STS` (16 bits, write 1 to clear) | `WAK_STS` (15), set on resume from S3 |
 //! | `evt_base + 2` | `PM1_EN` (16 bits) | stored (`RTC_EN`, 10, is what kvm-unit-tests' s3 sets) |
 //! | `cnt_base + 0` | `PM1_CNT` (16 bits) | `SCI_EN` (0) reads 1; `SLP_TYP` (10-12) with `SLP_EN` (13) enters a sleep state |
+//! | `tmr_base + 0` | `PM_TMR` (32-bit reads) | the 24-bit power-management timer, [`PM_TIMER_HZ`] |
 //!
 //! Sleep types are QEMU's: [`SLP_TYP_S3`] 1 (suspend to RAM), [`SLP_TYP_S5`] 0 (soft
 //! off). The FADT has no `SMI_CMD` port, so the platform is always in ACPI mode.
@@ -22,6 +23,12 @@ pub const PM1_DEFAULT_EVT_BASE: u16 = 0x600;
 pub const PM1_DEFAULT_CNT_BASE: u16 = 0x604;
 /// QEMU's SCI: ISA IRQ 9.
 pub const PM1_DEFAULT_SCI: u16 = 9;
+/// QEMU's `PM_TMR_BLK` (the PM base + 8).
+pub const PM_TMR_DEFAULT_BASE: u16 = 0x608;
+/// Bytes of the PM timer block.
+pub const PM_TMR_LEN: u8 = 4;
+/// The PM timer's frequency (3.579545 MHz); it counts in 24 bits.
+pub const PM_TIMER_HZ: u64 = 3_579_545;
 /// Bytes of the PM1 event block (`PM1_STS` + `PM1_EN`).
 pub const PM1_EVT_LEN: u8 = 4;
 /// Bytes of the PM1 control block.
@@ -56,6 +63,8 @@ pub struct Pm1Config {
     pub evt_base: u16,
     /// First port of the 2-byte PM1a control block.
     pub cnt_base: u16,
+    /// Port of the 4-byte PM timer.
+    pub tmr_base: u16,
     /// The SCI's ISA interrupt (`SCI_INT`).
     pub sci: u16,
 }
@@ -65,6 +74,7 @@ impl Default for Pm1Config {
         Self {
             evt_base: PM1_DEFAULT_EVT_BASE,
             cnt_base: PM1_DEFAULT_CNT_BASE,
+            tmr_base: PM_TMR_DEFAULT_BASE,
             sci: PM1_DEFAULT_SCI,
         }
     }

@@ -6,7 +6,7 @@ use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::sdt::Sdt;
 use acpi_tables::Aml;
 
-use super::pm1::{Pm1Config, PM1_CNT_LEN, PM1_EVT_LEN};
+use super::pm1::{Pm1Config, PM1_CNT_LEN, PM1_EVT_LEN, PM_TMR_LEN};
 use super::power::{PowerConfig, RESET_VALUE};
 use super::{AcpiConfig, NumaConfig, OEM_ID, OEM_TABLE_ID};
 use crate::platform::{CpuEntry, LAPIC_ADDR, MAX_XAPIC_ID};
@@ -101,9 +101,9 @@ fn io_byte(port: u16) -> GAS {
 /// the one-byte I/O registers of [`super::power`].
 ///
 /// With `pm1` (its config and the FACS address) the FADT is a full one instead: it
-/// points at the FACS and the PM1a event and control blocks of [`super::pm1`], with
-/// the SCI on ISA IRQ `sci`, no SMI command port (always in ACPI mode) and
-/// `8042` (the i8042 reset line) in `IAPC_BOOT_ARCH`.
+/// points at the FACS, the PM1a event and control blocks and the PM timer of
+/// [`super::pm1`], with the SCI on ISA IRQ `sci`, no SMI command port (always in
+/// ACPI mode) and `8042` (the i8042 reset line) in `IAPC_BOOT_ARCH`.
 pub fn fadt(
     dsdt_addr: u64,
     power: Option<&PowerConfig>,
@@ -127,6 +127,15 @@ pub fn fadt(
             b.pm1_cnt_len = PM1_CNT_LEN;
             b.x_pm1a_evt_blk = io_block(pm.evt_base, PM1_EVT_LEN);
             b.x_pm1a_cnt_blk = io_block(pm.cnt_base, PM1_CNT_LEN);
+            b.pm_tmr_blk = u32::from(pm.tmr_base).into();
+            b.pm_tmr_len = PM_TMR_LEN;
+            b.x_pm_tmr_blk = GAS::new(
+                AddressSpace::SystemIo,
+                32,
+                0,
+                AccessSize::DwordAccess,
+                u64::from(pm.tmr_base),
+            );
             b.iapc_boot_arch = (IAPC_VGA_NOT_PRESENT | IAPC_8042).into();
         }
         None => b = b.flag(Flags::HwReducedAcpi),

@@ -597,6 +597,9 @@ fn pm1_tables_give_a_facs_and_the_pm1_blocks() {
     assert_eq!(u16::from_le_bytes([fadt[46], fadt[47]]), 9);
     assert_eq!((u32_at(fadt, 56), u32_at(fadt, 64)), (0x600, 0x604));
     assert_eq!((fadt[88], fadt[89]), (4, 2));
+    // PM_TMR_BLK and PM_TMR_LEN (vmexit's inl_pmtimer reads the 32-bit field).
+    assert_eq!((u32_at(fadt, 76), fadt[91]), (0x608, 4));
+    assert_eq!(gas_at(fadt, 208), (1, 32, 0, 3, 0x608), "X_PM_TMR_BLK");
     assert_eq!(u32_at(fadt, 48), 0, "no SMI_CMD: always in ACPI mode");
     assert_eq!(gas_at(fadt, 148), (1, 32, 0, 2, 0x600), "X_PM1a_EVT_BLK");
     assert_eq!(gas_at(fadt, 172), (1, 16, 0, 2, 0x604), "X_PM1a_CNT_BLK");
