@@ -1,5 +1,6 @@
 //! Fixed-hardware ACPI power management (x86-boot's [`x86_boot::acpi::pm1`]): the
-//! PM1a event block (`PM1_STS`, `PM1_EN`) and control block (`PM1_CNT`) a full FADT
+//! PM1a event block (`PM1_STS`, `PM1_EN`), control block (`PM1_CNT`) and PM timer
+//! (`PM_TMR`: 24 bits at 3.579545 MHz, from the host's monotonic clock) a full FADT
 //! points at.
 //!
 //! | guest write to `PM1_CNT` | result |
@@ -15,10 +16,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use cpu_topology::VcpuIndex;
 use x86_boot::acpi::pm1::{sleep_request, Pm1Config, SleepRequest, SCI_EN, SLP_EN, WAK_STS};
-use x86_boot::acpi::pm1::{PM1_CNT_LEN, PM1_EVT_LEN};
+use x86_boot::acpi::pm1::{PM1_CNT_LEN, PM1_EVT_LEN, PM_TIMER_HZ, PM_TMR_LEN};
 
 use crate::bus::{BusBuilder, BusDevice, BusError, DeviceAction, FirstDevice, Range, VmExit};
 
@@ -84,6 +86,7 @@ pub struct Pm1 {
     cnt: AtomicU16,
     hooks: Arc<dyn SleepHooks>,
     warned_sleep: AtomicBool,
+    timer_start: Instant,
 }
 
 impl Pm1 {
@@ -97,24 +100,34 @@ impl Pm1 {
             cnt: AtomicU16::new(SCI_EN),
             hooks,
             warned_sleep: AtomicBool::new(false),
+            timer_start: Instant::now(),
         })
     }
 
-    /// Put both blocks on `bus`.
+    /// Put the three blocks on `bus`.
     pub fn register<F: FirstDevice>(
         self: &Arc<Self>,
         bus: BusBuilder<F>,
     ) -> Result<BusBuilder<F>, BusError> {
-        let part = |control| {
+        let part = |block| {
             Arc::new(Part {
                 pm: self.clone(),
-                control,
+                block,
             }) as Arc<dyn BusDevice>
         };
         let evt = Range::ports(self.config.evt_base, PM1_EVT_LEN.into());
         let cnt = Range::ports(self.config.cnt_base, PM1_CNT_LEN.into());
-        bus.io("acpi pm1 event", evt, part(false))?
-            .io("acpi pm1 control", cnt, part(true))
+        let tmr = Range::ports(self.config.tmr_base, PM_TMR_LEN.into());
+        bus.io("acpi pm1 event", evt, part(Block::Event))?
+            .io("acpi pm1 control", cnt, part(Block::Control))?
+            .io("acpi pm timer", tmr, part(Block::Timer))
+    }
+
+    /// `PM_TMR`: ticks of the 3.579545 MHz clock since the device was created, in 24
+    /// bits.
+    pub fn timer(&self) -> u32 {
+        let nanos = self.timer_start.elapsed().as_nanos();
+        (nanos * u128::from(PM_TIMER_HZ) / 1_000_000_000) as u32 & 0x00ff_ffff
     }
 
     /// `PM1_STS`, `PM1_EN` and `PM1_CNT` as the guest reads them.
@@ -169,19 +182,31 @@ impl Pm1 {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Block {
+    Event,
+    Control,
+    Timer,
+}
+
 #[derive(Debug)]
 struct Part {
     pm: Arc<Pm1>,
-    control: bool,
+    block: Block,
 }
 
 impl BusDevice for Part {
     fn read(&self, _: VcpuIndex, offset: u64, data: &mut [u8]) -> DeviceAction {
         let [sts, en, cnt] = self.pm.registers();
-        let bytes: Vec<u8> = if self.control {
-            cnt.to_le_bytes().to_vec()
-        } else {
-            [sts.to_le_bytes(), en.to_le_bytes()].concat()
+        let [s0, s1] = sts.to_le_bytes();
+        let [e0, e1] = en.to_le_bytes();
+        let bytes = match self.block {
+            Block::Event => [s0, s1, e0, e1],
+            Block::Control => {
+                let [c0, c1] = cnt.to_le_bytes();
+                [c0, c1, 0xff, 0xff]
+            }
+            Block::Timer => self.pm.timer().to_le_bytes(),
         };
         for (i, b) in data.iter_mut().enumerate() {
             *b = bytes.get(offset as usize + i).copied().unwrap_or(0xff);
@@ -190,11 +215,14 @@ impl BusDevice for Part {
     }
 
     fn write(&self, _: VcpuIndex, offset: u64, data: &[u8]) -> DeviceAction {
-        if self.control {
-            self.pm.control_write(offset, data)
-        } else {
-            self.pm.event_write(offset, data);
-            DeviceAction::Continue
+        match self.block {
+            Block::Control => self.pm.control_write(offset, data),
+            Block::Event => {
+                self.pm.event_write(offset, data);
+                DeviceAction::Continue
+            }
+            // Read-only.
+            Block::Timer => DeviceAction::Continue,
         }
     }
 }
@@ -247,6 +275,22 @@ mod tests {
         // A byte write of the high half also sleeps.
         bus.io_out(V, 0x605, &[0x24]);
         assert_eq!(hooks.0.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn the_pm_timer_counts_at_3_58_mhz_in_24_bits() {
+        let (bus, _) = bus(Arc::new(NoSleep));
+        let read = || {
+            let mut d = [0; 4];
+            bus.io_in(V, 0x608, &mut d);
+            u32::from_le_bytes(d)
+        };
+        let t0 = read();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let t1 = read();
+        assert_eq!(t1 >> 24, 0, "24 bits");
+        // At least the 20 ms slept (71591 ticks), short of the 4.7 s wrap-around.
+        assert!(t1.wrapping_sub(t0) & 0xff_ffff >= 71_591, "{t0} -> {t1}");
     }
 
     #[test]

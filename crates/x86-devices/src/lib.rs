@@ -13,7 +13,7 @@
 //! | COM1, a 16550 UART (vm-superio) | [`com1`] | ports `0x3f8..=0x3ff` | GSI 4, irqfd |
 //! | i8042 reset line | [`i8042`] | ports `0x60`, `0x64` | - |
 //! | ACPI PM: sleep control/status, reset | [`acpi_pm`] | ports `0x3c0..=0x3c2` | power button GED, GSI 6, irqfd |
-//! | ACPI PM1a event and control blocks (S3, S5) | [`acpi_pm1`] | ports `0x600..=0x603`, `0x604..=0x605` | - |
+//! | ACPI PM1a event and control blocks (S3, S5), PM timer | [`acpi_pm1`] | ports `0x600..=0x603`, `0x604..=0x605`, `0x608..=0x60b` | - |
 //! | CMOS RTC (time, `UIP`, CMOS RAM) | [`rtc`] | ports `0x70..=0x71` | - |
 //! | CPU hot-plug registers | [`cpu_hotplug`] | ports `0xcd8..=0xce3` | GED, GSI 5, irqfd |
 //! | QEMU fw_cfg (I/O interface) | [`fw_cfg`] | ports `0x510..=0x511` | - |

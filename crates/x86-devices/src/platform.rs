@@ -299,8 +299,8 @@ mod tests {
         let map = p.bus().map();
         assert_eq!(
             map.len(),
-            3 + 3 + 2 + 5,
-            "COM1, i8042 x2, PM1 x2, RTC, fw_cfg, debug-exit, 5 testdev ranges"
+            3 + 4 + 2 + 5,
+            "COM1, i8042 x2, PM1 x3, RTC, fw_cfg, debug-exit, 5 testdev ranges"
         );
         p.io_out(V, 0x70, &[0x0d]);
         let mut d = [0];
