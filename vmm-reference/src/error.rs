@@ -75,6 +75,9 @@ pub enum VmmError {
     /// The boot tables could not be built.
     #[error("boot tables")]
     Boot(#[from] crate::linux::boot::BootError),
+    /// The BIOS state of a Multiboot kernel (the S3 resume ROM) could not be set up.
+    #[error("set up the BIOS state")]
+    Bios(#[from] x86_boot::bios::BiosError),
     /// The serial backend could not be opened (`--serial`).
     #[error(transparent)]
     Serial(#[from] x86_devices::serial::SerialError),

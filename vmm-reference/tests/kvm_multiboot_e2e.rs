@@ -91,3 +91,58 @@ fn kvm_bad_multiboot_images_exit_2_with_one_line() {
         );
     }
 }
+
+/// What a BIOS leaves behind, read by the guest: the BSP's LAPIC with LINT0 in
+/// virtual-wire ExtINT mode (`0x8700`) and enabled (`SVR` `0x1ff`), and no 8259 line
+/// masked. Exit value 0 when all hold, 1 otherwise.
+#[test]
+fn kvm_multiboot_bsp_starts_in_virtual_wire_mode() {
+    #[rustfmt::skip]
+    let mut code = vec![
+        0xa1, 0x50, 0x03, 0xe0, 0xfe, // mov eax, [0xfee00350] (LVT0)
+        0x3d, 0x00, 0x87, 0x00, 0x00, // cmp eax, 0x8700
+        0x75, 0x1d,                   // jne fail
+        0xa1, 0xf0, 0x00, 0xe0, 0xfe, // mov eax, [0xfee000f0] (SVR)
+        0x3d, 0xff, 0x01, 0x00, 0x00, // cmp eax, 0x1ff
+        0x75, 0x11,                   // jne fail
+        0xe4, 0x21,                   // in al, 0x21 (master IMR)
+        0x88, 0xc4,                   // mov ah, al
+        0xe4, 0xa1,                   // in al, 0xa1 (slave IMR)
+        0x08, 0xe0,                   // or al, ah
+        0x75, 0x07,                   // jnz fail
+    ];
+    code.extend(debug_exit(0));
+    code.extend(debug_exit(1)); // fail:
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write(dir.path(), "bios.bin", &image(0x10_0000, 0, &code));
+    let out = run(&kernel, &["--smp", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+}
+
+/// ACPI S3 as kvm-unit-tests' s3 enters it: the guest follows the RSDP at 0xe0000 to the
+/// XSDT's first table (the FADT), writes a real-mode waking vector into the FACS the
+/// FADT names, and sets `SLP_TYP` 1 with `SLP_EN` in the FADT's PM1a control block.
+/// The resumed guest exits with 0x2a; a guest that is not suspended exits with 1.
+#[test]
+fn kvm_multiboot_guest_resumes_from_s3_at_its_facs_waking_vector() {
+    #[rustfmt::skip]
+    let mut code = vec![
+        0xa1, 0x18, 0x00, 0x0e, 0x00,             // mov eax, [0xe0018] (RSDP.XsdtAddress)
+        0x8b, 0x40, 0x24,                         // mov eax, [eax+36] (XSDT entry 0: FADT)
+        0x8b, 0x58, 0x24,                         // mov ebx, [eax+36] (FADT.FIRMWARE_CTRL)
+        0xc7, 0x43, 0x0c, 0x00, 0x10, 0x00, 0x00, // mov dword [ebx+12], 0x1000
+        // The real-mode code at 0x1000: mov al, 0x2a; out 0xf4, al; hlt.
+        0xc7, 0x05, 0x00, 0x10, 0x00, 0x00, 0xb0, 0x2a, 0xe6, 0xf4,
+        0xc6, 0x05, 0x04, 0x10, 0x00, 0x00, 0xf4,
+        0x8b, 0x50, 0x40,                         // mov edx, [eax+64] (FADT.PM1a_CNT_BLK)
+        0x66, 0xb8, 0x00, 0x24,                   // mov ax, 0x2400 (SLP_TYP 1, SLP_EN)
+        0x66, 0xef,                               // out dx, ax
+    ];
+    code.extend(debug_exit(1));
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write(dir.path(), "s3.bin", &image(0x10_0000, 0, &code));
+    let out = run(&kernel, &["--smp", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some((0x2a << 1) | 1), "{stderr}");
+}

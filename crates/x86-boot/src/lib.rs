@@ -23,7 +23,8 @@
 //! - [`layout`]: a default guest memory map for all of the above;
 //! - [`multiboot`] and [`multiboot_info`]: a Multiboot (v1) kernel loader
 //!   (ELF32/ELF64 or a.out kludge) with the information structure and the
-//!   32-bit protected-mode entry state.
+//!   32-bit protected-mode entry state;
+//! - [`bios`]: the 8259 and LAPIC state a PC BIOS leaves for a boot loader.
 //!
 //! DESIGN.md in the crate explains the memory map, what Linux reads from each
 //! table and the hot-plug register interface.
@@ -52,6 +53,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acpi;
+pub mod bios;
 pub mod e820;
 pub mod gdt;
 pub mod layout;

@@ -13,6 +13,8 @@
 //! | COM1, a 16550 UART (vm-superio) | [`com1`] | ports `0x3f8..=0x3ff` | GSI 4, irqfd |
 //! | i8042 reset line | [`i8042`] | ports `0x60`, `0x64` | - |
 //! | ACPI PM: sleep control/status, reset | [`acpi_pm`] | ports `0x3c0..=0x3c2` | power button GED, GSI 6, irqfd |
+//! | ACPI PM1a event and control blocks (S3, S5), PM timer | [`acpi_pm1`] | ports `0x600..=0x603`, `0x604..=0x605`, `0x608..=0x60b` | - |
+//! | CMOS RTC (time, `UIP`, CMOS RAM) | [`rtc`] | ports `0x70..=0x71` | - |
 //! | CPU hot-plug registers | [`cpu_hotplug`] | ports `0xcd8..=0xce3` | GED, GSI 5, irqfd |
 //! | QEMU fw_cfg (I/O interface) | [`fw_cfg`] | ports `0x510..=0x511` | - |
 //! | isa-debug-exit | [`debug_exit`] | ports `0xf4..=0xf7` | - |
@@ -23,8 +25,8 @@
 //! ([`Bus::vm_exit`]) and stops the VM, and the VMM maps it to its exit code.
 //!
 //! [`Platform`] bundles a kernel payload's whole device set (Linux: COM1, i8042, ACPI
-//! PM, CPU hot-plug; a multiboot kvm-unit-tests kernel: COM1, i8042, fw_cfg,
-//! isa-debug-exit, pc-testdev) with the control-plane calls the VMM needs.
+//! PM, CPU hot-plug; a multiboot kvm-unit-tests kernel: COM1, i8042, PM1 blocks, RTC,
+//! fw_cfg, isa-debug-exit, pc-testdev) with the control-plane calls the VMM needs.
 //!
 //! COM1's host side ([`serial`]) parses `--serial` and runs on the VMM's one
 //! `event-manager` loop: a [`serial::SerialSubscriber`] per VM, no threads.
@@ -55,6 +57,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acpi_pm;
+pub mod acpi_pm1;
 pub mod bus;
 pub mod com1;
 pub mod cpu_hotplug;
@@ -64,6 +67,7 @@ pub mod i8042;
 pub mod irq;
 pub mod pc_testdev;
 pub mod platform;
+pub mod rtc;
 pub mod serial;
 
 pub use acpi_pm::AcpiPm;
@@ -78,7 +82,7 @@ pub use fw_cfg::{FwCfg, FwCfgBuilder};
 pub use i8042::I8042;
 pub use irq::InterruptLine;
 pub use pc_testdev::{PcTestdev, TestdevHooks};
-pub use platform::{Platform, PlatformConfig, PlatformError, TestDevices};
+pub use platform::{PcPower, Platform, PlatformConfig, PlatformError, TestDevices};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -6,7 +6,7 @@
 //! | ports `0xe0..=0xe3` | `pc-testdev-ioport` | a 32-bit data register: writes store the bytes at their offset, reads return them | emulator (string I/O), realmode (in/out of each width) |
 //! | ports `0xe4..=0xe7` | `pc-testdev-flush-page` | a 32-bit write names a guest-physical page to "flush" | eventinj |
 //! | ports `0xe8..=0xeb` | `pc-testdev-ioport-byte` | the same data register, byte-wise | - |
-//! | ports `0x2000..=0x2017` | `pc-testdev-irq-line` | a byte write to `0x2000 + n` sets ISA/IOAPIC line `n` to `value != 0` | ioapic, and tests through `set_irq_line()` |
+//! | ports `0x2000..=0x2017` | `pc-testdev-irq-line` | a byte write to `0x2000 + n` sets ISA/IOAPIC line `n` to `value != 0`; a wider write is split into byte writes, one line per byte | ioapic, realmode (`outl` to `0x200b`), and tests through `set_irq_line()` |
 //! | MMIO `0xff000000..=0xff00ffff` | `pc-testdev-iomem` | 64 KiB of plain memory behind MMIO exits | emulator, lam (`IORAM_BASE_PHYS`) |
 //!
 //! What this implementation leaves out or changes: the flush page calls
@@ -190,7 +190,14 @@ impl BusDevice for Part {
                 .dev
                 .hooks
                 .flush_page(u64::from(u32::from_le_bytes([a, b, c, d])) & !0xfff),
-            (Kind::IrqLine, &[level]) => self.dev.hooks.set_irq_line(offset as u32, level != 0),
+            // QEMU accepts one byte at a time here and splits a wider access into byte
+            // accesses at consecutive ports (memory_access_size), so realmode.c's `outl`
+            // of 1 to 0x200b raises line 11 and lowers lines 12-14.
+            (Kind::IrqLine, bytes) if bytes.len() <= 4 => {
+                for (line, &level) in (offset..TESTDEV_IRQ_LINES.len).zip(bytes) {
+                    self.dev.hooks.set_irq_line(line as u32, level != 0);
+                }
+            }
             (Kind::Iomem, _) => {
                 let mut mem = self.dev.iomem();
                 if let Some(dst) = mem.get_mut(offset as usize..) {
@@ -198,7 +205,7 @@ impl BusDevice for Part {
                     dst[..n].copy_from_slice(&data[..n]);
                 }
             }
-            // Accesses of a size QEMU refuses.
+            // Accesses of a size QEMU refuses, and string writes.
             (Kind::Flush | Kind::IrqLine, _) => {}
         }
         DeviceAction::Continue
@@ -283,8 +290,11 @@ mod tests {
         bus.io_out(V, 0x200e, &[1]);
         bus.io_out(V, 0x200e, &[0]);
         bus.io_out(V, 0x2017, &[5]);
-        bus.io_out(V, 0x2001, &[1, 1]); // a word write: refused
-                                        // eventinj flush_phys_addr: outl of an address.
+        // realmode.c test_sti_inhibit: outl of 1 to 0x200b is four byte writes.
+        bus.io_out(V, 0x200b, &1u32.to_le_bytes());
+        // A word at the last port: the byte past the range is dropped.
+        bus.io_out(V, 0x2017, &[0, 1]);
+        // eventinj flush_phys_addr: outl of an address.
         bus.io_out(V, 0xe4, &0x0012_3456u32.to_le_bytes());
         bus.io_out(V, 0xe4, &[1]); // a byte write: refused
         assert_eq!(
@@ -293,6 +303,11 @@ mod tests {
                 "irq 14 true",
                 "irq 14 false",
                 "irq 23 true",
+                "irq 11 true",
+                "irq 12 false",
+                "irq 13 false",
+                "irq 14 false",
+                "irq 23 false",
                 "flush 0x123000"
             ]
         );

@@ -11,7 +11,10 @@ use vcpu_lifecycle::{ExitAction, ExitHandler};
 use x86_boot::acpi::{CpuHotplugConfig, HotplugError, PowerConfig};
 use x86_boot::CpuEntry;
 
+use x86_boot::acpi::Pm1Config;
+
 use crate::acpi_pm::{AcpiPm, PowerButtonError};
+use crate::acpi_pm1::{Pm1, SleepHooks};
 use crate::bus::{Bus, BusBuilder, BusError, VmExit};
 use crate::com1::{Com1, Com1Error, ConsoleSink, COM1_RANGE};
 use crate::cpu_hotplug::CpuHotplug;
@@ -20,6 +23,7 @@ use crate::fw_cfg::{FwCfg, FW_CFG_RANGE};
 use crate::i8042::{I8042, I8042_COMMAND_RANGE, I8042_DATA_RANGE};
 use crate::irq::{InterruptLine, IrqError};
 use crate::pc_testdev::{PcTestdev, TestdevHooks};
+use crate::rtc::{CmosRtc, RTC_RANGE};
 
 /// The devices kvm-unit-tests talks to.
 #[derive(Debug)]
@@ -41,6 +45,18 @@ pub struct PlatformConfig<'a> {
     pub hotplug: Option<(CpuHotplugConfig, &'a [CpuEntry])>,
     /// fw_cfg, isa-debug-exit and pc-testdev (`None`: not a test kernel).
     pub test_devices: Option<TestDevices>,
+    /// The fixed-hardware ACPI PM1 blocks and the CMOS RTC of a PC chipset (`None`:
+    /// neither; exclusive with `power`, as the ACPI tables are).
+    pub pc_power: Option<PcPower>,
+}
+
+/// A PC chipset's power management: the PM1a blocks and the CMOS RTC.
+#[derive(Debug)]
+pub struct PcPower {
+    /// Where the PM1a blocks are (the FADT's).
+    pub pm1: Pm1Config,
+    /// How S3 resets the vCPUs (`acpi_pm1::KvmInitOnWake` on KVM).
+    pub sleep: Arc<dyn SleepHooks>,
 }
 
 /// Why the platform could not be built.
@@ -99,6 +115,12 @@ impl Platform {
         if let Some(hp) = &hotplug {
             bus = bus
                 .io("cpu hot-plug", hp.range(), hp.clone())
+                .map_err(PlatformError::Bus)?;
+        }
+        if let Some(pc) = config.pc_power {
+            bus = Pm1::new(pc.pm1, pc.sleep)
+                .register(bus)
+                .and_then(|b| b.io("cmos rtc", RTC_RANGE, Arc::new(CmosRtc::new())))
                 .map_err(PlatformError::Bus)?;
         }
         if let Some(test) = config.test_devices {
@@ -224,6 +246,7 @@ mod tests {
             power: Some(PowerConfig::default()),
             hotplug: Some((CpuHotplugConfig::default(), cpus)),
             test_devices: None,
+            pc_power: None,
         })
         .unwrap()
     }
@@ -267,14 +290,24 @@ mod tests {
                 fw_cfg: FwCfgBuilder::new(4, 4, 1 << 30).build(),
                 testdev_hooks: Arc::new(NoHooks),
             }),
+            pc_power: Some(PcPower {
+                pm1: Pm1Config::default(),
+                sleep: Arc::new(crate::acpi_pm1::NoSleep),
+            }),
         })
         .unwrap();
         let map = p.bus().map();
         assert_eq!(
             map.len(),
-            3 + 2 + 5,
-            "COM1, i8042 x2, fw_cfg, debug-exit, 5 testdev ranges"
+            3 + 4 + 2 + 5,
+            "COM1, i8042 x2, PM1 x3, RTC, fw_cfg, debug-exit, 5 testdev ranges"
         );
+        p.io_out(V, 0x70, &[0x0d]);
+        let mut d = [0];
+        p.io_in(V, 0x71, &mut d);
+        assert_eq!(d, [0x80], "RTC register D");
+        p.io_in(V, 0x604, &mut d);
+        assert_eq!(d, [1], "PM1_CNT.SCI_EN");
         assert!(map.contains(&(
             Space::Mmio,
             crate::pc_testdev::TESTDEV_IOMEM,

@@ -289,7 +289,8 @@ impl Vmm {
     /// End the VM for process exit: stop and join the vCPU threads, release the ledger
     /// entry, and leave guest RAM and its KVM slots to the kernel, which frees them with
     /// the process (deleting each slot first costs milliseconds with the full in-kernel
-    /// irqchip, measured).
+    /// irqchip, measured). The guest goes with them: a Multiboot guest holds its resume
+    /// ROM's slot.
     pub fn exit(self) {
         let Vmm {
             vcpus,
@@ -299,12 +300,13 @@ impl Vmm {
             _slots,
             ram,
             vm,
+            guest,
             ..
         } = self;
         drop(vcpus);
         bus.flush_console();
         drop(placement);
-        std::mem::forget((parked, _slots, ram, vm));
+        std::mem::forget((parked, _slots, ram, vm, guest));
     }
 }
 

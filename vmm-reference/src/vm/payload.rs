@@ -10,19 +10,24 @@
 //! | devices | the probe doorbell | COM1, i8042 reset, ACPI power registers, CPU hot-plug block |
 //!
 //! A Multiboot kernel (kvm-unit-tests) is loaded like Linux but enters in 32-bit protected
-//! mode (`x86_boot::multiboot`), gets no ACPI tables, and always has QEMU's test devices:
+//! mode (`x86_boot::multiboot`) with the state a PC BIOS leaves (8259s initialised, BSP
+//! LAPIC in virtual-wire mode, ACPI tables with a full FADT, FACS and PM1 blocks, a CMOS
+//! RTC, an S3 resume ROM at the reset vector), and always has QEMU's test devices:
 //! fw_cfg, isa-debug-exit at 0xf4 and pc-testdev (a Linux kernel has them with
 //! `-device isa-debug-exit` or `-device pc-testdev`).
 
 use cpu_topology::{CpuTopology, VcpuIndex};
 use cpuid_model::{dump, CpuidTable};
-use guest_memory::{GuestRam, MemoryLayout, NumaTopology};
+use guest_memory::{GuestRam, MemoryLayout, MemorySlots, NumaTopology, RamRegion, SlotId};
 use kvm_bindings::{
-    kvm_enable_cap, kvm_fpu, kvm_mp_state, kvm_pit_config, kvm_regs, KVM_CAP_SPLIT_IRQCHIP,
-    KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_PIT_SPEAKER_DUMMY,
+    kvm_enable_cap, kvm_fpu, kvm_irqchip, kvm_mp_state, kvm_pit_config, kvm_regs,
+    KVM_CAP_SPLIT_IRQCHIP, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED,
+    KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Cap, VcpuFd, VmFd};
 use probe_guest::{ProbeGuest, ProbeLayout};
+use x86_boot::acpi::{write_acpi_with_pm1, AcpiConfig, AcpiLayout, AcpiTables, Pm1Config};
+use x86_boot::bios::{write_resume_rom, BiosInterruptState, Pic, RESUME_ROM_ADDR, RESUME_ROM_SIZE};
 use x86_boot::layout::BOOT_STACK_POINTER;
 use x86_boot::long_mode::long_mode_sregs;
 
@@ -36,9 +41,10 @@ use x86_boot::multiboot::{
     load_multiboot as load_multiboot_image, MultibootConfig, MultibootModule,
 };
 use x86_boot::multiboot_info::MultibootEntryState;
+use x86_devices::acpi_pm1::KvmInitOnWake;
 use x86_devices::pc_testdev::KvmIrqLines;
 use x86_devices::serial::{SerialBackend, SerialSubscriber};
-use x86_devices::{FwCfgBuilder, Platform, PlatformConfig, TestDevices};
+use x86_devices::{FwCfgBuilder, PcPower, Platform, PlatformConfig, TestDevices};
 
 /// KVM_SET_TSS_ADDR: three pages in the 32-bit MMIO hole, below the identity-map page
 /// (Firecracker's addresses).
@@ -226,6 +232,7 @@ impl Prepared<'_> {
                     power: tables.power,
                     hotplug: tables.hotplug.map(|h| (h, cpus.as_slice())),
                     test_devices,
+                    pc_power: None,
                 })?);
                 platform.register_irqfds(vm).map_err(kvm_op("KVM_IRQFD"))?;
                 let input = serial.input.subscriber(platform.com1().clone());
@@ -250,6 +257,8 @@ pub(super) enum Guest {
         entry: MultibootEntryState,
         /// COM1's input, until the event loop takes it.
         input: Option<SerialSubscriber>,
+        /// The S3 resume ROM and its memory slot, mapped while the VM lives.
+        _resume_rom: (GuestRam, MemorySlots),
     },
     /// A loaded Linux kernel and the tables it boots with.
     Kernel {
@@ -341,8 +350,13 @@ impl Guest {
 
 /// The BSP enters a Multiboot kernel in 32-bit protected mode, as the specification says:
 /// EAX the magic, EBX the information structure, flat segments, paging off.
+/// Its LAPIC is left as a BIOS leaves it (`x86_boot::bios`): enabled, LINT0 ExtINT.
 fn multiboot_bsp(fd: &VcpuFd, entry: &MultibootEntryState) -> Result<(), VmmError> {
     let index = VcpuIndex(0);
+    let mut lapic = fd.get_lapic().map_err(vcpu_op(index, "KVM_GET_LAPIC"))?;
+    BiosInterruptState::default().bsp_lapic(&mut lapic);
+    fd.set_lapic(&lapic)
+        .map_err(vcpu_op(index, "KVM_SET_LAPIC"))?;
     let base = fd.get_sregs().map_err(vcpu_op(index, "KVM_GET_SREGS"))?;
     fd.set_sregs(&entry.sregs(&base))
         .map_err(vcpu_op(index, "KVM_SET_SREGS"))?;
@@ -366,7 +380,9 @@ fn test_devices(
 }
 
 /// Load a Multiboot kernel (`--initrd` is module 0, `--append` its command line) with
-/// COM1 and the test devices; no ACPI tables, no CPU hot-plug.
+/// COM1, the test devices, and what a PC BIOS provides: initialised 8259s, ACPI
+/// tables with a FACS and PM1 blocks (S3 through the resume ROM, S5), the CMOS RTC.
+/// No CPU hot-plug.
 fn load_multiboot(
     vm: &std::sync::Arc<VmFd>,
     ram: &GuestRam,
@@ -412,19 +428,84 @@ fn load_multiboot(
     };
     let load = load_multiboot_image(image, &mb)?;
     load.write_to(ram.memory())?;
+    bios_pics(vm)?;
+    let cpus = boot::cpu_entries(topo, None).map_err(boot::BootError::from)?;
+    let pm1 = Pm1Config::default();
+    let acpi = AcpiConfig {
+        hotplug: None,
+        power: None,
+        ..boot::acpi_config(cpus, layout, None)
+    };
+    let tables = write_acpi_with_pm1(ram.memory(), &acpi, &pm1, &AcpiLayout::default())
+        .map_err(boot::BootError::from)?;
+    let resume_rom = map_resume_rom(vm, ram, &tables)?;
+    let apic = topo.apic_layout();
+    let apic_ids = topo
+        .present()
+        .map(|i| apic.apic_id(i).map(|id| id.0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(boot::BootError::from)?;
     let platform = std::sync::Arc::new(Platform::new(PlatformConfig {
         console: serial.sink,
         power: None,
         hotplug: None,
         test_devices: Some(test_devices(vm, topo, layout)?),
+        pc_power: Some(PcPower {
+            pm1,
+            sleep: std::sync::Arc::new(KvmInitOnWake {
+                vm: std::sync::Arc::clone(vm),
+                apic_ids,
+            }),
+        }),
     })?);
     platform.register_irqfds(vm).map_err(kvm_op("KVM_IRQFD"))?;
     let input = serial.input.subscriber(platform.com1().clone());
     let guest = Guest::Multiboot {
         entry: load.entry,
         input,
+        _resume_rom: resume_rom,
     };
     Ok((guest, VmBus::Platform(platform)))
+}
+
+/// Map the 4 KiB S3 resume ROM at the reset vector (`x86_boot::bios`), reading the
+/// waking vector from the FACS of `tables`, in the memory slot after guest RAM's.
+fn map_resume_rom(
+    vm: &std::sync::Arc<VmFd>,
+    ram: &GuestRam,
+    tables: &AcpiTables,
+) -> Result<(GuestRam, MemorySlots), VmmError> {
+    let facs = tables
+        .table(b"FACS")
+        .ok_or_else(|| VmmError::Unsupported("the ACPI tables have no FACS".into()))?;
+    let layout = MemoryLayout::new(
+        vec![RamRegion {
+            gpa: vm_memory::GuestAddress(RESUME_ROM_ADDR),
+            size: RESUME_ROM_SIZE as u64,
+            node: None,
+        }],
+        Vec::new(),
+    )?;
+    let rom = GuestRam::new(&layout)?;
+    write_resume_rom(rom.memory(), facs.addr.0)?;
+    let first = SlotId(ram.layout().regions().len() as u32);
+    let slots = rom.register_at(std::sync::Arc::clone(vm), first)?;
+    Ok((rom, slots))
+}
+
+/// Initialise the 8259 pair as a BIOS does before a boot loader runs
+/// (`x86_boot::bios`: vectors 0x08 and 0x70).
+fn bios_pics(vm: &VmFd) -> Result<(), VmmError> {
+    let state = BiosInterruptState::default();
+    for pic in [Pic::Master, Pic::Slave] {
+        let mut chip = kvm_irqchip {
+            chip_id: pic.kvm_chip_id(),
+            ..Default::default()
+        };
+        chip.chip.pic = state.pic(pic);
+        vm.set_irqchip(&chip).map_err(kvm_op("KVM_SET_IRQCHIP"))?;
+    }
+    Ok(())
 }
 
 /// The probe starts every vCPU directly in long mode (APs would otherwise wait for

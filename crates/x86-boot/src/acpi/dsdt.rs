@@ -48,6 +48,7 @@ use acpi_tables::aml::{
 };
 use acpi_tables::{Aml, AmlSink};
 
+use super::pm1::{SLP_TYP_S3, SLP_TYP_S5 as PM1_SLP_TYP_S5};
 use super::power::{POWER_BUTTON_NOTIFY, SLP_TYP_S5};
 use super::tables::{processor_structure, MADT_ENABLED};
 use super::{AcpiConfig, CpuHotplugConfig};
@@ -279,6 +280,17 @@ fn sleep_states() -> Raw {
     let typ = SLP_TYP_S5;
     let pkg = Package::new(vec![&typ, &ZERO, &ZERO, &ZERO]);
     encode(&Name::new("\\_S5_".into(), &pkg))
+}
+
+/// `Name (\_S3_, Package () { 1, 1, 0, 0 })` and `Name (\_S5_, Package () { 0, 0, 0,
+/// 0 })`: the sleep states of the PM1 control block ([`super::pm1`], QEMU's values).
+pub(crate) fn pm1_sleep_states() -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, typ) in [("\\_S3_", SLP_TYP_S3), ("\\_S5_", PM1_SLP_TYP_S5)] {
+        let pkg = Package::new(vec![&typ, &typ, &ZERO, &ZERO]);
+        Name::new(name.into(), &pkg).to_aml_bytes(&mut out);
+    }
+    out
 }
 
 /// `Device (PWRB) { Name (_HID, EisaId ("PNP0C0C")) Name (_UID, 0) }`, when the

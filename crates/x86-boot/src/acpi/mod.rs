@@ -23,6 +23,7 @@
 
 mod dsdt;
 pub mod hotplug;
+pub mod pm1;
 pub mod power;
 mod tables;
 
@@ -32,6 +33,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryError};
 
 pub use dsdt::{cpu_device_name, HOTPLUG_IO_LEN};
 pub use hotplug::{CpuHotplugController, HotplugError, HotplugEvent};
+pub use pm1::Pm1Config;
 pub use power::{PowerConfig, PowerEvent, PowerRegisters, POWER_IO_LEN};
 pub use tables::{
     madt_type, processor_structure, uses_x2apic, DSDT_REVISION, MADT_ENABLED, MADT_ONLINE_CAPABLE,
@@ -159,7 +161,7 @@ pub struct AcpiTables {
     pub rsdp_addr: GuestAddress,
     /// The RSDP bytes.
     pub rsdp: Vec<u8>,
-    /// DSDT, FACP, APIC, [SRAT, SLIT,] XSDT, in address order.
+    /// FACS (with PM1 blocks only), DSDT, FACP, APIC, [SRAT, SLIT,] XSDT, in address order.
     pub tables: Vec<AcpiTable>,
 }
 
@@ -233,6 +235,9 @@ pub enum AcpiError {
         /// The power block's first port.
         io_base: u16,
     },
+    /// Both the hardware-reduced power registers and the PM1 blocks were asked for.
+    #[error("the hardware-reduced power registers and the PM1 blocks exclude each other")]
+    PowerAndPm1,
     /// NUMA configured without memory ranges.
     #[error("NUMA configuration has no memory ranges")]
     NumaWithoutMemory,
@@ -443,6 +448,29 @@ fn validate_power(config: &AcpiConfig) -> Result<(), AcpiError> {
 
 /// Validate `config` and build every table for `layout` (nothing is written).
 pub fn build_acpi(config: &AcpiConfig, layout: &AcpiLayout) -> Result<AcpiTables, AcpiError> {
+    build(config, None, layout)
+}
+
+/// [`build_acpi`] for a PC platform with fixed-hardware power management
+/// ([`pm1`]): a FACS first in the area, a full FADT pointing at it and at the PM1a
+/// blocks, `\_S3_` and `\_S5_` in the DSDT, and `PCAT_COMPAT` in the MADT.
+/// `config.power` (the hardware-reduced registers) must be `None`.
+pub fn build_acpi_with_pm1(
+    config: &AcpiConfig,
+    pm1: &Pm1Config,
+    layout: &AcpiLayout,
+) -> Result<AcpiTables, AcpiError> {
+    if config.power.is_some() {
+        return Err(AcpiError::PowerAndPm1);
+    }
+    build(config, Some(pm1), layout)
+}
+
+fn build(
+    config: &AcpiConfig,
+    pm1: Option<&Pm1Config>,
+    layout: &AcpiLayout,
+) -> Result<AcpiTables, AcpiError> {
     let distances = validate(config)?;
     if layout.rsdp_addr % 16 != 0 {
         return Err(AcpiError::MisalignedRsdp {
@@ -458,7 +486,11 @@ pub fn build_acpi(config: &AcpiConfig, layout: &AcpiLayout) -> Result<AcpiTables
             end: layout.tables_end,
         });
     }
-    let mut next = layout.tables_start.next_multiple_of(16);
+    // The FACS comes first: it needs 64-byte alignment.
+    let mut next = match pm1 {
+        Some(_) => layout.tables_start.next_multiple_of(pm1::FACS_ALIGN),
+        None => layout.tables_start.next_multiple_of(16),
+    };
     let mut tables: Vec<AcpiTable> = Vec::new();
     let mut place = |signature: [u8; 4], bytes: Vec<u8>| -> u64 {
         let addr = next;
@@ -470,12 +502,18 @@ pub fn build_acpi(config: &AcpiConfig, layout: &AcpiLayout) -> Result<AcpiTables
         });
         addr
     };
-    let dsdt_addr = place(*b"DSDT", tables::dsdt(&dsdt::dsdt_aml(config)));
+    let facs_addr = pm1.map(|_| place(*b"FACS", pm1::facs()));
+    let mut aml = dsdt::dsdt_aml(config);
+    if pm1.is_some() {
+        aml.extend(dsdt::pm1_sleep_states());
+    }
+    let dsdt_addr = place(*b"DSDT", tables::dsdt(&aml));
+    let fadt_pm1 = pm1.zip(facs_addr);
     let mut xsdt_entries = vec![place(
         *b"FACP",
-        tables::fadt(dsdt_addr, config.power.as_ref()),
+        tables::fadt(dsdt_addr, config.power.as_ref(), fadt_pm1),
     )];
-    xsdt_entries.push(place(*b"APIC", tables::madt(config)));
+    xsdt_entries.push(place(*b"APIC", tables::madt(config, pm1.is_some())));
     if let (Some(numa), Some(d)) = (&config.numa, &distances) {
         xsdt_entries.push(place(*b"SRAT", tables::srat(&config.cpus, numa)));
         xsdt_entries.push(place(*b"SLIT", tables::slit(d)));
@@ -513,6 +551,18 @@ pub fn build_acpi(config: &AcpiConfig, layout: &AcpiLayout) -> Result<AcpiTables
         rsdp,
         tables,
     })
+}
+
+/// [`build_acpi_with_pm1`] then [`AcpiTables::write_to`].
+pub fn write_acpi_with_pm1<M: GuestMemory + ?Sized>(
+    mem: &M,
+    config: &AcpiConfig,
+    pm1: &Pm1Config,
+    layout: &AcpiLayout,
+) -> Result<AcpiTables, AcpiError> {
+    let tables = build_acpi_with_pm1(config, pm1, layout)?;
+    tables.write_to(mem)?;
+    Ok(tables)
 }
 
 /// [`build_acpi`] then [`AcpiTables::write_to`].

@@ -6,6 +6,7 @@ use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::sdt::Sdt;
 use acpi_tables::Aml;
 
+use super::pm1::{Pm1Config, PM1_CNT_LEN, PM1_EVT_LEN, PM_TMR_LEN};
 use super::power::{PowerConfig, RESET_VALUE};
 use super::{AcpiConfig, NumaConfig, OEM_ID, OEM_TABLE_ID};
 use crate::platform::{CpuEntry, LAPIC_ADDR, MAX_XAPIC_ID};
@@ -41,6 +42,8 @@ pub const MADT_ENABLED: u32 = 1;
 pub const MADT_ONLINE_CAPABLE: u32 = 2;
 /// FADT IAPC_BOOT_ARCH: VGA not present.
 pub const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
+/// FADT IAPC_BOOT_ARCH: an 8042 keyboard controller is present.
+pub const IAPC_8042: u16 = 1 << 1;
 
 /// Whether a slot is described by a Local x2APIC structure: APIC ids above
 /// 254 and processor UIDs above 254 do not fit the 8-bit Local APIC fields
@@ -68,6 +71,17 @@ fn sdt(signature: &[u8; 4], header_len: u32, revision: u8) -> Sdt {
     Sdt::new(*signature, header_len, revision, OEM_ID, OEM_TABLE_ID, 1)
 }
 
+/// A register block of `len` bytes in I/O port space, accessed as 16-bit words.
+fn io_block(port: u16, len: u8) -> GAS {
+    GAS::new(
+        AddressSpace::SystemIo,
+        len * 8,
+        0,
+        AccessSize::WordAccess,
+        u64::from(port),
+    )
+}
+
 /// A one-byte register in I/O port space (Generic Address Structure).
 fn io_byte(port: u16) -> GAS {
     GAS::new(
@@ -85,13 +99,47 @@ fn io_byte(port: u16) -> GAS {
 /// button, if any, is the `PNP0C0C` control-method device in the DSDT). With `power`,
 /// `SLEEP_CONTROL_REG`, `SLEEP_STATUS_REG` and `RESET_REG` (with `RESET_REG_SUP`) name
 /// the one-byte I/O registers of [`super::power`].
-pub fn fadt(dsdt_addr: u64, power: Option<&PowerConfig>) -> Vec<u8> {
+///
+/// With `pm1` (its config and the FACS address) the FADT is a full one instead: it
+/// points at the FACS, the PM1a event and control blocks and the PM timer of
+/// [`super::pm1`], with the SCI on ISA IRQ `sci`, no SMI command port (always in
+/// ACPI mode) and `8042` (the i8042 reset line) in `IAPC_BOOT_ARCH`.
+pub fn fadt(
+    dsdt_addr: u64,
+    power: Option<&PowerConfig>,
+    pm1: Option<(&Pm1Config, u64)>,
+) -> Vec<u8> {
     let mut b = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, 1)
         .dsdt_64(dsdt_addr)
-        .flag(Flags::HwReducedAcpi)
         .flag(Flags::PwrButton)
         .flag(Flags::SlpButton);
     b.iapc_boot_arch = IAPC_VGA_NOT_PRESENT.into();
+    match pm1 {
+        Some((pm, facs_addr)) => {
+            // As QEMU: the DSDT in both fields, the FACS (below 4 GiB) in the 32-bit
+            // one only; older guests and kvm-unit-tests read the 32-bit fields.
+            b = b.firmware_ctrl_32(facs_addr as u32);
+            b.dsdt = (dsdt_addr as u32).into();
+            b.sci_int = pm.sci.into();
+            b.pm1a_evt_blk = u32::from(pm.evt_base).into();
+            b.pm1a_cnt_blk = u32::from(pm.cnt_base).into();
+            b.pm1_evt_len = PM1_EVT_LEN;
+            b.pm1_cnt_len = PM1_CNT_LEN;
+            b.x_pm1a_evt_blk = io_block(pm.evt_base, PM1_EVT_LEN);
+            b.x_pm1a_cnt_blk = io_block(pm.cnt_base, PM1_CNT_LEN);
+            b.pm_tmr_blk = u32::from(pm.tmr_base).into();
+            b.pm_tmr_len = PM_TMR_LEN;
+            b.x_pm_tmr_blk = GAS::new(
+                AddressSpace::SystemIo,
+                32,
+                0,
+                AccessSize::DwordAccess,
+                u64::from(pm.tmr_base),
+            );
+            b.iapc_boot_arch = (IAPC_VGA_NOT_PRESENT | IAPC_8042).into();
+        }
+        None => b = b.flag(Flags::HwReducedAcpi),
+    }
     if let Some(p) = power {
         b = b.flag(Flags::ResetRegSup);
         b.reset_reg = io_byte(p.reset_port());
@@ -105,11 +153,13 @@ pub fn fadt(dsdt_addr: u64, power: Option<&PowerConfig>) -> Vec<u8> {
 }
 
 /// MADT: one processor structure per slot (UID = slot index), the IOAPIC,
-/// the IRQ 0 override and the LINT1 NMI for every processor.
-pub fn madt(config: &AcpiConfig) -> Vec<u8> {
+/// the IRQ 0 override and the LINT1 NMI for every processor. `pcat_compat`: the
+/// platform also has the 8259 pair (flag `PCAT_COMPAT`; never in hardware-reduced
+/// mode).
+pub fn madt(config: &AcpiConfig, pcat_compat: bool) -> Vec<u8> {
     let mut t = sdt(b"APIC", 44, MADT_REVISION);
     t.write_u32(36, LAPIC_ADDR);
-    t.write_u32(40, 0); // no PC-AT 8259 pair in hardware-reduced mode
+    t.write_u32(40, u32::from(pcat_compat));
     let (mut any_xapic, mut any_x2apic) = (false, false);
     for (uid, cpu) in config.cpus.iter().enumerate() {
         let flags = if cpu.present {

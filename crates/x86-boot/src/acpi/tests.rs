@@ -565,3 +565,55 @@ proptest::proptest! {
         }
     }
 }
+
+/// What kvm-unit-tests' s3 reads: the FACS through the FADT's 32-bit
+/// `FIRMWARE_CTRL`, and the PM1a blocks through the 32-bit port fields.
+#[test]
+fn pm1_tables_give_a_facs_and_the_pm1_blocks() {
+    let mut c = two_socket_config();
+    c.power = None;
+    let mem = memory();
+    let pm1 = Pm1Config::default();
+    let t = write_acpi_with_pm1(&mem, &c, &pm1, &AcpiLayout::default()).unwrap();
+    let all = walk(&mem, t.rsdp_addr.0);
+    let fadt = &all["FACP"].1;
+    assert_eq!(
+        u32_at(fadt, FADT_FLAGS) & (1 << 20),
+        0,
+        "not hardware-reduced"
+    );
+    let facs_addr = u64::from(u32_at(fadt, 36));
+    assert_eq!(facs_addr % 64, 0);
+    assert_eq!(
+        u64_at(fadt, 132),
+        0,
+        "X_FIRMWARE_CTRL: the 32-bit field is used"
+    );
+    assert_eq!(u64::from(u32_at(fadt, 40)), all["DSDT"].0, "32-bit DSDT");
+    let mut facs = [0u8; 64];
+    mem.read_slice(&mut facs, GuestAddress(facs_addr)).unwrap();
+    assert_eq!((&facs[..4], u32_at(&facs, 4)), (&b"FACS"[..], 64));
+    // SCI_INT, PM1a_EVT_BLK, PM1a_CNT_BLK, PM1_EVT_LEN, PM1_CNT_LEN.
+    assert_eq!(u16::from_le_bytes([fadt[46], fadt[47]]), 9);
+    assert_eq!((u32_at(fadt, 56), u32_at(fadt, 64)), (0x600, 0x604));
+    assert_eq!((fadt[88], fadt[89]), (4, 2));
+    // PM_TMR_BLK and PM_TMR_LEN (vmexit's inl_pmtimer reads the 32-bit field).
+    assert_eq!((u32_at(fadt, 76), fadt[91]), (0x608, 4));
+    assert_eq!(gas_at(fadt, 208), (1, 32, 0, 3, 0x608), "X_PM_TMR_BLK");
+    assert_eq!(u32_at(fadt, 48), 0, "no SMI_CMD: always in ACPI mode");
+    assert_eq!(gas_at(fadt, 148), (1, 32, 0, 2, 0x600), "X_PM1a_EVT_BLK");
+    assert_eq!(gas_at(fadt, 172), (1, 16, 0, 2, 0x604), "X_PM1a_CNT_BLK");
+    assert_eq!(u32_at(&all["APIC"].1, 40), 1, "PCAT_COMPAT");
+    let dsdt = &all["DSDT"].1;
+    // `Name (\\_S3_, Package (4) { 1, 1, 0, 0 })`.
+    let s3: [u8; 13] = [
+        0x08, b'\\', b'_', b'S', b'3', b'_', 0x12, 0x06, 0x04, 0x01, 0x01, 0x00, 0x00,
+    ];
+    let at = dsdt.windows(4).position(|w| w == b"_S3_").expect("\\_S3_") - 2;
+    assert_eq!(dsdt[at..at + 13], s3);
+    assert!(dsdt.windows(5).any(|w| w == b"\\_S5_"));
+
+    // The hardware-reduced power registers and the PM1 blocks exclude each other.
+    let err = build_acpi_with_pm1(&two_socket_config(), &pm1, &AcpiLayout::default());
+    assert!(matches!(err, Err(AcpiError::PowerAndPm1)));
+}
