@@ -57,8 +57,8 @@ fn main() {
 }
 
 fn read(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -86,7 +86,8 @@ fn compile(doc: &Value, kind: &str, action: &str, backtrace: Option<&[Value]>) -
     let json = serde_json::to_vec(&doc).expect("re-encoding a filter");
     let mut map = seccompiler::compile_from_json(json.as_slice(), TargetArch::x86_64)
         .unwrap_or_else(|e| panic!("filters/{kind}.json: {e}"));
-    map.remove(kind).expect("the compiled map has the filter's own key")
+    map.remove(kind)
+        .expect("the compiled map has the filter's own key")
 }
 
 fn write_insn(out: &mut String, insn: &sock_filter) {

@@ -141,7 +141,11 @@ fn backtraces_wanted() -> bool {
 }
 
 /// The program build.rs compiled for `kind` with `mode`'s mismatch action.
-fn program(kind: ThreadKind, mode: SeccompMode, backtraces: bool) -> Option<&'static [sock_filter]> {
+fn program(
+    kind: ThreadKind,
+    mode: SeccompMode,
+    backtraces: bool,
+) -> Option<&'static [sock_filter]> {
     let action = match mode {
         SeccompMode::Off => return None,
         SeccompMode::On => 0,
