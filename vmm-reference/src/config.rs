@@ -93,6 +93,8 @@ pub struct KernelConfig {
     pub serial: SerialOutput,
     /// Extra devices (`-device isa-debug-exit`, `-device pc-testdev`).
     pub devices: Vec<DeviceOption>,
+    /// KVM's in-kernel 8254 PIT (`-machine pit=off` leaves it out).
+    pub pit: bool,
 }
 
 impl KernelConfig {
@@ -112,6 +114,7 @@ impl KernelConfig {
             cmdline: None,
             serial: SerialOutput::Stdout,
             devices: Vec::new(),
+            pit: true,
         }
     }
 }
@@ -195,6 +198,7 @@ impl VmmConfig {
                     cmdline: linux.append,
                     serial: linux.serial,
                     devices: args.qemu.device,
+                    pit: args.qemu.machine.as_ref().is_none_or(|m| m.pit),
                 })
             }
             None if !args.qemu.device.is_empty() => {

@@ -58,10 +58,10 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
 /// QEMU switches that either change nothing here or are refused with the reason.
 #[derive(Debug, Args, Default)]
 pub struct QemuArgs {
-    /// Machine type, QEMU syntax: pc[,accel=kvm] (this VMM has one machine, a PC with
-    /// KVM's in-kernel APICs).
+    /// Machine type, QEMU syntax: pc[,accel=kvm][,pit=on|off] (this VMM has one machine, a
+    /// PC with KVM's in-kernel APICs; `pit=off` leaves out the 8254 timer of kernel payloads).
     #[arg(short = 'M', long = "machine", value_name = "TYPE", value_parser = parse_machine)]
-    pub machine: Option<String>,
+    pub machine: Option<MachineOption>,
     /// Accelerator: kvm (the only one).
     #[arg(long, value_name = "ACCEL", value_parser = parse_accel)]
     pub accel: Option<String>,
@@ -171,15 +171,32 @@ pub fn parse_device(s: &str) -> Result<DeviceOption, String> {
     }
 }
 
-/// Parse `-machine`: `pc` (or a versioned `pc-i440fx-*`), with `accel=kvm`.
-fn parse_machine(s: &str) -> Result<String, String> {
+/// `-machine`: the machine type and the properties this VMM acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineOption {
+    /// `pc` or a versioned `pc-i440fx-*`.
+    pub kind: String,
+    /// `pit=on|off` (default on): whether kernel payloads get KVM's in-kernel 8254 PIT.
+    pub pit: bool,
+}
+
+/// Parse `-machine`: `pc` (or a versioned `pc-i440fx-*`), with `accel=kvm` and `pit=on|off`.
+fn parse_machine(s: &str) -> Result<MachineOption, String> {
     let mut parts = s.split(',');
     let mut kind = "pc".to_string();
+    let mut pit = true;
     for (i, part) in parts.by_ref().enumerate() {
         match part.split_once('=') {
             Some(("type", v)) => kind = v.to_string(),
             Some(("accel", v)) => {
                 parse_accel(v)?;
+            }
+            Some(("pit", v)) => {
+                pit = match v {
+                    "on" | "yes" | "true" => true,
+                    "off" | "no" | "false" => false,
+                    _ => return Err(format!("-machine: pit={v}: expected 'on' or 'off'")),
+                }
             }
             Some((k, _)) => return Err(format!("-machine: unsupported property '{k}'")),
             None if i == 0 => kind = part.to_string(),
@@ -187,7 +204,7 @@ fn parse_machine(s: &str) -> Result<String, String> {
         }
     }
     if kind == "pc" || kind.starts_with("pc-i440fx-") {
-        Ok(kind)
+        Ok(MachineOption { kind, pit })
     } else {
         Err(format!(
             "unsupported machine type '{kind}': this VMM has one machine, 'pc' (use -machine pc)"
@@ -293,11 +310,17 @@ mod tests {
 
     #[test]
     fn machines_and_accelerators() {
-        assert_eq!(parse_machine("pc").unwrap(), "pc");
-        assert_eq!(parse_machine("pc,accel=kvm").unwrap(), "pc");
-        assert_eq!(parse_machine("accel=kvm").unwrap(), "pc");
+        assert_eq!(parse_machine("pc").unwrap().kind, "pc");
+        assert_eq!(parse_machine("pc,accel=kvm").unwrap().kind, "pc");
+        assert_eq!(parse_machine("accel=kvm").unwrap().kind, "pc");
+        assert!(parse_machine("pc").unwrap().pit);
+        assert!(!parse_machine("pc,accel=kvm,pit=off").unwrap().pit);
         assert_eq!(
-            parse_machine("type=pc-i440fx-7.2").unwrap(),
+            parse_machine("pc,pit=maybe").unwrap_err(),
+            "-machine: pit=maybe: expected 'on' or 'off'"
+        );
+        assert_eq!(
+            parse_machine("type=pc-i440fx-7.2").unwrap().kind,
             "pc-i440fx-7.2"
         );
         assert!(parse_machine("q35")

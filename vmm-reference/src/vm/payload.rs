@@ -154,8 +154,11 @@ impl Prepared<'_> {
                     .map_err(kvm_op("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"))
             }
             Prepared::Probe(_) => vm.create_irq_chip().map_err(kvm_op("KVM_CREATE_IRQCHIP")),
-            Prepared::Kernel(..) => {
+            Prepared::Kernel(k, ..) => {
                 vm.create_irq_chip().map_err(kvm_op("KVM_CREATE_IRQCHIP"))?;
+                if !k.pit {
+                    return Ok(());
+                }
                 vm.create_pit2(kvm_pit_config {
                     flags: KVM_PIT_SPEAKER_DUMMY,
                     ..Default::default()
