@@ -31,6 +31,8 @@
 //!   [`event_channel`], optionally with an `EventFd` written per event for epoll loops.
 //! * **Observability**: per-vCPU [`ExitStats`] (lock-free counters), host thread id
 //!   ([`HostTid`]) known right after spawn, and the host CPU the thread last ran on.
+//! * **Host check**: [`host::check`] says whether this user can run VMs here (/dev/kvm,
+//!   API version, the capabilities relied on), as virt-host-validate does.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -81,6 +83,7 @@ mod event;
 mod fallback;
 mod handle;
 mod handler;
+pub mod host;
 mod set;
 mod state;
 mod stats;
