@@ -21,8 +21,8 @@ use vmm_monitor::control::{
 use vmm_monitor::libvirt_domain::config::{CpuFeature, FeaturePolicy};
 use vmm_monitor::libvirt_domain::DomainConfig;
 use vmm_monitor::{
-    BackendError, CpuInfo, CpuPlugRequest, CpuSlot, EventSink, MachineInfo, MonitorBackend,
-    NumaNode, Registers, RunState, Unplug, VcpuAffinity,
+    BackendError, CpuInfo, CpuPlugRequest, CpuSlot, EmulatedInsns, EventSink, MachineInfo,
+    MonitorBackend, NumaNode, Registers, RunState, Unplug, VcpuAffinity,
 };
 
 /// A failed VMM call as a backend error: the user's fault is shown as is, anything else
@@ -300,6 +300,20 @@ impl MonitorBackend for Machine {
         self.vmm()
             .vcpupin(cpu, cpuset)
             .map_err(|e| failed("vcpupin", e))
+    }
+
+    fn emulated(&self) -> Vec<EmulatedInsns> {
+        let vmm = self.vmm();
+        vmm.vcpus()
+            .iter()
+            .map(|h| EmulatedInsns {
+                cpu: h.index(),
+                counts: (h.stats().emulated.iter())
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(class, n)| (class.to_string(), n))
+                    .collect(),
+            })
+            .collect()
     }
 
     fn vcpuinfo(&self) -> Result<String, BackendError> {

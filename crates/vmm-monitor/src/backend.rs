@@ -75,6 +75,16 @@ pub struct CpuInfo {
     pub halted: bool,
 }
 
+/// What one vCPU's emulation fallback completed in user space (instructions the host's KVM
+/// could not emulate), for `info emulated`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmulatedInsns {
+    /// The vCPU.
+    pub cpu: VcpuIndex,
+    /// Instruction name and count, only those completed at least once.
+    pub counts: Vec<(String, u64)>,
+}
+
 /// One possible CPU slot, present or not: an entry of `query-hotpluggable-cpus`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuSlot {
@@ -315,6 +325,11 @@ pub trait MonitorBackend: Send + Sync {
     fn vcpupin(&self, cpu: VcpuIndex, cpuset: &str) -> Result<(), BackendError>;
     /// libvirt-style `vcpuinfo` text: VCPU, CPU, State, CPU time, CPU Affinity per vCPU.
     fn vcpuinfo(&self) -> Result<String, BackendError>;
+    /// Per present vCPU, the instructions its emulation fallback completed in user space
+    /// (`info emulated`); the default: a VMM without a fallback, nothing.
+    fn emulated(&self) -> Vec<EmulatedInsns> {
+        Vec::new()
+    }
     /// The VM's name (`query-name`); the default: none.
     fn name(&self) -> Option<String> {
         None

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use cpu_topology::VcpuIndex;
 
-use crate::backend::{CpuInfo, CpuPlugRequest, NumaNode, Registers, Segment};
+use crate::backend::{CpuInfo, CpuPlugRequest, EmulatedInsns, NumaNode, Registers, Segment};
 use crate::commands::{backend_error, Monitor};
 use crate::events::QmpEvent;
 use crate::virsh;
@@ -45,6 +45,10 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("help", "show this help"),
     ("info cpus", "show the vCPUs and their host thread ids"),
+    (
+        "info emulated",
+        "show the instructions each vCPU completed in user space (emulation fallback)",
+    ),
     ("info kvm", "show KVM information"),
     ("info numa", "show NUMA information"),
     (
@@ -132,6 +136,7 @@ fn run_inner(monitor: &Monitor, line: &str, current: VcpuIndex) -> Result<HmpOut
                 "kvm support: not compiled\n".to_owned()
             }
         }
+        ["info", "emulated"] => format_emulated(&b.emulated()),
         ["info", "status"] => format_status(b.status().as_str()),
         ["info", "numa"] => format_numa(&b.numa()),
         ["info", "registers"] => {
@@ -319,6 +324,30 @@ pub fn format_info_cpus(cpus: &[CpuInfo], current: VcpuIndex) -> String {
             c.index, c.thread_id
         );
     }
+    out
+}
+
+/// `info emulated`: one line per vCPU (`name=count ...` or `none`), then the VM's total.
+pub fn format_emulated(cpus: &[EmulatedInsns]) -> String {
+    let line = |counts: &[(String, u64)]| {
+        if counts.is_empty() {
+            return "none".to_owned();
+        }
+        let items: Vec<String> = counts.iter().map(|(n, c)| format!("{n}={c}")).collect();
+        items.join(" ")
+    };
+    let mut total: Vec<(String, u64)> = Vec::new();
+    let mut out = String::new();
+    for cpu in cpus {
+        let _ = writeln!(out, "CPU #{}: {}", cpu.cpu.0, line(&cpu.counts));
+        for (name, n) in &cpu.counts {
+            match total.iter_mut().find(|(t, _)| t == name) {
+                Some((_, sum)) => *sum += n,
+                None => total.push((name.clone(), *n)),
+            }
+        }
+    }
+    let _ = writeln!(out, "total: {}", line(&total));
     out
 }
 
@@ -551,6 +580,30 @@ mod tests {
             text,
             "* CPU #0: thread_id=1234\n  CPU #1: thread_id=1235 (halted)\n  CPU #2: thread_id=1236\n"
         );
+    }
+
+    #[test]
+    fn info_emulated_lists_each_cpu_and_the_total() {
+        let cpus = [
+            EmulatedInsns {
+                cpu: VcpuIndex(0),
+                counts: vec![("int3".into(), 3), ("clac".into(), 40)],
+            },
+            EmulatedInsns {
+                cpu: VcpuIndex(1),
+                counts: vec![],
+            },
+            EmulatedInsns {
+                cpu: VcpuIndex(2),
+                counts: vec![("clac".into(), 2), ("popcnt".into(), 5)],
+            },
+        ];
+        assert_eq!(
+            format_emulated(&cpus),
+            "CPU #0: int3=3 clac=40\nCPU #1: none\nCPU #2: clac=2 popcnt=5\n\
+             total: int3=3 clac=42 popcnt=5\n"
+        );
+        assert_eq!(format_emulated(&[]), "total: none\n");
     }
 
     #[test]

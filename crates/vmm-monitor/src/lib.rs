@@ -63,9 +63,9 @@ mod socket;
 pub mod virsh;
 
 pub use backend::{
-    BackendError, CpuInfo, CpuPlugRequest, CpuProps, CpuSlot, DescriptorTable, KvmState,
-    MachineInfo, MonitorBackend, NumaNode, Registers, RunState, Segment, Unplug, VcpuAffinity,
-    NIL_UUID,
+    BackendError, CpuInfo, CpuPlugRequest, CpuProps, CpuSlot, DescriptorTable, EmulatedInsns,
+    KvmState, MachineInfo, MonitorBackend, NumaNode, Registers, RunState, Segment, Unplug,
+    VcpuAffinity, NIL_UUID,
 };
 pub use commands::{run_script, Monitor, Outcome, COMMANDS};
 pub use events::{EventSink, QmpEvent};
