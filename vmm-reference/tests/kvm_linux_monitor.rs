@@ -703,5 +703,7 @@ fn kvm_linux_info_emulated_counts_what_the_fallback_completed() {
         got = q.hmp("info emulated");
     }
     assert_eq!(got, want);
-    assert!(q.hmp("help").contains("info emulated -- show the instructions"));
+    assert!(q
+        .hmp("help")
+        .contains("info emulated -- show the instructions"));
 }
