@@ -58,8 +58,9 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
 /// QEMU switches that either change nothing here or are refused with the reason.
 #[derive(Debug, Args, Default)]
 pub struct QemuArgs {
-    /// Machine type, QEMU syntax: pc[,accel=kvm][,pit=on|off] (this VMM has one machine, a
-    /// PC with KVM's in-kernel APICs; `pit=off` leaves out the 8254 timer of kernel payloads).
+    /// Machine type, QEMU syntax: pc, optionally with accel=kvm and pit=on|off (this VMM
+    /// has one machine, a PC with KVM's in-kernel APICs; pit=off leaves out the 8254 timer
+    /// of kernel payloads).
     #[arg(short = 'M', long = "machine", value_name = "TYPE", value_parser = parse_machine)]
     pub machine: Option<MachineOption>,
     /// Accelerator: kvm (the only one).
