@@ -1,8 +1,8 @@
 #![no_main]
 //! Guest port and MMIO accesses through the platform bus itself, as the vCPU exit path
-//! delivers them: COM1, the i8042, the ACPI power registers, the CPU hot-plug block and
-//! the kvm-unit-tests devices (fw_cfg with a file, isa-debug-exit, pc-testdev) on one
-//! bus. Each 11-byte record is one access: a target (a registered range, or any port or
+//! delivers them: COM1, the i8042, the ACPI power registers, the CPU hot-plug block, the
+//! kvm-unit-tests devices (fw_cfg with a file, isa-debug-exit, pc-testdev) and a
+//! Multiboot kernel's PC power devices (PM1 blocks, PM timer, CMOS RTC) on one bus. Each 11-byte record is one access: a target (a registered range, or any port or
 //! address), an offset into it, a size, read or write, and a value. No access may panic,
 //! a stop always names its cause, and COM1's console ring stays bounded.
 use std::sync::Arc;
@@ -10,12 +10,24 @@ use std::sync::Arc;
 use cpu_topology::VcpuIndex;
 use libfuzzer_sys::fuzz_target;
 use vcpu_lifecycle::ExitHandler;
+use x86_boot::acpi::pm1::Pm1Config;
 use x86_boot::acpi::{CpuHotplugConfig, PowerConfig};
 use x86_boot::CpuEntry;
 use x86_devices::bus::Space;
 use x86_devices::com1::CONSOLE_RING_BYTES;
+use x86_devices::acpi_pm1::SleepHooks;
 use x86_devices::pc_testdev::NoHooks;
-use x86_devices::{ConsoleSink, FwCfgBuilder, Platform, PlatformConfig, TestDevices};
+use x86_devices::{ConsoleSink, FwCfgBuilder, PcPower, Platform, PlatformConfig, TestDevices};
+
+/// S3 that wakes at once, as on KVM, without vCPUs to reset.
+#[derive(Debug)]
+struct WakeAtOnce;
+
+impl SleepHooks for WakeAtOnce {
+    fn suspend_to_ram(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
 
 const RECORD: usize = 11;
 
@@ -31,6 +43,10 @@ fn platform(cpus: &[CpuEntry]) -> Platform {
         test_devices: Some(TestDevices {
             fw_cfg,
             testdev_hooks: Arc::new(NoHooks),
+        }),
+        pc_power: Some(PcPower {
+            pm1: Pm1Config::default(),
+            sleep: Arc::new(WakeAtOnce),
         }),
     })
     .expect("the default device layout has no overlaps")
