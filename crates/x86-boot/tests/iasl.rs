@@ -7,8 +7,8 @@ use std::process::Command;
 
 use cpu_topology::{CpuTopology, VcpuIndex};
 use x86_boot::acpi::{
-    build_acpi, AcpiConfig, AcpiLayout, AcpiTables, CpuHotplugConfig, MemoryRange, NumaConfig,
-    PowerConfig,
+    build_acpi, AcpiConfig, AcpiLayout, AcpiTables, CpuHotplugConfig, IsaSerialConfig, MemoryRange,
+    NumaConfig, PowerConfig,
 };
 use x86_boot::CpuEntry;
 
@@ -104,11 +104,18 @@ fn iasl_accepts_two_socket_numa_hotplug_tables() {
             distances: None,
         }),
         hotplug: Some(CpuHotplugConfig::default()),
+        serial: Some(IsaSerialConfig::COM1),
         ..Default::default()
     };
     let tables = build_acpi(&config, &AcpiLayout::default()).unwrap();
     let src = check_with_iasl(&tables, "numa");
     let dsdt = &src["dsdt"];
+    assert!(dsdt.contains("Device (COM1)"), "{dsdt}");
+    assert!(dsdt.contains("Name (_HID, EisaId (\"PNP0501\")"), "{dsdt}");
+    assert!(
+        dsdt.contains("Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) { 0x00000004, } IO (Decode16, 0x03F8, // Range Minimum 0x03F8, // Range Maximum 0x01, // Alignment 0x08, // Length"),
+        "{dsdt}"
+    );
     for i in 0..16 {
         assert!(
             dsdt.contains(&format!("Device (C{i:03X})")),

@@ -44,14 +44,14 @@ use acpi_tables::aml::{
     Acquire, Add, Arg, BufferData, Device, EISAName, Else, Equal, Field, FieldAccessType,
     FieldEntry, FieldLockRule, FieldUpdateRule, If, Interrupt, LessThan, Local, Method, MethodCall,
     Mutex, Name, Notify, OpRegion, OpRegionSpace, Package, Path, Release, ResourceTemplate, Return,
-    Scope, Store, While, ONE, ZERO,
+    Scope, Store, While, IO, ONE, ZERO,
 };
 use acpi_tables::{Aml, AmlSink};
 
 use super::pm1::{SLP_TYP_S3, SLP_TYP_S5 as PM1_SLP_TYP_S5};
 use super::power::{POWER_BUTTON_NOTIFY, SLP_TYP_S5};
 use super::tables::{processor_structure, MADT_ENABLED};
-use super::{AcpiConfig, CpuHotplugConfig};
+use super::{AcpiConfig, CpuHotplugConfig, IsaSerialConfig};
 
 /// Size of the hot-plug I/O port block.
 pub const HOTPLUG_IO_LEN: u16 = 12;
@@ -266,6 +266,10 @@ pub(crate) fn dsdt_aml(config: &AcpiConfig) -> Vec<u8> {
     if let Some(g) = &ged {
         sb.push(g);
     }
+    let com1 = config.serial.as_ref().map(serial_device);
+    if let Some(c) = &com1 {
+        sb.push(c);
+    }
     let mut out = Vec::new();
     if config.power.is_some() {
         sleep_states().to_aml_bytes(&mut out);
@@ -301,6 +305,20 @@ fn power_button(config: &AcpiConfig) -> Option<Raw> {
     let hid = Name::new("_HID".into(), &id);
     let uid = Name::new("_UID".into(), &ZERO);
     Some(encode(&Device::new("PWRB".into(), vec![&hid, &uid])))
+}
+
+/// `Device (COM1) { Name (_HID, EisaId ("PNP0501")) Name (_UID, 0) Name (_CRS,
+/// ResourceTemplate () { Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) {gsi}
+/// IO (Decode16, base, base, 1, 8) }) }`.
+fn serial_device(serial: &IsaSerialConfig) -> Raw {
+    let id = EISAName::new("PNP0501");
+    let hid = Name::new("_HID".into(), &id);
+    let uid = Name::new("_UID".into(), &ZERO);
+    let irq = Interrupt::new(true, true, false, false, serial.gsi);
+    let ports = IO::new(serial.io_base, serial.io_base, 1, 8);
+    let resources = ResourceTemplate::new(vec![&irq, &ports]);
+    let crs = Name::new("_CRS".into(), &resources);
+    encode(&Device::new("COM1".into(), vec![&hid, &uid, &crs]))
 }
 
 /// The Generic Event Device: one edge, active-high interrupt per event (CPU hot-plug,

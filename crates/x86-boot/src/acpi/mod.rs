@@ -120,6 +120,27 @@ pub struct AcpiConfig {
     /// Power off, reset and the power button; `None` leaves the FADT
     /// without sleep and reset registers and the DSDT without `\_S5_`.
     pub power: Option<PowerConfig>,
+    /// A 16550 UART described as a `PNP0501` device (`\_SB.COM1`) with its ports and
+    /// IRQ. A guest under hardware-reduced ACPI has no legacy IRQs: without this device
+    /// Linux cannot give the UART its interrupt, and writes to the tty fail with EIO.
+    pub serial: Option<IsaSerialConfig>,
+}
+
+/// An ISA 16550 UART: I/O base (8 ports) and IRQ (GSI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsaSerialConfig {
+    /// First of the UART's 8 I/O ports.
+    pub io_base: u16,
+    /// Its interrupt: ISA IRQ n is GSI n on this platform.
+    pub gsi: u32,
+}
+
+impl IsaSerialConfig {
+    /// COM1: ports 0x3f8..0x3ff, IRQ 4.
+    pub const COM1: IsaSerialConfig = IsaSerialConfig {
+        io_base: 0x3f8,
+        gsi: 4,
+    };
 }
 
 /// Where the tables go in guest memory.

@@ -48,7 +48,32 @@ fn two_socket_config() -> AcpiConfig {
         }),
         hotplug: Some(CpuHotplugConfig::default()),
         power: Some(PowerConfig::default()),
+        serial: Some(IsaSerialConfig::COM1),
     }
+}
+
+/// COM1 is a PNP0501 device whose _CRS gives Linux IRQ 4 and ports 0x3f8..0x3ff: under
+/// hardware-reduced ACPI there are no legacy IRQs, and without it the 8250 driver cannot
+/// get its interrupt (user space then reads EIO from the console).
+#[test]
+fn com1_is_a_pnp0501_device_with_irq_4_and_its_ports() {
+    let tables = build_acpi(&two_socket_config(), &AcpiLayout::default()).unwrap();
+    let dsdt = &tables.table(b"DSDT").unwrap().bytes;
+    let has = |needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"COM1"));
+    // EisaId ("PNP0501") as a DWordConst.
+    assert!(has(&[0x0c, 0x41, 0xd0, 0x05, 0x01]));
+    // Extended IRQ descriptor: consumer, edge, active high, exclusive, GSI 4.
+    assert!(has(&[0x89, 0x06, 0x00, 0x03, 0x01, 0x04, 0x00, 0x00, 0x00]));
+    // I/O descriptor: decode16, 0x3f8..0x3f8, alignment 1, 8 ports.
+    assert!(has(&[0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08]));
+    let without = AcpiConfig {
+        serial: None,
+        ..two_socket_config()
+    };
+    let tables = build_acpi(&without, &AcpiLayout::default()).unwrap();
+    let dsdt = &tables.table(b"DSDT").unwrap().bytes;
+    assert!(!dsdt.windows(4).any(|w| w == b"COM1"));
 }
 
 fn memory() -> GuestMemoryMmap {
@@ -479,7 +504,11 @@ fn ged_gsis(dsdt: &[u8]) -> Vec<u32> {
 
 #[test]
 fn dsdt_power_objects_follow_the_config() {
-    let base = two_socket_config();
+    // Without COM1, whose IRQ descriptor `ged_gsis` would also count.
+    let base = AcpiConfig {
+        serial: None,
+        ..two_socket_config()
+    };
     let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
     let dsdt_of = |mutate: &dyn Fn(&mut AcpiConfig)| {
         let mut c = base.clone();

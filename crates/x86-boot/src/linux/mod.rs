@@ -211,6 +211,7 @@ pub fn acpi_config(
         numa,
         hotplug,
         power: Some(PowerConfig::default()),
+        serial: Some(acpi::IsaSerialConfig::COM1),
     }
 }
 
