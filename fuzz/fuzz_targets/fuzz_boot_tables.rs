@@ -4,7 +4,8 @@
 //! table built is checksummed.
 use libfuzzer_sys::fuzz_target;
 use x86_boot::acpi::{
-    build_acpi, AcpiConfig, AcpiLayout, CpuHotplugConfig, CpuHotplugController, PowerConfig,
+    build_acpi, AcpiConfig, AcpiLayout, CpuHotplugConfig, CpuHotplugController, IsaSerialConfig,
+    PowerConfig,
 };
 use x86_boot::e820::{build_e820_map, E820Type};
 use x86_boot::mptable::build_mptable;
@@ -34,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
         numa: None,
         hotplug: (flags & 1 == 1).then(CpuHotplugConfig::default),
         power: (flags & 2 == 2).then(PowerConfig::default),
+        serial: (flags & 4 == 4).then_some(IsaSerialConfig::COM1),
     };
     if let Ok(tables) = build_acpi(&config, &AcpiLayout::default()) {
         for t in &tables.tables {
