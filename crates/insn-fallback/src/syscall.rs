@@ -212,6 +212,19 @@ pub fn check_page_fault(
     })
 }
 
+/// The handler address of a 64-bit IDT gate (16 bytes, as in guest memory), if the gate is
+/// a present interrupt or trap gate (Intel SDM Vol. 3A, 6.14.1).
+pub fn idt_gate_target(gate: &[u8; 16]) -> Option<u64> {
+    let present = gate[5] & 0x80 != 0;
+    let gate_type = gate[5] & 0xf;
+    if !present || !(gate_type == 0xe || gate_type == 0xf) {
+        return None;
+    }
+    let word = |i: usize| u64::from(u16::from_le_bytes([gate[i], gate[i + 1]]));
+    let high = u64::from(u32::from_le_bytes([gate[8], gate[9], gate[10], gate[11]]));
+    Some(word(0) | (word(6) << 16) | (high << 32))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,5 +369,23 @@ mod tests {
             check_page_fault(&f, 0, USER_RFLAGS, &m),
             SyscallCheck::NotASyscall
         );
+    }
+
+    #[test]
+    fn idt_gate_target_joins_the_offset_fields() {
+        let handler: u64 = 0xffff_ffff_81a0_1230;
+        let mut gate = [0u8; 16];
+        gate[0..2].copy_from_slice(&(handler as u16).to_le_bytes());
+        gate[2..4].copy_from_slice(&0x10u16.to_le_bytes());
+        gate[5] = 0x8e; // present, DPL 0, 64-bit interrupt gate
+        gate[6..8].copy_from_slice(&((handler >> 16) as u16).to_le_bytes());
+        gate[8..12].copy_from_slice(&((handler >> 32) as u32).to_le_bytes());
+        assert_eq!(idt_gate_target(&gate), Some(handler));
+        gate[5] = 0x8f; // trap gate
+        assert_eq!(idt_gate_target(&gate), Some(handler));
+        gate[5] = 0x0e; // not present
+        assert_eq!(idt_gate_target(&gate), None);
+        gate[5] = 0x85; // task gate: none in long mode
+        assert_eq!(idt_gate_target(&gate), None);
     }
 }
