@@ -12,15 +12,15 @@
 
 mod common;
 
-use common::{open_kvm, recv_events, TestBus, LONG};
+use common::{open_kvm, recv_events, vm_with_ram, TestBus, LONG};
 use cpu_topology::VcpuIndex;
 use iced_x86::code_asm::*;
-use kvm_bindings::{kvm_msr_entry, kvm_userspace_memory_region, Msrs, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{kvm_msr_entry, Msrs, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{VcpuFd, VmFd};
 use vcpu_lifecycle::{
     event_channel, ExitStats, StopReason, SyscallCompletion, VcpuContext, VcpuEvent, VmStop,
 };
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use x86_boot::gdt::{Gdt, KERNEL_CODE64_SELECTOR, USER_CODE64_SELECTOR, USER_DATA_SELECTOR};
 use x86_boot::long_mode::{long_mode_sregs, LongModeLayout};
 
@@ -61,19 +61,7 @@ struct Guest {
 /// code, the SYSCALL MSRs, and vCPU 0 at CPL3 at UCODE.
 fn guest() -> (Guest, VcpuFd) {
     let kvm = open_kvm();
-    let vm = kvm.create_vm().expect("KVM_CREATE_VM");
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
-    let host = mem.get_host_address(GuestAddress(0)).unwrap();
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: MEM_SIZE as u64,
-        userspace_addr: host as u64,
-    };
-    // SAFETY: the mapping belongs to `mem`, which the returned Guest keeps alive as long as
-    // the VM (and the VcpuContext holds another reference to the same regions).
-    unsafe { vm.set_user_memory_region(region) }.expect("KVM_SET_USER_MEMORY_REGION");
+    let (vm, mem) = vm_with_ram(&kvm, MEM_SIZE);
 
     // 2 MiB pages: [0, 2 MiB) user, [2 MiB, 4 MiB) supervisor, nothing above 1 GiB.
     mem.write_obj(PDPT | 0x7, GuestAddress(PML4)).unwrap();
