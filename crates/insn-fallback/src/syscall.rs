@@ -186,7 +186,7 @@ pub enum SyscallCheck {
 ///   RSVD = 0). The instruction-fetch bit is not required: the CPU reports it only with
 ///   EFER.NXE or CR4.SMEP set;
 /// * RFLAGS were masked: the frame's RFLAGS have no IA32_FMASK bit set, and equal R11
-///   masked with IA32_FMASK (RF ignored). A plain `jmp` to LSTAR from CPL3 leaves IF set
+///   masked with IA32_FMASK (RF ignored: the fault sets it in the frame). A plain `jmp` to LSTAR from CPL3 leaves IF set
 ///   in the frame, so with IF in the mask (as every kernel sets it) it is not taken for a
 ///   SYSCALL.
 pub fn check_page_fault(
@@ -198,7 +198,10 @@ pub fn check_page_fault(
     let at_lstar = msrs.lstar != 0 && frame.rip == msrs.lstar && cr2 == msrs.lstar;
     let from_cpl3 = frame.cs & 3 == 3 && frame.ss & 3 == 3;
     let user_read = frame.error_code & (PF_USER | PF_WRITE | PF_RSVD) == PF_USER;
-    let masked = frame.rflags & msrs.fmask == 0 && frame.rflags & !RF == r11 & !msrs.fmask & !RF;
+    // The #PF delivery sets RF in the pushed image (as for every fault), so RF is left out
+    // even where IA32_FMASK has it (Linux masks RF too).
+    let masked =
+        frame.rflags & msrs.fmask & !RF == 0 && frame.rflags & !RF == r11 & !msrs.fmask & !RF;
     if !(at_lstar && from_cpl3 && user_read && masked) {
         return SyscallCheck::NotASyscall;
     }
@@ -337,6 +340,30 @@ mod tests {
             f.error_code = err;
             assert_eq!(check(&f), SyscallCheck::NotASyscall, "error code {err:#x}");
         }
+    }
+
+    #[test]
+    fn linux_mask_with_rf_and_the_faults_rf_in_the_frame() {
+        // Linux 6.1 masks CF PF AF ZF SF TF IF DF OF IOPL NT RF AC ID; the #PF frame
+        // carries RF = 1 (what this host pushed for init's first `brk`).
+        let m = SyscallMsrs {
+            fmask: 0x25_7fd5,
+            ..msrs()
+        };
+        let f = PageFaultFrame::from_slots([0x15, LSTAR, 0x33, 0x1_0002, 0x7fff_f498_ef60, 0x2b]);
+        let SyscallCheck::HalfDone(d) = check_page_fault(&f, LSTAR, 0x246, &m) else {
+            panic!("Linux's SYSCALL not recognised");
+        };
+        assert_eq!((d.rflags, d.rsp), (0x2, 0x7fff_f498_ef60));
+        // IF set in the frame: not masked, so not a SYSCALL.
+        let f = PageFaultFrame {
+            rflags: 0x1_0202,
+            ..f
+        };
+        assert_eq!(
+            check_page_fault(&f, LSTAR, 0x246, &m),
+            SyscallCheck::NotASyscall
+        );
     }
 
     #[test]

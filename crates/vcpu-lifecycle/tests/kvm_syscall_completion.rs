@@ -47,8 +47,9 @@ const TSS_LIMIT: u64 = 0x67;
 const MSR_STAR: u32 = 0xc000_0081;
 const MSR_LSTAR: u32 = 0xc000_0082;
 const MSR_FMASK: u32 = 0xc000_0084;
-/// Linux's mask: TF, DF, IF, IOPL, NT, AC.
-const FMASK: u64 = 0x4_7700;
+/// Linux 6.1's mask: CF PF AF ZF SF TF IF DF OF IOPL NT RF AC ID (RF included: the #PF
+/// frame carries RF, which the completion must not take for an unmasked flag).
+const FMASK: u64 = 0x25_7fd5;
 /// `rax` of the SYSCALL that halts.
 const EXIT: u64 = 99;
 
