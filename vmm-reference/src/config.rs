@@ -42,6 +42,9 @@ pub struct VmmConfig {
     /// Complete in user space the instructions KVM's emulator fails on
     /// (`--emulation-fallback`, on by default; it costs nothing until KVM fails).
     pub emulation_fallback: vcpu_lifecycle::EmulationFallback,
+    /// Complete the SYSCALLs a software KVM backend leaves at CPL3
+    /// (`--syscall-completion`, off by default; it owns guest debugging when on).
+    pub syscall_completion: vcpu_lifecycle::SyscallCompletion,
 }
 
 /// How the VMM confines itself once the VM is set up.
@@ -148,6 +151,7 @@ impl VmmConfig {
                 ..SecurityConfig::default()
             },
             emulation_fallback: vcpu_lifecycle::EmulationFallback::On,
+            syscall_completion: vcpu_lifecycle::SyscallCompletion::Off,
         }
     }
 
@@ -239,6 +243,7 @@ impl VmmConfig {
                 selftest_forbidden_syscall: args.security.seccomp_selftest,
             },
             emulation_fallback: args.emulation_fallback,
+            syscall_completion: args.syscall_completion,
         };
         config.check_output_paths()?;
         Ok(config)

@@ -308,10 +308,7 @@ impl MonitorBackend for Machine {
             .iter()
             .map(|h| EmulatedInsns {
                 cpu: h.index(),
-                counts: (h.stats().emulated.iter())
-                    .filter(|(_, n)| *n > 0)
-                    .map(|(class, n)| (class.to_string(), n))
-                    .collect(),
+                counts: emulated_counts(&h.stats()),
             })
             .collect()
     }
@@ -397,10 +394,38 @@ impl MonitorBackend for Machine {
     }
 }
 
+/// What one vCPU completed in user space, for `info emulated`: the instruction classes,
+/// then the syscall completion's `syscall` (SYSCALLs completed) and `pf-stepped` (page
+/// faults stepped over), each only when not zero.
+fn emulated_counts(stats: &vcpu_lifecycle::ExitStats) -> Vec<(String, u64)> {
+    let classes = stats
+        .emulated
+        .iter()
+        .map(|(class, n)| (class.to_string(), n));
+    let syscall = [
+        ("syscall".to_string(), stats.syscall.completed),
+        ("pf-stepped".to_string(), stats.syscall.page_faults_stepped),
+    ];
+    classes.chain(syscall).filter(|(_, n)| *n > 0).collect()
+}
+
 #[cfg(test)]
 mod tests {
 
     use super::*;
+
+    #[test]
+    fn info_emulated_lists_the_syscall_completion_when_it_did_something() {
+        let mut stats = vcpu_lifecycle::ExitStats::default();
+        assert_eq!(emulated_counts(&stats), Vec::new());
+        stats.syscall.completed = 1367;
+        assert_eq!(emulated_counts(&stats), vec![("syscall".to_string(), 1367)]);
+        stats.syscall.page_faults_stepped = 5;
+        assert_eq!(
+            emulated_counts(&stats),
+            vec![("syscall".to_string(), 1367), ("pf-stepped".to_string(), 5)]
+        );
+    }
 
     #[test]
     fn backend_failures_keep_the_cause() {

@@ -111,8 +111,8 @@ pub fn run(config: VmmConfig, options: &RunOptions) -> Result<Outcome, VmmError>
     result
 }
 
-/// One line on what the emulation fallback completed, when it completed anything (a
-/// software KVM backend's gaps; never on hardware KVM).
+/// One line each on what the emulation fallback and the syscall completion did, when they
+/// did anything (a software KVM backend's gaps; never on hardware KVM).
 fn report_emulated(machine: &Machine) {
     let mut total = vcpu_lifecycle::EmulatedCounts::default();
     for h in machine.vmm().vcpus().iter() {
@@ -120,6 +120,13 @@ fn report_emulated(machine: &Machine) {
     }
     if total.total() > 0 {
         eprintln!("vmm-reference: completed in user space (emulation fallback): {total}");
+    }
+    let mut syscall = vcpu_lifecycle::SyscallCounts::default();
+    for h in machine.vmm().vcpus().iter() {
+        syscall.add(&h.stats().syscall);
+    }
+    if syscall != vcpu_lifecycle::SyscallCounts::default() {
+        eprintln!("vmm-reference: syscall completion: {syscall}");
     }
 }
 

@@ -30,6 +30,10 @@ fn malformed_options_give_one_line_and_status_2() {
         (&["--cpu", "qemu64,+nosuchflag"], "nosuchflag"),
         (&["--probe", "dance"], "unknown probe mode 'dance'"),
         (
+            &["--syscall-completion", "maybe"],
+            "invalid syscall completion \"maybe\": expected \"on\" or \"off\"",
+        ),
+        (
             &["--timeout", "soon"],
             "invalid value 'soon' for '--timeout <SECONDS>'",
         ),

@@ -21,6 +21,7 @@ use crate::handler::ExitHandler;
 use crate::state::{VcpuCommand, VcpuState};
 use crate::stats::ExitStats;
 use crate::sys::{self, KickableVcpu};
+use crate::syscall_completion::{SyscallCompleter, SyscallCompletion};
 use crate::vcpu::{FdCall, Reply, Request, Shared, VcpuThread};
 
 /// How long [`Drop`] of a handle or set waits for a vCPU to acknowledge Stop.
@@ -87,6 +88,12 @@ pub enum VcpuError {
         #[source]
         source: HookError,
     },
+    /// [`SyscallCompletion::On`] without [`VcpuContext::with_guest_memory`].
+    #[error("vCPU {vcpu}: syscall completion needs the guest memory (with_guest_memory)")]
+    SyscallCompletionWithoutMemory {
+        /// Which vCPU.
+        vcpu: VcpuIndex,
+    },
     /// The new thread did not report ready in time (its hook is stuck).
     #[error("vCPU {vcpu}: thread did not report ready within {timeout:?}")]
     SpawnTimeout {
@@ -152,6 +159,7 @@ pub struct VcpuContext<H: ExitHandler + ?Sized = dyn ExitHandler> {
     kick_signal: c_int,
     spawn_timeout: Duration,
     emulation_fallback: EmulationFallback,
+    syscall_completion: SyscallCompletion,
     guest_memory: Option<GuestMemoryMmap>,
 }
 
@@ -163,6 +171,7 @@ impl<H: ExitHandler + ?Sized> Clone for VcpuContext<H> {
             kick_signal: self.kick_signal,
             spawn_timeout: self.spawn_timeout,
             emulation_fallback: self.emulation_fallback,
+            syscall_completion: self.syscall_completion,
             guest_memory: self.guest_memory.clone(),
         }
     }
@@ -175,6 +184,7 @@ impl<H: ExitHandler + ?Sized> fmt::Debug for VcpuContext<H> {
             .field("kick_signal", &self.kick_signal)
             .field("spawn_timeout", &self.spawn_timeout)
             .field("emulation_fallback", &self.emulation_fallback)
+            .field("syscall_completion", &self.syscall_completion)
             .field("guest_memory", &self.guest_memory.is_some())
             .finish_non_exhaustive()
     }
@@ -201,6 +211,7 @@ impl<H: ExitHandler + ?Sized + 'static> VcpuContext<H> {
             kick_signal: signum,
             spawn_timeout: DEFAULT_SPAWN_TIMEOUT,
             emulation_fallback: EmulationFallback::default(),
+            syscall_completion: SyscallCompletion::default(),
             guest_memory: None,
         })
     }
@@ -233,6 +244,25 @@ impl<H: ExitHandler + ?Sized + 'static> VcpuContext<H> {
         self.emulation_fallback
     }
 
+    /// Switches the completion of half-done 64-bit SYSCALLs on or off (the default) for
+    /// the vCPUs spawned from now on. A software KVM backend may leave a `syscall` from
+    /// CPL3 at CPL3 (see [`SyscallCompletion`]); with this on, the vCPU thread finishes it
+    /// from a hardware breakpoint on the guest's #PF handler, which makes the run loop the
+    /// owner of KVM_SET_GUEST_DEBUG. Needs [`VcpuContext::with_guest_memory`] (the
+    /// exception frame is read from the guest stack); [`VcpuContext::spawn`] fails without
+    /// it. Completions and stepped page faults show in [`ExitStats`].
+    ///
+    /// [`ExitStats`]: crate::ExitStats
+    pub fn with_syscall_completion(mut self, completion: SyscallCompletion) -> Self {
+        self.syscall_completion = completion;
+        self
+    }
+
+    /// Whether half-done SYSCALLs are completed.
+    pub fn syscall_completion(&self) -> SyscallCompletion {
+        self.syscall_completion
+    }
+
     /// The guest's RAM, from which the fallback reads the failing instruction and its
     /// memory operands (walking the guest's page tables). Without it only instructions
     /// without memory operands complete, and only if KVM reports the instruction bytes.
@@ -263,6 +293,13 @@ impl<H: ExitHandler + ?Sized + 'static> VcpuContext<H> {
         let fallback = match self.emulation_fallback {
             EmulationFallback::On => Some(Fallback::new(self.guest_memory.clone())),
             EmulationFallback::Off => None,
+        };
+        let syscall = match (self.syscall_completion, &self.guest_memory) {
+            (SyscallCompletion::Off, _) => None,
+            (SyscallCompletion::On, Some(mem)) => Some(SyscallCompleter::new(mem.clone())),
+            (SyscallCompletion::On, None) => {
+                return Err(VcpuError::SyscallCompletionWithoutMemory { vcpu: index })
+            }
         };
         let thread = std::thread::Builder::new()
             .name(format!("vcpu {}", index.0))
@@ -297,6 +334,7 @@ impl<H: ExitHandler + ?Sized + 'static> VcpuContext<H> {
                     received: 0,
                     io_pending: false,
                     fallback,
+                    syscall,
                 }
                 .run()
             })

@@ -27,6 +27,12 @@
 //!   by default ([`VcpuContext::with_emulation_fallback`]); give it the guest's RAM with
 //!   [`VcpuContext::with_guest_memory`]. Anything outside its list still stops the VM.
 //!   Completions are counted per instruction in [`ExitStats::emulated`].
+//! * **Syscall completion** (off by default, [`VcpuContext::with_syscall_completion`]): a
+//!   software KVM backend may leave a 64-bit `syscall` from CPL3 at CPL3, so the fetch at
+//!   LSTAR page-faults and Linux kills init. With it on, the vCPU thread puts a hardware
+//!   breakpoint (KVM_SET_GUEST_DEBUG) on the guest's #PF handler, recognises such a fault
+//!   from its exception frame (`insn_fallback::syscall`) and loads the state SYSCALL should
+//!   have produced; other page faults are single-stepped. Counted in [`ExitStats::syscall`].
 //! * **Events** ([`VcpuEvent`]: halted, stop the VM) arrive on an mpsc channel created by
 //!   [`event_channel`], optionally with an `EventFd` written per event for epoll loops.
 //! * **Observability**: per-vCPU [`ExitStats`] (lock-free counters), host thread id
@@ -88,6 +94,7 @@ mod set;
 mod state;
 mod stats;
 mod sys;
+mod syscall_completion;
 mod vcpu;
 
 pub use event::{event_channel, EventSender, Rip, StopReason, VcpuEvent, VmStop};
@@ -100,7 +107,8 @@ pub use handler::{ExitAction, ExitHandler, StopRequest};
 pub use insn_fallback::InsnClass;
 pub use set::{VcpuSet, VcpuSetError};
 pub use state::{transition, VcpuCommand, VcpuState};
-pub use stats::{EmulatedCounts, ExitStats};
+pub use stats::{EmulatedCounts, ExitStats, SyscallCounts};
+pub use syscall_completion::{ParseSyscallCompletionError, SyscallCompletion};
 
 #[cfg(test)]
 mod tests {

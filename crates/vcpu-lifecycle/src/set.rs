@@ -182,7 +182,8 @@ fn vcpu_of(e: &VcpuError) -> u32 {
         | VcpuError::InvalidTransition { vcpu, .. }
         | VcpuError::Stopped { vcpu, .. }
         | VcpuError::Kick { vcpu, .. }
-        | VcpuError::FdNotReturned { vcpu } => vcpu.0,
+        | VcpuError::FdNotReturned { vcpu }
+        | VcpuError::SyscallCompletionWithoutMemory { vcpu } => vcpu.0,
         VcpuError::KickHandler { .. } => u32::MAX,
     }
 }

@@ -40,6 +40,10 @@ pub(crate) struct ExitCounters {
     emulated: [AtomicU64; InsnClass::COUNT],
     /// Of those, how many raised an exception in the guest.
     emulated_exceptions: AtomicU64,
+    /// KVM_EXIT_DEBUG of the syscall completion (not counted by [`ExitKind`]).
+    debug: AtomicU64,
+    syscalls_completed: AtomicU64,
+    page_faults_stepped: AtomicU64,
 }
 
 /// Adds one to a counter only this thread writes.
@@ -80,6 +84,21 @@ impl ExitCounters {
         }
     }
 
+    /// Counts one KVM_EXIT_DEBUG of the syscall completion (cold path).
+    pub(crate) fn count_debug(&self) {
+        bump(&self.debug);
+    }
+
+    /// Counts one SYSCALL completed in user space (cold path).
+    pub(crate) fn count_syscall_completed(&self) {
+        bump(&self.syscalls_completed);
+    }
+
+    /// Counts one guest page fault stepped over by the syscall completion (cold path).
+    pub(crate) fn count_page_fault_stepped(&self) {
+        bump(&self.page_faults_stepped);
+    }
+
     /// Reads every counter once.
     pub(crate) fn snapshot(&self) -> ExitStats {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -98,6 +117,11 @@ impl ExitCounters {
             emulated: EmulatedCounts {
                 by_class: std::array::from_fn(|i| r(&self.emulated[i])),
                 exceptions: r(&self.emulated_exceptions),
+            },
+            debug: r(&self.debug),
+            syscall: SyscallCounts {
+                completed: r(&self.syscalls_completed),
+                page_faults_stepped: r(&self.page_faults_stepped),
             },
         }
     }
@@ -183,6 +207,38 @@ pub struct ExitStats {
     /// KVM_EXIT_INTERNAL_ERROR exits (counted in `internal_error` too) whose instruction
     /// was completed in user space, per instruction.
     pub emulated: EmulatedCounts,
+    /// KVM_EXIT_DEBUG: the breakpoint and single steps of the syscall completion.
+    pub debug: u64,
+    /// What the syscall completion did (see [`crate::SyscallCompletion`]).
+    pub syscall: SyscallCounts,
+}
+
+/// The work of the syscall completion on one vCPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyscallCounts {
+    /// SYSCALLs that KVM left at CPL3 and the vCPU thread completed.
+    pub completed: u64,
+    /// Other guest page faults that hit the breakpoint and were single-stepped over.
+    pub page_faults_stepped: u64,
+}
+
+impl SyscallCounts {
+    /// Adds another vCPU's counts (for a VM-wide sum).
+    pub fn add(&mut self, other: &SyscallCounts) {
+        self.completed += other.completed;
+        self.page_faults_stepped += other.page_faults_stepped;
+    }
+}
+
+/// `completed=1367 page-faults-stepped=5120`.
+impl fmt::Display for SyscallCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "completed={} page-faults-stepped={}",
+            self.completed, self.page_faults_stepped
+        )
+    }
 }
 
 impl ExitStats {
@@ -199,6 +255,7 @@ impl ExitStats {
             + self.internal_error
             + self.fail_entry
             + self.other
+            + self.debug
     }
 
     /// Exits that went to the [`crate::ExitHandler`] (port and MMIO, both directions).
@@ -268,5 +325,29 @@ mod tests {
         let mut sum = s;
         sum.add(&s);
         assert_eq!((sum.get(InsnClass::Clac), sum.exceptions), (4, 2));
+    }
+
+    #[test]
+    fn syscall_completion_counts_and_debug_exits() {
+        let c = ExitCounters::default();
+        c.count_debug();
+        c.count_debug();
+        c.count_debug();
+        c.count_syscall_completed();
+        c.count_page_fault_stepped();
+        let s = c.snapshot();
+        assert_eq!(s.debug, 3);
+        assert_eq!(s.total(), 3, "debug exits are returns of KVM_RUN");
+        assert_eq!(
+            s.syscall,
+            SyscallCounts {
+                completed: 1,
+                page_faults_stepped: 1
+            }
+        );
+        assert_eq!(s.syscall.to_string(), "completed=1 page-faults-stepped=1");
+        let mut sum = s.syscall;
+        sum.add(&s.syscall);
+        assert_eq!((sum.completed, sum.page_faults_stepped), (2, 2));
     }
 }

@@ -13,6 +13,7 @@ use crate::handler::{ExitAction, ExitHandler};
 use crate::state::{transition, VcpuCommand, VcpuState};
 use crate::stats::{ExitCounters, ExitKind};
 use crate::sys::{self, KickableVcpu, RunExit};
+use crate::syscall_completion::{DebugOutcome, SyscallCompleter};
 
 /// Upper bound on the extra KVM_RUN calls a pause makes to complete pending I/O. One is
 /// normally enough; a `rep ins/outs` may need one per chunk. Past the bound the vCPU pauses
@@ -129,6 +130,8 @@ pub(crate) struct VcpuThread<H: ExitHandler + ?Sized> {
     pub(crate) io_pending: bool,
     /// User-space completion of emulation failures; `None` when switched off.
     pub(crate) fallback: Option<Fallback>,
+    /// Completion of half-done SYSCALLs; `None` when switched off.
+    pub(crate) syscall: Option<SyscallCompleter>,
 }
 
 impl<H: ExitHandler + ?Sized> VcpuThread<H> {
@@ -285,7 +288,14 @@ impl<H: ExitHandler + ?Sized> VcpuThread<H> {
                     return Some(exit);
                 }
             },
-            _ => self.shared.set_state(to),
+            _ => {
+                self.shared.set_state(to);
+                if to == VcpuState::Running {
+                    // A vCPU started or resumed with its IDT and LSTAR already set (no cold
+                    // exit may come before its first SYSCALL).
+                    self.poll_syscall();
+                }
+            }
         }
         self.shared.note_cpu();
         self.reply(request.seq, Ok(self.state()));
@@ -379,10 +389,12 @@ impl<H: ExitHandler + ?Sized> VcpuThread<H> {
         match outcome {
             Outcome::RunFailed(e) if e.errno() == libc::EINTR => {
                 counters.count(ExitKind::Interrupted);
+                self.poll_syscall();
                 Flow::Continue
             }
             Outcome::RunFailed(e) if e.errno() == libc::EAGAIN => {
                 counters.count(ExitKind::Retried);
+                self.poll_syscall();
                 Flow::Continue
             }
             Outcome::RunFailed(e) => {
@@ -403,6 +415,7 @@ impl<H: ExitHandler + ?Sized> VcpuThread<H> {
                                 let raised =
                                     matches!(done.outcome, insn_fallback::Outcome::Exception(_));
                                 counters.count_emulated(done.class, raised);
+                                self.poll_syscall();
                                 return Flow::Continue;
                             }
                             Err(why) => {
@@ -436,8 +449,13 @@ impl<H: ExitHandler + ?Sized> VcpuThread<H> {
                 })
             }
             Outcome::Unexpected => {
-                counters.count(ExitKind::Other);
                 let exit_reason = self.vcpu.exit_reason();
+                if exit_reason == kvm_bindings::KVM_EXIT_DEBUG {
+                    if let Some(flow) = self.syscall_debug_exit() {
+                        return flow;
+                    }
+                }
+                self.shared.counters.count(ExitKind::Other);
                 Flow::stop(StopReason::UnexpectedExit {
                     exit_reason,
                     name: exit_reason_name(exit_reason),
@@ -445,6 +463,43 @@ impl<H: ExitHandler + ?Sized> VcpuThread<H> {
                 })
             }
         }
+    }
+
+    /// On a cold exit: lets the syscall completion arm or move its breakpoint. A failure
+    /// switches the completion off for this vCPU (logged once).
+    fn poll_syscall(&mut self) {
+        if let Some(completer) = self.syscall.as_mut() {
+            if let Err(e) = completer.poll(self.vcpu.fd()) {
+                log::warn!(
+                    "vCPU {}: syscall completion switched off: {}",
+                    self.index,
+                    error_chain(&e)
+                );
+                self.syscall = None;
+            }
+        }
+    }
+
+    /// A KVM_EXIT_DEBUG with the syscall completion on: `None` when it did not cause it
+    /// (the VM stops as for any unexpected exit).
+    fn syscall_debug_exit(&mut self) -> Option<Flow> {
+        let completer = self.syscall.as_mut()?;
+        let counters = &self.shared.counters;
+        counters.count_debug();
+        match completer.on_debug(self.vcpu.fd()) {
+            Ok(DebugOutcome::Completed) => counters.count_syscall_completed(),
+            Ok(DebugOutcome::Stepping) => counters.count_page_fault_stepped(),
+            Ok(DebugOutcome::Rearmed) => {}
+            Err(e) => {
+                log::error!(
+                    "vCPU {}: syscall completion: {}",
+                    self.index,
+                    error_chain(&e)
+                );
+                return None;
+            }
+        }
+        Some(Flow::Continue)
     }
 
     /// Guest RIP, read on this thread (fault path only).

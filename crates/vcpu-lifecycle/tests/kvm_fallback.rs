@@ -6,17 +6,17 @@
 
 mod common;
 
-use common::{open_kvm, recv_events, TestBus, LONG};
+use common::{open_kvm, recv_events, vm_with_ram, TestBus, LONG};
 use cpu_topology::VcpuIndex;
 use iced_x86::code_asm::*;
 use iced_x86::BlockEncoderOptions;
-use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{VcpuFd, VmFd};
 use vcpu_lifecycle::{
     event_channel, EmulationFallback, InsnClass, StopReason, VcpuContext, VcpuEvent, VcpuHandle,
     VmStop,
 };
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use x86_boot::gdt::KERNEL_CODE64_SELECTOR;
 use x86_boot::long_mode::{long_mode_sregs, write_long_mode_tables, LongModeLayout};
 
@@ -55,19 +55,7 @@ struct Guest {
 /// port 0x11). `main` is assembled at CODE and must end by writing port 0x11 or 0x12.
 fn guest(main: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> (Guest, u64) {
     let kvm = open_kvm();
-    let vm = kvm.create_vm().expect("KVM_CREATE_VM");
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
-    let host = mem.get_host_address(GuestAddress(0)).unwrap();
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: MEM_SIZE as u64,
-        userspace_addr: host as u64,
-    };
-    // SAFETY: the mapping belongs to `mem`, which the returned Guest keeps alive as long as
-    // the VM (and the VcpuContext holds another reference to the same regions).
-    unsafe { vm.set_user_memory_region(region) }.expect("KVM_SET_USER_MEMORY_REGION");
+    let (vm, mem) = vm_with_ram(&kvm, MEM_SIZE);
     let layout = layout();
     write_long_mode_tables(&mem, &layout).unwrap();
 

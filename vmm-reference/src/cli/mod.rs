@@ -190,6 +190,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "on|off", default_value = "on")]
     pub emulation_fallback: vcpu_lifecycle::EmulationFallback,
 
+    /// Complete the 64-bit SYSCALLs a software KVM backend leaves at CPL3 (from a hardware
+    /// breakpoint on the guest's #PF handler): on or off. Linux user space needs it on such
+    /// a host (this project's); it takes over guest debugging (KVM_SET_GUEST_DEBUG) and
+    /// costs two exits per guest page fault.
+    #[arg(long, value_name = "on|off", default_value = "off")]
+    pub syscall_completion: vcpu_lifecycle::SyscallCompletion,
+
     /// QEMU's everyday switches.
     #[command(flatten)]
     pub qemu: QemuArgs,

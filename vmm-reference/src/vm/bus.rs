@@ -12,7 +12,8 @@ use std::sync::Arc;
 use cpu_topology::VcpuIndex;
 use kvm_ioctls::VcpuFd;
 use vcpu_lifecycle::{
-    EmulationFallback, EventSender, PreRunHook, VcpuContext, VcpuError, VcpuHandle,
+    EmulationFallback, EventSender, PreRunHook, SyscallCompletion, VcpuContext, VcpuError,
+    VcpuHandle,
 };
 
 use super::payload::GuestExit;
@@ -75,18 +76,22 @@ impl VmBus {
         events: EventSender,
         memory: &vm_memory::GuestMemoryMmap,
         fallback: EmulationFallback,
+        syscall: SyscallCompletion,
     ) -> Result<Spawner, VcpuError> {
-        // The emulation fallback reads instructions and operands through guest memory.
+        // The emulation fallback reads instructions and operands through guest memory, the
+        // syscall completion the guest's IDT and exception frames.
         Ok(match self {
             VmBus::Probe(d) => Spawner::Probe(
                 VcpuContext::new(Arc::clone(d), events)?
                     .with_guest_memory(memory.clone())
-                    .with_emulation_fallback(fallback),
+                    .with_emulation_fallback(fallback)
+                    .with_syscall_completion(syscall),
             ),
             VmBus::Platform(p) => Spawner::Platform(
                 VcpuContext::new(Arc::clone(p), events)?
                     .with_guest_memory(memory.clone())
-                    .with_emulation_fallback(fallback),
+                    .with_emulation_fallback(fallback)
+                    .with_syscall_completion(syscall),
             ),
         })
     }

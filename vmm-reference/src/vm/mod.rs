@@ -125,7 +125,12 @@ impl Vmm {
             source,
         })?;
         let (events_tx, events) = event_channel(Some(notify));
-        let ctx = bus.spawner(events_tx, ram.memory(), config.emulation_fallback)?;
+        let ctx = bus.spawner(
+            events_tx,
+            ram.memory(),
+            config.emulation_fallback,
+            config.syscall_completion,
+        )?;
         let sandbox = vmm_sandbox::Sandbox::new(config.security.seccomp)?;
         // The last moment with one thread: every thread from here on is unprivileged.
         if config.security.drop_privileges {

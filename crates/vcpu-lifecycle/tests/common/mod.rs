@@ -118,6 +118,26 @@ pub fn open_kvm() -> Kvm {
     }
 }
 
+/// A VM with `size` bytes of RAM at GPA 0 in one slot; the mapping is shared with the
+/// returned `GuestMemoryMmap`, which the caller keeps as long as the VM.
+pub fn vm_with_ram(kvm: &Kvm, size: usize) -> (VmFd, vm_memory::GuestMemoryMmap) {
+    use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+    let vm = kvm.create_vm().expect("KVM_CREATE_VM");
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size)]).unwrap();
+    let host = mem.get_host_address(GuestAddress(0)).unwrap();
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: size as u64,
+        userspace_addr: host as u64,
+    };
+    // SAFETY: the mapping belongs to `mem`, which the caller keeps alive as long as the VM
+    // (a VcpuContext given the memory holds another reference to the same regions).
+    unsafe { vm.set_user_memory_region(region) }.expect("KVM_SET_USER_MEMORY_REGION");
+    (vm, mem)
+}
+
 /// A VM with 64 KiB of RAM holding every program of `PROGRAMS`. The RAM is leaked on
 /// purpose so it always outlives the VM.
 pub struct TestVm {
