@@ -48,7 +48,7 @@ pub enum Unsupported {
     /// The instruction is not on the list this crate completes.
     #[error("{mnemonic} (bytes {}) is not an instruction this fallback completes", Hex(.bytes))]
     NotListed {
-        /// iced-x86's name of the instruction form (`Cmpxchg16b_m128`).
+        /// The instruction's mnemonic in lower case (`cmpxchg16b`).
         mnemonic: String,
         /// Its bytes.
         bytes: Vec<u8>,
@@ -341,9 +341,9 @@ fn xgetbv<S: CpuState + ?Sized>(cpu: &mut S, insn: &Instruction) -> Result<(), F
     write_gpr(cpu, Register::EDX, value >> 32)?;
     Ok(())
 }
-/// The instruction's mnemonic in lower case (`vmcall`), for error messages. From the
-/// `Mnemonic` enum, not `Code`: `Code`'s `Debug` names (`Popcnt_r64_rm64`) are a table of
-/// about 5,000 strings that would otherwise be linked into every VMM using this crate.
+/// The instruction's mnemonic in lower case (`vmcall`), for error messages. Neither
+/// `Code`'s nor `Mnemonic`'s `Debug` (tables of 5,000 and 1,900 relocated strings that every
+/// VMM using this crate would link and relocate at start-up): see `mnemonic_names`.
 pub(crate) fn mnemonic(insn: &Instruction) -> String {
-    format!("{:?}", insn.mnemonic()).to_ascii_lowercase()
+    crate::mnemonic_names::name(insn.mnemonic()).to_owned()
 }

@@ -73,6 +73,7 @@ mod cpu;
 mod exception;
 mod exec;
 mod features;
+mod mnemonic_names;
 mod operand;
 pub mod paging;
 mod sse;

@@ -68,5 +68,13 @@ mod tests {
         assert_eq!(super::syscall_name(435), "clone3");
         assert_eq!(super::syscall_name(100_000), "unknown");
         assert_eq!(super::syscall_name(-1), "unknown");
+        assert_eq!(super::syscall_name(450), "set_mempolicy_home_node");
+    }
+
+    #[test]
+    fn every_syscall_number_has_one_name() {
+        let names = crate::syscall_names::NAMES.split(' ');
+        assert_eq!(names.clone().count(), crate::syscall_names::NUMBERS.len());
+        assert!(names.clone().all(|n| !n.is_empty()));
     }
 }

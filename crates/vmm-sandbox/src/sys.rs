@@ -90,11 +90,12 @@ impl std::fmt::Write for StackBuf {
 
 /// The name of syscall `nr`, or `"unknown"`.
 pub(crate) fn syscall_name(nr: i64) -> &'static str {
-    let names = &crate::syscall_names::NAMES;
-    match names.binary_search_by_key(&nr, |(n, _)| i64::from(*n)) {
-        Ok(i) => names[i].1,
-        Err(_) => "unknown",
-    }
+    use crate::syscall_names::{NAMES, NUMBERS};
+    NUMBERS
+        .binary_search_by_key(&nr, |n| i64::from(*n))
+        .ok()
+        .and_then(|i| NAMES.split(' ').nth(i))
+        .unwrap_or("unknown")
 }
 
 /// The SIGSYS handler: one `write` of the report to stderr, then `exit_group`. Only
