@@ -227,9 +227,11 @@ pub fn resolve(spec: &ModelSpec, supported: &CpuidTable) -> Result<Resolved, Che
         }
     }
 
-    let mut missing: Vec<&'static Feature> = features::all()
+    let asked = in_catalogue_order(explicit.values().copied());
+    let mut missing: Vec<&'static Feature> = asked
         .iter()
-        .filter(|f| explicit.contains_key(f.name) && !f.is_set(supported))
+        .copied()
+        .filter(|f| !f.is_set(supported))
         .collect();
     if spec.enforce && !missing.is_empty() {
         return Err(CheckError::MissingFeatures {
@@ -250,15 +252,13 @@ pub fn resolve(spec: &ModelSpec, supported: &CpuidTable) -> Result<Resolved, Che
         fix_xsave_components(&mut table);
         table
     } else {
-        let asked: Vec<&'static Feature> = features::all()
-            .iter()
-            .filter(|f| explicit.contains_key(f.name))
-            .collect();
-        let enabled: Vec<&'static Feature> = features::all()
-            .iter()
-            .filter(|f| explicit.contains_key(f.name) || soft.contains_key(f.name))
-            .filter(|f| f.is_set(supported))
-            .collect();
+        let enabled = in_catalogue_order(
+            explicit
+                .values()
+                .chain(soft.values())
+                .copied()
+                .filter(|f| f.is_set(supported)),
+        );
         let named = props::named_model(spec);
         let input = synth::ModelInput {
             model: &named,
@@ -280,6 +280,16 @@ pub fn resolve(spec: &ModelSpec, supported: &CpuidTable) -> Result<Resolved, Che
         table,
         warnings,
     })
+}
+
+/// `features` in catalogue order, each once. Every `&'static Feature` is an element of the
+/// one catalogue array, so address order is catalogue order: this sorts a few dozen
+/// references instead of testing every catalogue entry against a name map.
+fn in_catalogue_order(features: impl Iterator<Item = &'static Feature>) -> Vec<&'static Feature> {
+    let mut v: Vec<&'static Feature> = features.collect();
+    v.sort_by_key(|f| std::ptr::from_ref::<Feature>(f));
+    v.dedup_by(|a, b| std::ptr::eq(*a, *b));
+    v
 }
 
 /// The guest's physical address width: `phys-bits`, or with `host-phys-bits=on` the

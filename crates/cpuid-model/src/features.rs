@@ -15,7 +15,7 @@
 //! Facts come from the Intel SDM vol. 2A (CPUID), the AMD APM vol. 3 and the
 //! Linux and QEMU flag tables.
 
-use std::collections::HashMap;
+use hashbrown::HashTable;
 use std::fmt;
 use std::sync::OnceLock;
 
@@ -601,32 +601,74 @@ pub fn normalize_name(name: &str) -> String {
         .collect()
 }
 
-fn index() -> &'static HashMap<String, &'static Feature> {
-    static INDEX: OnceLock<HashMap<String, &'static Feature>> = OnceLock::new();
+/// The byte `normalize_name` maps `b` to.
+fn normalize_byte(b: u8) -> u8 {
+    match b {
+        b'-' | b'.' => b'_',
+        b => b.to_ascii_lowercase(),
+    }
+}
+
+/// True when `a` and `b` are the same name once normalised.
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| normalize_byte(x) == normalize_byte(y))
+}
+
+/// FNV-1a over the normalised bytes of `name`: the index hashes names as they are written,
+/// without building normalised copies.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(normalize_byte(b))).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Every canonical name, QEMU name and alias, hashed as normalised. Built on first use
+/// without copying a name: a VMM resolving one CPU model looks up a few dozen names, and a
+/// map of normalised `String`s cost it more than the rest of its start-up.
+fn index() -> &'static HashTable<(&'static str, &'static Feature)> {
+    static INDEX: OnceLock<HashTable<(&'static str, &'static Feature)>> = OnceLock::new();
     INDEX.get_or_init(|| {
-        let mut map = HashMap::new();
+        let mut table: HashTable<(&'static str, &'static Feature)> =
+            HashTable::with_capacity(CATALOGUE.len() * 2);
+        let mut insert = |name: &'static str, f: &'static Feature| {
+            let hash = name_hash(name);
+            if table.find(hash, |&(n, _)| same_name(n, name)).is_none() {
+                table.insert_unique(hash, (name, f), |&(n, _)| name_hash(n));
+            }
+        };
+        // Canonical names win over another feature's alias.
         for f in CATALOGUE {
-            // Canonical names win over another feature's alias.
-            map.insert(normalize_name(f.name), f);
+            insert(f.name, f);
         }
         for f in CATALOGUE {
             for alias in std::iter::once(&f.qemu_name).chain(f.aliases.iter()) {
-                map.entry(normalize_name(alias)).or_insert(f);
+                insert(alias, f);
             }
         }
-        map
+        table
     })
+}
+
+/// The feature `index` holds under `name` (any spelling).
+fn lookup(name: &str) -> Option<&'static Feature> {
+    index()
+        .find(name_hash(name), |&(n, _)| same_name(n, name))
+        .map(|&(_, f)| f)
 }
 
 /// Look a feature up by its canonical name, QEMU name or alias
 /// (case-insensitive; `-`, `.` and `_` are interchangeable).
 pub fn by_name(name: &str) -> Option<&'static Feature> {
-    let name = normalize_name(name);
-    let linux = name.strip_prefix(LINUX_KVM_PREFIX);
-    let found = index().get(&name).or_else(|| index().get(linux?));
-    found
-        .copied()
-        .filter(|f| linux.is_none() || f.is_kvm_paravirt())
+    let prefix = LINUX_KVM_PREFIX.len();
+    let linux = (name.len() > prefix
+        && name.is_char_boundary(prefix)
+        && same_name(&name[..prefix], LINUX_KVM_PREFIX))
+    .then(|| &name[prefix..]);
+    let found = lookup(name).or_else(|| lookup(linux?));
+    found.filter(|f| linux.is_none() || f.is_kvm_paravirt())
 }
 
 /// Prefix of Linux's names of the paravirtual features (`KVM_FEATURE_PV_SEND_IPI`).
@@ -729,6 +771,8 @@ mod tests {
             ("i64", "lm"),
             ("ibpb", "amd_ibpb"),
             ("cr8legacy", "cr8_legacy"),
+            ("SSE4.2", "sse4_2"),
+            ("Sse4-2", "sse4_2"),
         ] {
             assert_eq!(
                 by_name(spelling).map(|f| f.name),
@@ -737,6 +781,9 @@ mod tests {
             );
         }
         assert!(by_name("avx3").is_none());
+        for odd in ["", "é", "kvm_feature_", "kvm_featuré_x", "kvm_feature_é"] {
+            assert!(by_name(odd).is_none(), "{odd}");
+        }
     }
 
     #[test]
