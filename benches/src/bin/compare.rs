@@ -26,8 +26,10 @@ use std::time::{Duration, Instant};
 const SHORT: u64 = 500;
 const LONG: u64 = 5500;
 const RUNS: usize = 20;
-/// Traced runs per command for the memory columns (the largest figures are kept).
-const RSS_RUNS: usize = 3;
+/// Traced runs per command for the memory columns. A trivial guest's peak RSS varies by
+/// about 0.2 MiB from run to run (which thread touches which pages first), so the table
+/// shows the median and the largest of many runs, taken in turns like the wall times.
+const RSS_RUNS: usize = 15;
 
 struct Runner {
     name: &'static str,
@@ -132,13 +134,13 @@ fn main() {
 
     let _ = writeln!(
         out,
-        "\n## Trivial guest: start, one exit, stop ({RUNS} runs each)\n"
+        "\n## Trivial guest: start, one exit, stop ({RUNS} runs each, {RSS_RUNS} traced for memory)\n"
     );
     let _ = writeln!(
         out,
-        "| runner | wall time median (ms) | vs raw loop | peak RSS (MiB) | private at exit (MiB) | target |"
+        "| runner | wall time median (ms) | vs raw loop | peak RSS median (MiB) | peak RSS max (MiB) | private at exit, max (MiB) | target |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|");
     let mut rows: Vec<(&str, Vec<String>)> =
         runners.iter().map(|r| (r.name, (r.argv)(1))).collect();
     let qemu = qemu_command();
@@ -146,35 +148,37 @@ fn main() {
         rows.push(("qemu-system-x86_64", q.clone()));
     }
     let argvs: Vec<Vec<String>> = rows.iter().map(|(_, a)| a.clone()).collect();
-    let results = measure_interleaved(&argvs, RUNS);
+    let results = measure_interleaved(&argvs, RUNS, RSS_RUNS);
     let wall_of = |name: &str| {
         rows.iter()
             .zip(&results)
             .find(|((n, _), _)| *n == name)
-            .and_then(|(_, r)| r.as_ref().ok().map(|(w, _)| *w))
+            .and_then(|(_, r)| r.as_ref().ok().map(|m| m.wall))
     };
     let wall_raw = wall_of("raw ioctl loop");
     let wall_qemu = wall_of("qemu-system-x86_64");
     for ((name, _), result) in rows.iter().zip(&results) {
         match result {
-            Ok((wall, mem)) => {
+            Ok(m) => {
                 let target = if name.starts_with("vmm-reference") {
                     "<= 1.5x raw, <= 0.1x QEMU, <= 2.5 MiB"
                 } else {
                     ""
                 };
                 let vs_raw =
-                    wall_raw.map_or(String::new(), |b| format!("{:.2}x", ms(*wall) / ms(b)));
+                    wall_raw.map_or(String::new(), |b| format!("{:.2}x", ms(m.wall) / ms(b)));
+                let mib = |kib: u64| kib as f64 / 1024.0;
                 let _ = writeln!(
                     out,
-                    "| {name} | {:.2} | {vs_raw} | {:.2} | {:.2} | {target} |",
-                    ms(*wall),
-                    mem.peak_kib as f64 / 1024.0,
-                    mem.anon_kib as f64 / 1024.0
+                    "| {name} | {:.2} | {vs_raw} | {:.2} | {:.2} | {:.2} | {target} |",
+                    ms(m.wall),
+                    mib(m.peak_median_kib),
+                    mib(m.peak_max_kib),
+                    mib(m.anon_max_kib)
                 );
             }
             Err(e) => {
-                let _ = writeln!(out, "| {name} | error: {e} | | | | |");
+                let _ = writeln!(out, "| {name} | error: {e} | | | | | |");
             }
         }
     }
@@ -242,7 +246,7 @@ fn seccomp_cost(out: &mut String, vmm: &str) {
             mode.into(),
         ]
     };
-    let results = measure_interleaved(&[argv("on"), argv("off")], RUNS);
+    let results = measure_interleaved(&[argv("on"), argv("off")], RUNS, 0);
     let _ = writeln!(
         out,
         "\n## Seccomp filters on the exit path: {SECCOMP_EXITS} exits ({RUNS} runs each)\n"
@@ -251,12 +255,12 @@ fn seccomp_cost(out: &mut String, vmm: &str) {
     let _ = writeln!(out, "|---|---:|---:|");
     for (mode, r) in ["on", "off"].iter().zip(&results) {
         match r {
-            Ok((wall, _)) => {
+            Ok(m) => {
                 let _ = writeln!(
                     out,
                     "| {mode} | {:.2} | {:.2} |",
-                    ms(*wall),
-                    ms(*wall) * 1000.0 / SECCOMP_EXITS as f64
+                    ms(m.wall),
+                    ms(m.wall) * 1000.0 / SECCOMP_EXITS as f64
                 );
             }
             Err(e) => {
@@ -302,15 +306,17 @@ fn per_exit_instructions(argv: &dyn Fn(u64) -> Vec<String>) -> Result<f64, Strin
     Ok(long.saturating_sub(short) as f64 / (LONG - SHORT) as f64)
 }
 
-/// Median wall time of each command over `runs` rounds, and its largest memory figures over
-/// [`RSS_RUNS`] traced runs. Each round runs every command once, in turn; one warm-up round
-/// (page cache, first-use kernel work) is not counted. Traced runs are separate: tracing
-/// slows the exit path, so they never count for time.
+/// Median wall time of each command over `runs` rounds, and its memory figures over
+/// `rss_runs` traced rounds. Each round runs every command once, in turn; one warm-up
+/// round (page cache, first-use kernel work) is not counted. Traced runs are separate:
+/// tracing slows the exit path, so they never count for time.
 fn measure_interleaved(
     argvs: &[Vec<String>],
     runs: usize,
-) -> Vec<Result<(Duration, peak::Memory), String>> {
+    rss_runs: usize,
+) -> Vec<Result<Measured, String>> {
     let mut walls: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); argvs.len()];
+    let mut mems: Vec<Vec<peak::Memory>> = vec![Vec::with_capacity(rss_runs); argvs.len()];
     let mut errors: Vec<Option<String>> = vec![None; argvs.len()];
     for round in 0..=runs {
         for (i, argv) in argvs.iter().enumerate() {
@@ -324,26 +330,50 @@ fn measure_interleaved(
             }
         }
     }
+    for _ in 0..rss_runs {
+        for (i, argv) in argvs.iter().enumerate() {
+            if errors[i].is_some() {
+                continue;
+            }
+            match peak::run(argv) {
+                Ok((status, m)) if status_ok(argv, status) => mems[i].push(m),
+                Ok((status, _)) => {
+                    errors[i] = Some(format!("{} exited with status {status} (traced)", argv[0]))
+                }
+                Err(e) => errors[i] = Some(e),
+            }
+        }
+    }
     walls
         .into_iter()
+        .zip(mems)
         .zip(errors)
-        .zip(argvs)
-        .map(|((mut w, err), argv)| {
+        .map(|((mut w, mut m), err)| {
             if let Some(e) = err {
                 return Err(e);
             }
-            let mut mem = peak::Memory::default();
-            for _ in 0..RSS_RUNS {
-                let (status, m) = peak::run(argv)?;
-                if !status_ok(argv, status) {
-                    return Err(format!("{} exited with status {status} (traced)", argv[0]));
-                }
-                mem = mem.max(m);
-            }
             w.sort();
-            Ok((w[w.len() / 2], mem))
+            m.sort_by_key(|m| m.peak_kib);
+            let peak = |i: usize| m.get(i).map_or(0, |m| m.peak_kib);
+            Ok(Measured {
+                wall: w[w.len() / 2],
+                peak_median_kib: peak(m.len() / 2),
+                peak_max_kib: peak(m.len().saturating_sub(1)),
+                anon_max_kib: m.iter().map(|m| m.anon_kib).max().unwrap_or(0),
+            })
         })
         .collect()
+}
+
+/// What [`measure_interleaved`] finds for one command.
+struct Measured {
+    /// Median wall time.
+    wall: Duration,
+    /// Median and largest VmHWM of the traced runs, KiB.
+    peak_median_kib: u64,
+    peak_max_kib: u64,
+    /// Largest RssAnon at exit, KiB.
+    anon_max_kib: u64,
 }
 
 /// One run: wall time from spawn to reaped exit.
@@ -441,15 +471,6 @@ mod peak {
         pub peak_kib: u64,
         /// RssAnon at exit: private anonymous memory (heap, stacks, ...).
         pub anon_kib: u64,
-    }
-
-    impl Memory {
-        pub fn max(self, other: Memory) -> Memory {
-            Memory {
-                peak_kib: self.peak_kib.max(other.peak_kib),
-                anon_kib: self.anon_kib.max(other.anon_kib),
-            }
-        }
     }
 
     fn field(status: &str, name: &str) -> Option<u64> {
