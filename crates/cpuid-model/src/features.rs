@@ -625,27 +625,47 @@ fn name_hash(name: &str) -> u64 {
     })
 }
 
+/// One spelling in [`index`]: the feature's place in [`CATALOGUE`] and which of its names
+/// (0: canonical, 1: QEMU's, 2..: the aliases). Four bytes instead of two references.
+type Spelling = (u16, u8);
+
+/// The name and feature a [`Spelling`] stands for.
+fn spelling(&(i, slot): &Spelling) -> (&'static str, &'static Feature) {
+    let f = &CATALOGUE[usize::from(i)];
+    let name = match slot {
+        0 => f.name,
+        1 => f.qemu_name,
+        n => f.aliases[usize::from(n) - 2],
+    };
+    (name, f)
+}
+
 /// Every canonical name, QEMU name and alias, hashed as normalised. Built on first use
 /// without copying a name: a VMM resolving one CPU model looks up a few dozen names, and a
 /// map of normalised `String`s cost it more than the rest of its start-up.
-fn index() -> &'static HashTable<(&'static str, &'static Feature)> {
-    static INDEX: OnceLock<HashTable<(&'static str, &'static Feature)>> = OnceLock::new();
+fn index() -> &'static HashTable<Spelling> {
+    static INDEX: OnceLock<HashTable<Spelling>> = OnceLock::new();
     INDEX.get_or_init(|| {
-        let mut table: HashTable<(&'static str, &'static Feature)> =
-            HashTable::with_capacity(CATALOGUE.len() * 2);
-        let mut insert = |name: &'static str, f: &'static Feature| {
+        let spellings = CATALOGUE.iter().map(|f| 2 + f.aliases.len()).sum();
+        let mut table: HashTable<Spelling> = HashTable::with_capacity(spellings);
+        let mut insert = |entry: Spelling| {
+            let (name, _) = spelling(&entry);
             let hash = name_hash(name);
-            if table.find(hash, |&(n, _)| same_name(n, name)).is_none() {
-                table.insert_unique(hash, (name, f), |&(n, _)| name_hash(n));
+            if table
+                .find(hash, |e| same_name(spelling(e).0, name))
+                .is_none()
+            {
+                table.insert_unique(hash, entry, |e| name_hash(spelling(e).0));
             }
         };
+        let places = (0..).zip(CATALOGUE);
         // Canonical names win over another feature's alias.
-        for f in CATALOGUE {
-            insert(f.name, f);
+        for (i, _) in places.clone() {
+            insert((i, 0));
         }
-        for f in CATALOGUE {
-            for alias in std::iter::once(&f.qemu_name).chain(f.aliases.iter()) {
-                insert(alias, f);
+        for (i, f) in places {
+            for slot in 1..2 + f.aliases.len() {
+                insert((i, slot as u8));
             }
         }
         table
@@ -655,8 +675,8 @@ fn index() -> &'static HashTable<(&'static str, &'static Feature)> {
 /// The feature `index` holds under `name` (any spelling).
 fn lookup(name: &str) -> Option<&'static Feature> {
     index()
-        .find(name_hash(name), |&(n, _)| same_name(n, name))
-        .map(|&(_, f)| f)
+        .find(name_hash(name), |e| same_name(spelling(e).0, name))
+        .map(|e| spelling(e).1)
 }
 
 /// Look a feature up by its canonical name, QEMU name or alias
@@ -783,6 +803,20 @@ mod tests {
         assert!(by_name("avx3").is_none());
         for odd in ["", "é", "kvm_feature_", "kvm_featuré_x", "kvm_feature_é"] {
             assert!(by_name(odd).is_none(), "{odd}");
+        }
+    }
+
+    #[test]
+    fn every_spelling_fits_the_index_and_finds_its_feature() {
+        assert!(CATALOGUE.len() <= usize::from(u16::MAX));
+        for f in CATALOGUE {
+            assert!(f.aliases.len() + 2 <= usize::from(u8::MAX), "{}", f.name);
+            // A canonical name is never shadowed; another spelling may be taken by an
+            // earlier feature's canonical name, never by nothing.
+            assert!(std::ptr::eq(by_name(f.name).unwrap(), f), "{}", f.name);
+            for alias in std::iter::once(&f.qemu_name).chain(f.aliases) {
+                assert!(by_name(alias).is_some(), "{alias}");
+            }
         }
     }
 
