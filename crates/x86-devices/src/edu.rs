@@ -88,7 +88,7 @@ impl Edu {
         let mut config = ConfigSpace::new(PciId {
             vendor: 0x1234,
             device: 0x11e8,
-            class: 0x00_ff_00,
+            class: 0xff_00_00,
             revision: 0x10,
         });
         config.add_memory_bar(

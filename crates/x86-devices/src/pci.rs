@@ -8,6 +8,10 @@
 //! from then on. A guest may size a BAR (write all ones, read the mask, write the address
 //! back); a device answers its MMIO only while its BAR holds the assigned address and
 //! memory decode is on.
+//!
+//! As under QEMU, the register offset is the address register's low byte ORed with the
+//! data port's offset, so both `outl(reg 2); inw(0xcfc)` (kvm-unit-tests) and
+//! `outl(reg 0); inw(0xcfe)` (the specification's way) read the device id.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -83,7 +87,8 @@ pub struct PciId {
     pub vendor: u16,
     /// Device id.
     pub device: u16,
-    /// Class code, sub-class and programming interface (`0x00ff00` for "other").
+    /// Class code (bits 23:16), sub-class and programming interface (`0xff0000` for
+    /// "other").
     pub class: u32,
     /// Revision.
     pub revision: u8,
@@ -335,7 +340,7 @@ impl PciHost {
         }
         let bdf = Bdf(((addr >> 8) & 0xff) as u16);
         let f = self.functions.iter().find(|(b, _)| *b == bdf)?;
-        Some((f.1.as_ref(), (addr & 0xfc) as usize))
+        Some((f.1.as_ref(), (addr & 0xff) as usize))
     }
 }
 
@@ -346,7 +351,7 @@ impl BusDevice for PciHost {
             0 if data.len() == 4 => data.copy_from_slice(&lock(&self.address).to_le_bytes()),
             4..=7 => {
                 if let Some((f, reg)) = self.selected() {
-                    let off = reg + (offset as usize - 4);
+                    let off = reg | (offset as usize - 4);
                     let n = data.len().min(256 - off);
                     f.config_read(off, &mut data[..n]);
                 }
@@ -361,11 +366,11 @@ impl BusDevice for PciHost {
             0 if data.len() == 4 => {
                 let mut b = [0; 4];
                 b.copy_from_slice(data);
-                *lock(&self.address) = u32::from_le_bytes(b) & 0x80ff_fffc;
+                *lock(&self.address) = u32::from_le_bytes(b) & 0x80ff_ffff;
             }
             4..=7 => {
                 if let Some((f, reg)) = self.selected() {
-                    let off = reg + (offset as usize - 4);
+                    let off = reg | (offset as usize - 4);
                     let n = data.len().min(256 - off);
                     f.config_write(off, &data[..n]);
                 }
@@ -386,7 +391,7 @@ mod tests {
         let mut c = ConfigSpace::new(PciId {
             vendor: 0x1234,
             device: 0x11e8,
-            class: 0x00ff00,
+            class: 0xff_00_00,
             revision: 0x10,
         });
         assert!(c.add_memory_bar(
@@ -428,8 +433,18 @@ mod tests {
         assert_eq!(cfg_read(&h, Bdf::new(0, 0), 0, 4), 0x29c0_8086);
         assert_eq!(cfg_read(&h, Bdf::new(3, 0), 0, 2), 0x1234);
         assert_eq!(cfg_read(&h, Bdf::new(3, 0), 2, 2), 0x11e8);
-        assert_eq!(cfg_read(&h, Bdf::new(3, 0), 0x0b, 1), 0x00, "class");
-        assert_eq!(cfg_read(&h, Bdf::new(3, 0), 0x0a, 1), 0xff, "sub-class");
+        let addr = (1u32 << 31) | 0x18 << 8 | 2;
+        h.write(V, 0, &addr.to_le_bytes());
+        let mut w = [0u8; 2];
+        h.read(V, 4, &mut w);
+        assert_eq!(
+            u16::from_le_bytes(w),
+            0x11e8,
+            "low address bits select the word"
+        );
+        assert_eq!(cfg_read(&h, Bdf::new(3, 0), 0x0b, 1), 0xff, "class: other");
+        assert_eq!(cfg_read(&h, Bdf::new(3, 0), 0x0a, 1), 0x00, "sub-class");
+        assert_eq!(cfg_read(&h, Bdf::new(0, 0), 0x0b, 1), 0x06, "bridge");
         assert_eq!(cfg_read(&h, Bdf::new(4, 0), 0, 4), 0xffff_ffff);
         let mut d = [0u8; 4];
         h.write(V, 0, &0x0000_1800u32.to_le_bytes());
