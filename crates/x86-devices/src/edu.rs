@@ -88,7 +88,8 @@ impl Edu {
         let mut config = ConfigSpace::new(PciId {
             vendor: 0x1234,
             device: 0x11e8,
-            class: 0xff_00_00,
+            // QEMU's PCI_CLASS_OTHERS as edu sets it: class 0x00, sub-class 0xff.
+            class: 0x00_ff_00,
             revision: 0x10,
         });
         config.add_memory_bar(

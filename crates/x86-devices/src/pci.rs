@@ -87,8 +87,7 @@ pub struct PciId {
     pub vendor: u16,
     /// Device id.
     pub device: u16,
-    /// Class code (bits 23:16), sub-class and programming interface (`0xff0000` for
-    /// "other").
+    /// Class code (bits 23:16), sub-class and programming interface.
     pub class: u32,
     /// Revision.
     pub revision: u8,
@@ -391,7 +390,7 @@ mod tests {
         let mut c = ConfigSpace::new(PciId {
             vendor: 0x1234,
             device: 0x11e8,
-            class: 0xff_00_00,
+            class: 0x00_ff_00,
             revision: 0x10,
         });
         assert!(c.add_memory_bar(
@@ -442,8 +441,8 @@ mod tests {
             0x11e8,
             "low address bits select the word"
         );
-        assert_eq!(cfg_read(&h, Bdf::new(3, 0), 0x0b, 1), 0xff, "class: other");
-        assert_eq!(cfg_read(&h, Bdf::new(3, 0), 0x0a, 1), 0x00, "sub-class");
+        assert_eq!(cfg_read(&h, Bdf::new(3, 0), 0x0b, 1), 0x00, "class");
+        assert_eq!(cfg_read(&h, Bdf::new(3, 0), 0x0a, 1), 0xff, "sub-class");
         assert_eq!(cfg_read(&h, Bdf::new(0, 0), 0x0b, 1), 0x06, "bridge");
         assert_eq!(cfg_read(&h, Bdf::new(4, 0), 0, 4), 0xffff_ffff);
         let mut d = [0u8; 4];

@@ -274,7 +274,8 @@ mod tests {
         mem.put(0x6000 + 24, 0x08 | 1 << 18);
         let line = cfg(&bus, 0x3c, None) & 0xff;
         assert_eq!(line, u32::from(EDU_INTX_LINE));
-        ioapic_rte(&bus, line, 1 << 48 | 1 << 49 | 0xed);
+        // The RTE's own vector (0x33) only matches EOIs: the IRTE's 0xed is delivered.
+        ioapic_rte(&bus, line, 1 << 48 | 1 << 49 | 0x33);
         mmio32(&bus, edu + 0x60, Some(1));
         mmio32(&bus, edu + 0x64, Some(1));
         // IR MSI: IRTE 2 -> vector 0xee, MSI address in remappable form.
