@@ -98,6 +98,9 @@ pub struct KernelConfig {
     pub devices: Vec<DeviceOption>,
     /// KVM's in-kernel 8254 PIT (`-machine pit=off` leaves it out).
     pub pit: bool,
+    /// `-machine q35,kernel-irqchip=split`: split irqchip, user-space I/O APIC, PCI bus
+    /// (Multiboot kernels only).
+    pub q35: bool,
 }
 
 impl KernelConfig {
@@ -118,6 +121,7 @@ impl KernelConfig {
             serial: SerialOutput::Stdout,
             devices: Vec::new(),
             pit: true,
+            q35: false,
         }
     }
 }
@@ -196,6 +200,12 @@ impl VmmConfig {
                 if let Some((_, name)) = probe_only.iter().find(|(given, _)| *given) {
                     return Err(format!("{name} is not supported with --kernel"));
                 }
+                let q35 = args.qemu.machine.as_ref().is_some_and(|m| m.q35);
+                if !q35 && args.qemu.device.iter().any(DeviceOption::needs_q35) {
+                    return Err(
+                        "-device edu and intel-iommu need -machine q35,kernel-irqchip=split".into(),
+                    );
+                }
                 Payload::Kernel(KernelConfig {
                     kernel,
                     initrd: linux.initrd,
@@ -203,6 +213,7 @@ impl VmmConfig {
                     serial: linux.serial,
                     devices: args.qemu.device,
                     pit: args.qemu.machine.as_ref().is_none_or(|m| m.pit),
+                    q35,
                 })
             }
             None if !args.qemu.device.is_empty() => {

@@ -64,7 +64,26 @@ fn malformed_options_give_one_line_and_status_2() {
             "invalid value '0' for '--overcommit-ratio <N>'",
         ),
         // QEMU's switches that this VMM refuses, each with what to do instead.
-        (&["-machine", "q35"], "unsupported machine type 'q35'"),
+        (
+            &["-machine", "microvm"],
+            "unsupported machine type 'microvm'",
+        ),
+        (
+            &["-machine", "q35"],
+            "this VMM's q35 has kernel-irqchip=split",
+        ),
+        (
+            &["-M", "pc,kernel-irqchip=split"],
+            "this VMM's pc has kernel-irqchip=on",
+        ),
+        (
+            &["--kernel", "/dev/null", "-device", "edu"],
+            "-device edu and intel-iommu need -machine q35,kernel-irqchip=split",
+        ),
+        (
+            &["-device", "intel-iommu,intremap=off"],
+            "intremap=off is not supported",
+        ),
         (
             &["-M", "pc,accel=tcg"],
             "accelerator 'tcg' is not available",

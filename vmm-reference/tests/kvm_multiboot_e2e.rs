@@ -120,6 +120,45 @@ fn kvm_multiboot_bsp_starts_in_virtual_wire_mode() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
 }
 
+/// `-machine q35,kernel-irqchip=split -device intel-iommu,... -device edu`: the guest
+/// finds edu (1234:11e8) at 00:01.0 through configuration mechanism #1 and reads VT-d's
+/// version register (0x10) at 0xfed90000, then exits with 0 (status 1); anything else
+/// exits with 1 (status 3). Without the PCI part (a plain `pc`, or q35 without edu) the
+/// reads return all ones.
+#[test]
+fn kvm_q35_has_edu_on_pci_and_the_vtd_registers() {
+    #[rustfmt::skip]
+    let mut code = vec![
+        0xb8, 0x00, 0x08, 0x00, 0x80, // mov eax, 0x80000800 (00:01.0, register 0)
+        0x66, 0xba, 0xf8, 0x0c,       // mov dx, 0xcf8
+        0xef,                         // out dx, eax
+        0x66, 0xba, 0xfc, 0x0c,       // mov dx, 0xcfc
+        0xed,                         // in eax, dx
+        0x3d, 0x34, 0x12, 0xe8, 0x11, // cmp eax, 0x11e81234
+        0x75, 0x11,                   // jne fail
+        0xa1, 0x00, 0x00, 0xd9, 0xfe, // mov eax, [0xfed90000] (VT-d VER)
+        0x83, 0xf8, 0x10,             // cmp eax, 0x10
+        0x75, 0x07,                   // jne fail
+    ];
+    code.extend(debug_exit(0));
+    code.extend(debug_exit(1)); // fail:
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write(dir.path(), "q35.bin", &image(0x10_0000, 0, &code));
+    let q35 = ["-M", "q35,kernel-irqchip=split"];
+    let iommu = ["-device", "intel-iommu,intremap=on,eim=off"];
+    let edu = ["-device", "edu"];
+    for (args, status) in [
+        ([&q35[..], &iommu, &edu].concat(), 1),
+        ([&q35[..], &iommu].concat(), 3),
+        ([&q35[..], &edu].concat(), 3),
+        (Vec::new(), 3),
+    ] {
+        let out = run(&kernel, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{args:?}: {stderr}");
+    }
+}
+
 /// ACPI S3 as kvm-unit-tests' s3 enters it: the guest follows the RSDP at 0xe0000 to the
 /// XSDT's first table (the FADT), writes a real-mode waking vector into the FACS the
 /// FADT names, and sets `SLP_TYP` 1 with `SLP_EN` in the FADT's PM1a control block.

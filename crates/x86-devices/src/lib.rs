@@ -19,6 +19,10 @@
 //! | QEMU fw_cfg (I/O interface) | [`fw_cfg`] | ports `0x510..=0x511` | - |
 //! | isa-debug-exit | [`debug_exit`] | ports `0xf4..=0xf7` | - |
 //! | pc-testdev | [`pc_testdev`] | ports `0xe0..=0xeb`, `0x2000..=0x2017`, MMIO `0xff000000..=0xff00ffff` | drives ISA lines through a hook |
+//! | PCI bus 0, configuration mechanism #1, q35 host bridge | [`pci`] | ports `0xcf8..=0xcff` | - |
+//! | user-space I/O APIC (split irqchip) | [`ioapic`] | MMIO `0xfec00000..=0xfec00fff` | MSIs through remapping |
+//! | Intel VT-d DMA and interrupt remapping | [`vtd`], [`vtd_tables`] | MMIO `0xfed90000..=0xfed90fff` | invalidation-wait MSI |
+//! | QEMU's edu (PCI 1234:11e8) | [`edu`] | BAR 0, MMIO `0xfea00000..=0xfeafffff` | INTA# on I/O APIC pin 16, MSI |
 //!
 //! A device that ends the VM returns [`DeviceAction::End`] with a typed [`VmExit`]
 //! (reboot, power off, debug-exit value, stop reason); the bus records the first one
@@ -26,7 +30,8 @@
 //!
 //! [`Platform`] bundles a kernel payload's whole device set (Linux: COM1, i8042, ACPI
 //! PM, CPU hot-plug; a multiboot kvm-unit-tests kernel: COM1, i8042, PM1 blocks, RTC,
-//! fw_cfg, isa-debug-exit, pc-testdev) with the control-plane calls the VMM needs.
+//! fw_cfg, isa-debug-exit, pc-testdev; with `q35` also the PCI part of [`q35`]: PCI
+//! bus, user-space I/O APIC, VT-d, edu) with the control-plane calls the VMM needs.
 //!
 //! COM1's host side ([`serial`]) parses `--serial` and runs on the VMM's one
 //! `event-manager` loop: a [`serial::SerialSubscriber`] per VM, no threads.
@@ -62,13 +67,19 @@ pub mod bus;
 pub mod com1;
 pub mod cpu_hotplug;
 pub mod debug_exit;
+pub mod edu;
 pub mod fw_cfg;
 pub mod i8042;
+pub mod ioapic;
 pub mod irq;
 pub mod pc_testdev;
+pub mod pci;
 pub mod platform;
+pub mod q35;
 pub mod rtc;
 pub mod serial;
+pub mod vtd;
+pub mod vtd_tables;
 
 pub use acpi_pm::AcpiPm;
 pub use bus::{
@@ -83,6 +94,8 @@ pub use i8042::I8042;
 pub use irq::InterruptLine;
 pub use pc_testdev::{PcTestdev, TestdevHooks};
 pub use platform::{PcPower, Platform, PlatformConfig, PlatformError, TestDevices};
+pub use q35::{Q35Config, Q35};
+pub use vtd::{KvmMsi, MsiSink};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

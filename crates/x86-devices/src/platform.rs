@@ -23,6 +23,7 @@ use crate::fw_cfg::{FwCfg, FW_CFG_RANGE};
 use crate::i8042::{I8042, I8042_COMMAND_RANGE, I8042_DATA_RANGE};
 use crate::irq::{InterruptLine, IrqError};
 use crate::pc_testdev::{PcTestdev, TestdevHooks};
+use crate::q35::{Q35Config, Q35};
 use crate::rtc::{CmosRtc, RTC_RANGE};
 
 /// The devices kvm-unit-tests talks to.
@@ -48,6 +49,10 @@ pub struct PlatformConfig<'a> {
     /// The fixed-hardware ACPI PM1 blocks and the CMOS RTC of a PC chipset (`None`:
     /// neither; exclusive with `power`, as the ACPI tables are).
     pub pc_power: Option<PcPower>,
+    /// The PCI bus, user-space I/O APIC, VT-d and edu of a split-irqchip q35 machine
+    /// (`None`: none of them; the in-kernel irqchip has the I/O APIC). With it,
+    /// pc-testdev's IRQ lines drive the user-space I/O APIC.
+    pub q35: Option<Q35Config>,
 }
 
 /// A PC chipset's power management: the PM1a blocks and the CMOS RTC.
@@ -80,6 +85,7 @@ pub struct Platform {
     com1: Arc<Com1>,
     pm: Option<Arc<AcpiPm>>,
     hotplug: Option<Arc<CpuHotplug>>,
+    q35: Option<Q35>,
 }
 
 impl Platform {
@@ -123,11 +129,23 @@ impl Platform {
                 .and_then(|b| b.io("cmos rtc", RTC_RANGE, Arc::new(CmosRtc::new())))
                 .map_err(PlatformError::Bus)?;
         }
+        let q35 = match config.q35 {
+            Some(cfg) => {
+                let (b, q35) = Q35::register(cfg, bus).map_err(PlatformError::Bus)?;
+                bus = b;
+                Some(q35)
+            }
+            None => None,
+        };
         if let Some(test) = config.test_devices {
+            let hooks: Arc<dyn TestdevHooks> = match &q35 {
+                Some(q35) => q35.ioapic().clone(),
+                None => test.testdev_hooks,
+            };
             bus = bus
                 .io("fw_cfg", FW_CFG_RANGE, Arc::new(test.fw_cfg))
                 .and_then(|b| b.io("isa-debug-exit", DEBUG_EXIT_RANGE, Arc::new(DebugExit)))
-                .and_then(|b| PcTestdev::new(test.testdev_hooks).register(b))
+                .and_then(|b| PcTestdev::new(hooks).register(b))
                 .map_err(PlatformError::Bus)?;
         }
         Ok(Self {
@@ -135,6 +153,7 @@ impl Platform {
             com1,
             pm,
             hotplug,
+            q35,
         })
     }
 
@@ -146,6 +165,11 @@ impl Platform {
     /// COM1 (console input, tail, flush; hand it to the serial subscriber).
     pub fn com1(&self) -> &Arc<Com1> {
         &self.com1
+    }
+
+    /// The q35 PCI part, when the machine has one.
+    pub fn q35(&self) -> Option<&Q35> {
+        self.q35.as_ref()
     }
 
     /// How the guest ended the VM (see [`Bus::vm_exit`]).
@@ -247,6 +271,7 @@ mod tests {
             hotplug: Some((CpuHotplugConfig::default(), cpus)),
             test_devices: None,
             pc_power: None,
+            q35: None,
         })
         .unwrap()
     }
@@ -294,6 +319,7 @@ mod tests {
                 pm1: Pm1Config::default(),
                 sleep: Arc::new(crate::acpi_pm1::NoSleep),
             }),
+            q35: None,
         })
         .unwrap();
         let map = p.bus().map();

@@ -58,9 +58,10 @@ pub fn normalize_args<I: IntoIterator<Item = String>>(args: I) -> Vec<String> {
 /// QEMU switches that either change nothing here or are refused with the reason.
 #[derive(Debug, Args, Default)]
 pub struct QemuArgs {
-    /// Machine type, QEMU syntax: pc, optionally with accel=kvm and pit=on|off (this VMM
-    /// has one machine, a PC with KVM's in-kernel APICs; pit=off leaves out the 8254 timer
-    /// of kernel payloads).
+    /// Machine type, QEMU syntax: pc, optionally with accel=kvm and pit=on|off (a PC with
+    /// KVM's in-kernel irqchip; pit=off leaves out the 8254 timer of kernel payloads), or
+    /// q35,kernel-irqchip=split for Multiboot test kernels (local APICs in KVM, a
+    /// user-space I/O APIC, PCI bus 0 for -device edu and intel-iommu).
     #[arg(short = 'M', long = "machine", value_name = "TYPE", value_parser = parse_machine)]
     pub machine: Option<MachineOption>,
     /// Accelerator: kvm (the only one).
@@ -87,8 +88,9 @@ pub struct QemuArgs {
     /// Accepted for QEMU compatibility: the VM has only the devices its guest needs.
     #[arg(long)]
     pub nodefaults: bool,
-    /// A device, QEMU syntax (repeatable): isa-debug-exit,iobase=0xf4,iosize=4 or
-    /// pc-testdev (for test kernels such as kvm-unit-tests).
+    /// A device, QEMU syntax (repeatable): isa-debug-exit,iobase=0xf4,iosize=4,
+    /// pc-testdev, and with -machine q35: edu, intel-iommu,intremap=on,eim=off (for test
+    /// kernels such as kvm-unit-tests).
     #[arg(long = "device", value_name = "DEVICE", value_parser = parse_device)]
     pub device: Vec<DeviceOption>,
 }
@@ -122,6 +124,18 @@ pub enum DeviceOption {
     },
     /// QEMU's pc-testdev (ports 0xe0..0xef and its memory region), for test kernels.
     PcTestdev,
+    /// QEMU's edu PCI device (q35 only).
+    Edu,
+    /// QEMU's intel-iommu with interrupt remapping, without extended interrupt mode
+    /// (q35 only).
+    IntelIommu,
+}
+
+impl DeviceOption {
+    /// Whether the device sits on q35's PCI bus.
+    pub fn needs_q35(&self) -> bool {
+        matches!(self, DeviceOption::Edu | DeviceOption::IntelIommu)
+    }
 }
 
 fn parse_number(key: &str, v: &str) -> Result<u16, String> {
@@ -165,9 +179,26 @@ pub fn parse_device(s: &str) -> Result<DeviceOption, String> {
         }
         "pc-testdev" if props.is_empty() => Ok(DeviceOption::PcTestdev),
         "pc-testdev" => Err("-device pc-testdev takes no properties".into()),
+        "edu" if props.is_empty() => Ok(DeviceOption::Edu),
+        "edu" => Err("-device edu takes no properties".into()),
+        "intel-iommu" => {
+            for (k, v) in props {
+                match (k, v) {
+                    ("intremap", "on") | ("eim", "off") => {}
+                    ("intremap" | "eim", _) => {
+                        return Err(format!(
+                            "-device intel-iommu: {k}={v} is not supported; this VMM's \
+                             intel-iommu has intremap=on,eim=off"
+                        ))
+                    }
+                    _ => return Err(format!("-device intel-iommu: unknown property '{k}'")),
+                }
+            }
+            Ok(DeviceOption::IntelIommu)
+        }
         _ => Err(format!(
-            "unsupported device '{driver}' (this VMM offers isa-debug-exit and pc-testdev; \
-             CPUs are hot-plugged with the monitor's device_add)"
+            "unsupported device '{driver}' (this VMM offers isa-debug-exit, pc-testdev, edu \
+             and intel-iommu; CPUs are hot-plugged with the monitor's device_add)"
         )),
     }
 }
@@ -179,13 +210,18 @@ pub struct MachineOption {
     pub kind: String,
     /// `pit=on|off` (default on): whether kernel payloads get KVM's in-kernel 8254 PIT.
     pub pit: bool,
+    /// `q35` (always with `kernel-irqchip=split`): local APICs in KVM, the I/O APIC and
+    /// the PCI devices in user space.
+    pub q35: bool,
 }
 
-/// Parse `-machine`: `pc` (or a versioned `pc-i440fx-*`), with `accel=kvm` and `pit=on|off`.
+/// Parse `-machine`: `pc` (or a versioned `pc-i440fx-*`), with `accel=kvm` and `pit=on|off`;
+/// or `q35` (`pc-q35-*`) with `kernel-irqchip=split`.
 fn parse_machine(s: &str) -> Result<MachineOption, String> {
     let mut parts = s.split(',');
     let mut kind = "pc".to_string();
     let mut pit = true;
+    let mut irqchip = "on".to_string();
     for (i, part) in parts.by_ref().enumerate() {
         match part.split_once('=') {
             Some(("type", v)) => kind = v.to_string(),
@@ -199,18 +235,31 @@ fn parse_machine(s: &str) -> Result<MachineOption, String> {
                     _ => return Err(format!("-machine: pit={v}: expected 'on' or 'off'")),
                 }
             }
+            Some(("kernel-irqchip", v)) => irqchip = v.to_string(),
             Some((k, _)) => return Err(format!("-machine: unsupported property '{k}'")),
             None if i == 0 => kind = part.to_string(),
             None => return Err(format!("-machine: '{part}' is not KEY=VALUE")),
         }
     }
-    if kind == "pc" || kind.starts_with("pc-i440fx-") {
-        Ok(MachineOption { kind, pit })
-    } else {
-        Err(format!(
-            "unsupported machine type '{kind}': this VMM has one machine, 'pc' (use -machine pc)"
-        ))
+    let q35 = kind == "q35" || kind.starts_with("pc-q35-");
+    if !q35 && kind != "pc" && !kind.starts_with("pc-i440fx-") {
+        return Err(format!(
+            "unsupported machine type '{kind}': this VMM offers 'pc' and \
+             'q35,kernel-irqchip=split'"
+        ));
     }
+    let want = if q35 { "split" } else { "on" };
+    if irqchip != want {
+        return Err(format!(
+            "-machine {kind}: kernel-irqchip={irqchip} is not supported; this VMM's {kind} \
+             has kernel-irqchip={want}"
+        ));
+    }
+    Ok(MachineOption {
+        kind,
+        pit: pit && !q35,
+        q35,
+    })
 }
 
 /// Parse `-accel`: only `kvm`.
@@ -296,6 +345,21 @@ mod tests {
                 "pc-testdev,x=1",
                 Err("-device pc-testdev takes no properties"),
             ),
+            ("edu", Ok(DeviceOption::Edu)),
+            ("edu,dma_mask=1", Err("-device edu takes no properties")),
+            (
+                "intel-iommu,intremap=on,eim=off",
+                Ok(DeviceOption::IntelIommu),
+            ),
+            ("intel-iommu", Ok(DeviceOption::IntelIommu)),
+            (
+                "intel-iommu,intremap=on,eim=on",
+                Err("-device intel-iommu: eim=on is not supported; this VMM's intel-iommu has intremap=on,eim=off"),
+            ),
+            (
+                "intel-iommu,caching-mode=on",
+                Err("-device intel-iommu: unknown property 'caching-mode'"),
+            ),
         ];
         for (input, want) in rows {
             assert_eq!(
@@ -324,9 +388,25 @@ mod tests {
             parse_machine("type=pc-i440fx-7.2").unwrap().kind,
             "pc-i440fx-7.2"
         );
-        assert!(parse_machine("q35")
+        let q35 = parse_machine("q35,kernel-irqchip=split").unwrap();
+        assert!(q35.q35 && !q35.pit, "{q35:?}");
+        assert!(
+            parse_machine("pc-q35-7.2,kernel-irqchip=split")
+                .unwrap()
+                .q35
+        );
+        assert!(!parse_machine("pc,kernel-irqchip=on").unwrap().q35);
+        assert_eq!(
+            parse_machine("q35").unwrap_err(),
+            "-machine q35: kernel-irqchip=on is not supported; this VMM's q35 has kernel-irqchip=split"
+        );
+        assert_eq!(
+            parse_machine("pc,kernel-irqchip=split").unwrap_err(),
+            "-machine pc: kernel-irqchip=split is not supported; this VMM's pc has kernel-irqchip=on"
+        );
+        assert!(parse_machine("microvm")
             .unwrap_err()
-            .contains("unsupported machine type 'q35'"));
+            .contains("unsupported machine type 'microvm'"));
         assert!(parse_machine("pc,accel=tcg")
             .unwrap_err()
             .contains("accelerator 'tcg' is not available"));

@@ -14,7 +14,10 @@
 //! LAPIC in virtual-wire mode, ACPI tables with a full FADT, FACS and PM1 blocks, a CMOS
 //! RTC, an S3 resume ROM at the reset vector), and always has QEMU's test devices:
 //! fw_cfg, isa-debug-exit at 0xf4 and pc-testdev (a Linux kernel has them with
-//! `-device isa-debug-exit` or `-device pc-testdev`).
+//! `-device isa-debug-exit` or `-device pc-testdev`). With `-machine
+//! q35,kernel-irqchip=split` it gets the split irqchip instead (no 8259s, no PIT) and
+//! the PCI part of `x86_devices::q35`: user-space I/O APIC, PCI bus, `-device edu`,
+//! `-device intel-iommu`, interrupts delivered with KVM_SIGNAL_MSI.
 
 use cpu_topology::{CpuTopology, VcpuIndex};
 use cpuid_model::{dump, CpuidTable};
@@ -32,6 +35,7 @@ use x86_boot::layout::BOOT_STACK_POINTER;
 use x86_boot::long_mode::long_mode_sregs;
 
 use super::bus::VmBus;
+use crate::cli::DeviceOption;
 use crate::config::{KernelConfig, Payload, ProbeConfig};
 use crate::error::{kvm_op, vcpu_op, VmmError};
 use crate::linux::boot::{self, BootInput, BootTables};
@@ -44,7 +48,9 @@ use x86_boot::multiboot_info::MultibootEntryState;
 use x86_devices::acpi_pm1::KvmInitOnWake;
 use x86_devices::pc_testdev::KvmIrqLines;
 use x86_devices::serial::{SerialBackend, SerialSubscriber};
-use x86_devices::{FwCfgBuilder, PcPower, Platform, PlatformConfig, TestDevices};
+use x86_devices::{
+    FwCfgBuilder, KvmMsi, PcPower, Platform, PlatformConfig, Q35Config, TestDevices,
+};
 
 /// KVM_SET_TSS_ADDR: three pages in the 32-bit MMIO hole, below the identity-map page
 /// (Firecracker's addresses).
@@ -143,17 +149,22 @@ impl Prepared<'_> {
     /// kernel gets the full in-kernel irqchip and PIT: its devices raise interrupts
     /// through irqfds.
     pub(super) fn create_irqchip(&self, vm: &VmFd) -> Result<(), VmmError> {
+        let split = || {
+            let mut cap = kvm_enable_cap {
+                cap: KVM_CAP_SPLIT_IRQCHIP,
+                ..Default::default()
+            };
+            cap.args[0] = IOAPIC_PINS;
+            vm.enable_cap(&cap)
+                .map_err(kvm_op("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"))
+        };
         match self {
-            Prepared::Probe(_) if vm.check_extension(Cap::SplitIrqchip) => {
-                let mut cap = kvm_enable_cap {
-                    cap: KVM_CAP_SPLIT_IRQCHIP,
-                    ..Default::default()
-                };
-                cap.args[0] = IOAPIC_PINS;
-                vm.enable_cap(&cap)
-                    .map_err(kvm_op("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"))
-            }
+            Prepared::Probe(_) if vm.check_extension(Cap::SplitIrqchip) => split(),
             Prepared::Probe(_) => vm.create_irq_chip().map_err(kvm_op("KVM_CREATE_IRQCHIP")),
+            Prepared::Kernel(k, _, KernelKind::Multiboot(_)) if k.q35 => split(),
+            Prepared::Kernel(k, ..) if k.q35 => Err(VmmError::Unsupported(
+                "-machine q35 is offered for Multiboot test kernels only".into(),
+            )),
             Prepared::Kernel(k, ..) => {
                 vm.create_irq_chip().map_err(kvm_op("KVM_CREATE_IRQCHIP"))?;
                 if !k.pit {
@@ -236,6 +247,7 @@ impl Prepared<'_> {
                     hotplug: tables.hotplug.map(|h| (h, cpus.as_slice())),
                     test_devices,
                     pc_power: None,
+                    q35: None,
                 })?);
                 platform.register_irqfds(vm).map_err(kvm_op("KVM_IRQFD"))?;
                 let input = serial.input.subscriber(platform.com1().clone());
@@ -431,7 +443,9 @@ fn load_multiboot(
     };
     let load = load_multiboot_image(image, &mb)?;
     load.write_to(ram.memory())?;
-    bios_pics(vm)?;
+    if !config.q35 {
+        bios_pics(vm)?;
+    }
     let cpus = boot::cpu_entries(topo, None).map_err(boot::BootError::from)?;
     let pm1 = Pm1Config::default();
     let acpi = AcpiConfig {
@@ -448,7 +462,14 @@ fn load_multiboot(
         .map(|i| apic.apic_id(i).map(|id| id.0))
         .collect::<Result<Vec<_>, _>>()
         .map_err(boot::BootError::from)?;
+    let q35 = config.q35.then(|| Q35Config {
+        iommu: config.devices.contains(&DeviceOption::IntelIommu),
+        edu: config.devices.contains(&DeviceOption::Edu),
+        memory: std::sync::Arc::new(ram.memory().clone()),
+        sink: std::sync::Arc::new(KvmMsi(std::sync::Arc::clone(vm))),
+    });
     let platform = std::sync::Arc::new(Platform::new(PlatformConfig {
+        q35,
         console: serial.sink,
         power: None,
         hotplug: None,
