@@ -317,6 +317,21 @@ impl MemoryLayout {
         &self.reserved
     }
 
+    /// Bytes of RAM contiguous from guest-physical 0: with NUMA nodes the low RAM is
+    /// several adjacent regions (one per node), which this adds up.
+    pub fn ram_from_zero(&self) -> u64 {
+        self.regions
+            .iter()
+            .try_fold(0, |end, r| {
+                if r.gpa.0 == end {
+                    Ok(r.end())
+                } else {
+                    Err(end)
+                }
+            })
+            .unwrap_or_else(|end| end)
+    }
+
     /// Total bytes of RAM over all regions.
     pub fn ram_size(&self) -> u64 {
         self.regions.iter().map(|r| r.size).sum()
@@ -378,6 +393,30 @@ mod tests {
             assert!(layout.regions().iter().all(|r| r.node.is_none()));
             assert_eq!(layout.reserved(), [MemoryLayout::mmio_hole()]);
         }
+    }
+
+    #[test]
+    fn ram_from_zero_adds_adjacent_regions_up_to_the_first_gap() {
+        assert_eq!(
+            MemoryLayout::x86_64(128 * MIB).unwrap().ram_from_zero(),
+            128 * MIB
+        );
+        assert_eq!(
+            MemoryLayout::x86_64(4 * GIB).unwrap().ram_from_zero(),
+            3 * GIB
+        );
+        let node = |gpa: u64, size: u64| RamRegion {
+            gpa: GuestAddress(gpa),
+            size,
+            node: None,
+        };
+        let two_nodes = MemoryLayout::new(
+            vec![node(0, 256 * MIB), node(256 * MIB, 256 * MIB)],
+            Vec::new(),
+        );
+        assert_eq!(two_nodes.unwrap().ram_from_zero(), 512 * MIB);
+        let high_only = MemoryLayout::new(vec![node(GIB, MIB)], Vec::new()).unwrap();
+        assert_eq!(high_only.ram_from_zero(), 0);
     }
 
     #[test]

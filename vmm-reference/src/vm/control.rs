@@ -4,10 +4,10 @@
 //! Hot-plug, whatever the guest:
 //!
 //! 1. `device_add` ([`Vmm::add_vcpu`]): check the slot, admit the extra vCPU on the host,
-//!    create its KVM vCPU with the slot's APIC id and CPUID (or reuse the parked one),
-//!    give it the payload's entry state and start its thread with its pin. The probe runs
-//!    on it at once; a kernel learns of it through the ACPI hot-plug block (GED interrupt)
-//!    and starts it with INIT/SIPI.
+//!    create its KVM vCPU with the slot's APIC id and CPUID (or take the parked one: an
+//!    ACPI guest's are made at start), give it the entry state, start its thread with its
+//!    pin. The probe runs on it at once; a kernel learns of it through the ACPI hot-plug
+//!    block (GED interrupt) and starts it with INIT/SIPI.
 //! 2. `device_del` ([`Vmm::remove_vcpu`]): the probe's vCPU is stopped and parked at
 //!    once; a kernel is asked to release the CPU, which it does by ejecting the slot, or
 //!    never, if it refuses.

@@ -144,6 +144,17 @@ impl Vmm {
             let hook = vcpu_hook(&placement, &sandbox, &config.security);
             vcpus.insert(ctx.spawn(index, fd, Some(hook))?);
         }
+        // An ACPI guest's hot-pluggable slots get their vCPUs now, parked (no thread):
+        // this host's KVM never wakes a vCPU created later with INIT/SIPI (docs/LINUX.md).
+        let mut parked = BTreeMap::new();
+        let unplugged = topo.slots().skip(topo.present().count());
+        for index in unplugged.filter(|_| guest.unplug_needs_guest()) {
+            let table = normalizer.for_vcpu(index)?;
+            parked.insert(
+                index,
+                create_vcpu(&vm, index, apic.apic_id(index)?.0, &table)?,
+            );
+        }
         // After the vCPU threads exist: they inherit the creating thread's affinity.
         placement.pin_emulator()?;
         Ok(Self {
@@ -163,7 +174,7 @@ impl Vmm {
             normalizer,
             cpuid,
             plugged: BTreeMap::new(),
-            parked: BTreeMap::new(),
+            parked,
             _slots: slots,
             ram,
             vm,

@@ -193,7 +193,7 @@ impl Prepared<'_> {
             Prepared::Probe(config) => {
                 let probe = ProbeGuest::new(
                     config.mode,
-                    ProbeLayout::new(topo.max_cpus(), ram_from_zero(layout))?,
+                    ProbeLayout::new(topo.max_cpus(), layout.ram_from_zero())?,
                 );
                 let queries: Vec<(u32, u32)> = cpuid
                     .first()
@@ -572,17 +572,4 @@ fn linux_bsp(fd: &VcpuFd, kernel: &LoadedKernel, tables: &BootTables) -> Result<
         ..Default::default()
     })
     .map_err(vcpu_op(index, "KVM_SET_FPU"))
-}
-
-/// Bytes of RAM contiguous from guest-physical 0 (the probe lives there): with NUMA nodes
-/// the low RAM is several adjacent regions.
-fn ram_from_zero(layout: &MemoryLayout) -> u64 {
-    let mut end = 0;
-    for r in layout.regions() {
-        if r.gpa.0 != end {
-            break;
-        }
-        end = r.end();
-    }
-    end
 }
