@@ -2,7 +2,9 @@
 //! Guest port and MMIO accesses through the platform bus itself, as the vCPU exit path
 //! delivers them: COM1, the i8042, the ACPI power registers, the CPU hot-plug block, the
 //! kvm-unit-tests devices (fw_cfg with a file, isa-debug-exit, pc-testdev) and a
-//! Multiboot kernel's PC power devices (PM1 blocks, PM timer, CMOS RTC) on one bus. Each 11-byte record is one access: a target (a registered range, or any port or
+//! Multiboot kernel's PC power devices (PM1 blocks, PM timer, CMOS RTC) and q35's PCI part
+//! (configuration space, edu with its DMA, the VT-d unit, the user-space I/O APIC) on one
+//! bus, with 64 KiB of guest RAM for DMA and the remapping tables. Each 11-byte record is one access: a target (a registered range, or any port or
 //! address), an offset into it, a size, read or write, and a value. No access may panic,
 //! a stop always names its cause, and COM1's console ring stays bounded.
 use std::sync::Arc;
@@ -17,7 +19,50 @@ use x86_devices::bus::Space;
 use x86_devices::com1::CONSOLE_RING_BYTES;
 use x86_devices::acpi_pm1::SleepHooks;
 use x86_devices::pc_testdev::NoHooks;
-use x86_devices::{ConsoleSink, FwCfgBuilder, PcPower, Platform, PlatformConfig, TestDevices};
+use x86_devices::pci::MsiMessage;
+use x86_devices::vtd::MsiSink;
+use x86_devices::vtd_tables::DmaMemory;
+use x86_devices::{
+    ConsoleSink, FwCfgBuilder, PcPower, Platform, PlatformConfig, Q35Config, TestDevices,
+};
+
+/// 64 KiB of guest RAM at GPA 0 for edu's DMA and the VT-d tables.
+#[derive(Debug)]
+struct Ram(std::sync::Mutex<Vec<u8>>);
+
+impl DmaMemory for Ram {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        let ram = self.0.lock().unwrap();
+        let start = usize::try_from(gpa).unwrap_or(usize::MAX);
+        match ram.get(start..start.saturating_add(buf.len())) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn write(&self, gpa: u64, buf: &[u8]) -> bool {
+        let mut ram = self.0.lock().unwrap();
+        let start = usize::try_from(gpa).unwrap_or(usize::MAX);
+        match ram.get_mut(start..start.saturating_add(buf.len())) {
+            Some(dst) => {
+                dst.copy_from_slice(buf);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Interrupts go nowhere: the fuzzer looks at the devices, not at a LAPIC.
+#[derive(Debug)]
+struct Drop;
+
+impl MsiSink for Drop {
+    fn signal(&self, _msg: MsiMessage) {}
+}
 
 /// S3 that wakes at once, as on KVM, without vCPUs to reset.
 #[derive(Debug)]
@@ -47,6 +92,12 @@ fn platform(cpus: &[CpuEntry]) -> Platform {
         pc_power: Some(PcPower {
             pm1: Pm1Config::default(),
             sleep: Arc::new(WakeAtOnce),
+        }),
+        q35: Some(Q35Config {
+            iommu: true,
+            edu: true,
+            memory: Arc::new(Ram(std::sync::Mutex::new(vec![0; 64 << 10]))),
+            sink: Arc::new(Drop),
         }),
     })
     .expect("the default device layout has no overlaps")
