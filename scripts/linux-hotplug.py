@@ -7,7 +7,7 @@ guest's /init prints on the console (scripts/linux-initramfs, cpuhotplug=N):
   1. wait for "guest: hotplug: waiting for cpuN";
   2. device_add the free slot of socket SOCKET (driver and properties from
      query-hotpluggable-cpus, as libvirt does), check query-cpus-fast;
-  3. wait for the guest to report the CPU's state after onlining it;
+  3. wait for the guest to online the CPU and print what it sees;
   4. device_del it, wait for DEVICE_DELETED (sent once the guest has offlined the CPU
      and ejected the slot), check query-cpus-fast again.
 
@@ -84,10 +84,10 @@ async def run(sock, log, cpu, socket_id, timeout):
         print(f"host: device_add {dev_id} {slot['type']} {slot['props']}", flush=True)
         print(f"host: after device_add: {len(plugged)} vCPUs {describe(plugged)}", flush=True)
 
-        # Whatever the guest managed (online=1, or online=0 when bringing it up failed),
-        # take the CPU away again: the ejection is checked on its own.
-        await console_line(log, f"guest: hotplug: cpu{cpu} online=", deadline)
-        with qmp.listen() as listener:
+        # Once the guest has shown the CPU (online or not: the ejection is checked on its
+        # own), take it away again.
+        await console_line(log, f"guest: hotplug: waiting for the ejection of cpu{cpu}", deadline)
+        with qmp.listener("DEVICE_DELETED") as listener:
             await qmp.execute("device_del", {"id": dev_id})
             print(f"host: device_del {dev_id}", flush=True)
             async for event in listener:
