@@ -6,6 +6,23 @@
 //! `RUST_BACKTRACE` asks for backtraces). The programs are written to
 //! `$OUT_DIR/filters.rs` as static arrays, so a VMM starts without parsing JSON or
 //! running the compiler, and a broken filter file fails the build, not a user's VM.
+//!
+//! seccompiler writes one linear chain: a syscall the filter does not name runs through
+//! every rule before the mismatch action. The kernel, when it installs a filter, runs
+//! the filter's emulator once per syscall number to find the ones it can always allow
+//! (its action cache), so with a linear chain of 500 instructions installing the main and
+//! vCPU filters cost about half a millisecond, more than the rest of a short VM's start.
+//! build.rs therefore splits each filter's rules into buckets of a few syscalls, by number,
+//! compiles each bucket with seccompiler as a complete program of its own (architecture
+//! check, its rules, the mismatch action), and puts a dispatch on the syscall number in
+//! front: a syscall runs through the dispatch and one bucket. Each bucket keeps
+//! seccompiler's code and jumps unchanged; only the dispatch is written here. The linear
+//! programs are kept for the tests, which check that both give every syscall the same
+//! verdict.
+
+#[path = "src/syscall_names.rs"]
+#[allow(dead_code)]
+mod syscall_names;
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -33,25 +50,37 @@ fn main() {
          /// trap (`--seccomp on`), 1 = log, backtraces 0 = no, 1 = yes.\n\
          pub(crate) static PROGRAMS: [[[&[seccompiler::sock_filter]; 2]; 2]; 3] = [\n",
     );
+    let mut linear = String::from(
+        "/// The same filters as seccompiler's linear chains, for the tests.\n\
+         #[cfg(test)]\n\
+         pub(crate) static LINEAR: [[[&[seccompiler::sock_filter]; 2]; 2]; 3] = [\n",
+    );
     for kind in KINDS {
         let file = dir.join(format!("{kind}.json"));
         let doc = read(&file);
-        out.push_str("    [\n");
-        for action in ACTIONS {
-            out.push_str("        [\n");
-            for backtraces in [false, true] {
-                let program = compile(&doc, kind, action, backtraces.then_some(&extra[..]));
-                out.push_str("            &[");
-                for insn in &program {
-                    write_insn(&mut out, insn);
-                }
-                out.push_str("],\n");
-            }
-            out.push_str("        ],\n");
+        for text in [&mut out, &mut linear] {
+            text.push_str("    [\n");
         }
-        out.push_str("    ],\n");
+        for action in ACTIONS {
+            for text in [&mut out, &mut linear] {
+                text.push_str("        [\n");
+            }
+            for backtraces in [false, true] {
+                let doc = with_rules(&doc, kind, action, backtraces.then_some(&extra[..]));
+                write_program(&mut out, &bucketed(&doc, kind));
+                write_program(&mut linear, &compile(&doc, kind));
+            }
+            for text in [&mut out, &mut linear] {
+                text.push_str("        ],\n");
+            }
+        }
+        for text in [&mut out, &mut linear] {
+            text.push_str("    ],\n");
+        }
     }
     out.push_str("];\n");
+    linear.push_str("];\n");
+    out.push_str(&linear);
     let dest = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("filters.rs");
     std::fs::write(&dest, out).expect("writing filters.rs");
 }
@@ -62,9 +91,9 @@ fn read(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// One kind's filter with `action` on mismatch, plus the backtrace rules that the filter
-/// does not already allow unconditionally.
-fn compile(doc: &Value, kind: &str, action: &str, backtrace: Option<&[Value]>) -> Vec<sock_filter> {
+/// One kind's filter document with `action` on mismatch, plus the backtrace rules that the
+/// filter does not already allow unconditionally.
+fn with_rules(doc: &Value, kind: &str, action: &str, backtrace: Option<&[Value]>) -> Value {
     let mut doc = doc.clone();
     let filter = doc
         .get_mut(kind)
@@ -83,11 +112,95 @@ fn compile(doc: &Value, kind: &str, action: &str, backtrace: Option<&[Value]>) -
             rules.push(rule.clone());
         }
     }
-    let json = serde_json::to_vec(&doc).expect("re-encoding a filter");
+    doc
+}
+
+/// seccompiler's program for a filter document: one linear chain.
+fn compile(doc: &Value, kind: &str) -> Vec<sock_filter> {
+    let json = serde_json::to_vec(doc).expect("re-encoding a filter");
     let mut map = seccompiler::compile_from_json(json.as_slice(), TargetArch::x86_64)
         .unwrap_or_else(|e| panic!("filters/{kind}.json: {e}"));
     map.remove(kind)
         .expect("the compiled map has the filter's own key")
+}
+
+/// Distinct syscalls per bucket.
+const BUCKET_SYSCALLS: usize = 8;
+
+/// classic BPF opcodes of the dispatch.
+const LD_W_ABS: u16 = 0x20;
+const JMP_JA: u16 = 0x05;
+const JMP_JGE_K: u16 = 0x35;
+
+/// The filter as a dispatch on the syscall number in front of one seccompiler program per
+/// bucket (see the module docs).
+fn bucketed(doc: &Value, kind: &str) -> Vec<sock_filter> {
+    let rules = doc[kind]["filter"]
+        .as_array()
+        .expect("a filter list")
+        .clone();
+    let number = |rule: &Value| -> u32 {
+        let name = rule["syscall"].as_str().expect("a syscall name");
+        let mut names = syscall_names::NAMES.split(' ');
+        let i = names
+            .position(|n| n == name)
+            .unwrap_or_else(|| panic!("filters/{kind}.json: unknown syscall '{name}'"));
+        u32::from(syscall_names::NUMBERS[i])
+    };
+    let mut numbers: Vec<u32> = rules.iter().map(number).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    let firsts: Vec<u32> = numbers.chunks(BUCKET_SYSCALLS).map(|c| c[0]).collect();
+    let programs: Vec<Vec<sock_filter>> = firsts
+        .iter()
+        .enumerate()
+        .map(|(b, &first)| {
+            let end = firsts.get(b + 1).copied().unwrap_or(u32::MAX);
+            let mut part = doc.clone();
+            part[kind]["filter"] = Value::from(
+                rules
+                    .iter()
+                    .filter(|r| (first..end).contains(&number(r)))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            compile(&part, kind)
+        })
+        .collect();
+    // ld nr; then from the highest bucket down: jge first_b -> ja bucket b; bucket 0
+    // follows the dispatch directly.
+    let dispatch_len = 1 + 2 * (programs.len() - 1);
+    let mut starts = Vec::with_capacity(programs.len());
+    let mut at = dispatch_len;
+    for p in &programs {
+        starts.push(at);
+        at += p.len();
+    }
+    let insn = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    let mut out = vec![insn(LD_W_ABS, 0, 0, 0)];
+    for b in (1..programs.len()).rev() {
+        out.push(insn(JMP_JGE_K, 0, 1, firsts[b]));
+        let next = out.len() + 1;
+        out.push(insn(JMP_JA, 0, 0, (starts[b] - next) as u32));
+    }
+    assert_eq!(out.len(), dispatch_len);
+    for p in programs {
+        out.extend(p);
+    }
+    assert!(
+        out.len() <= 4096,
+        "filters/{kind}.json: {} BPF instructions",
+        out.len()
+    );
+    out
+}
+
+fn write_program(out: &mut String, program: &[sock_filter]) {
+    out.push_str("            &[");
+    for insn in program {
+        write_insn(out, insn);
+    }
+    out.push_str("],\n");
 }
 
 fn write_insn(out: &mut String, insn: &sock_filter) {

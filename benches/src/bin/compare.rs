@@ -307,9 +307,10 @@ fn per_exit_instructions(argv: &dyn Fn(u64) -> Vec<String>) -> Result<f64, Strin
 }
 
 /// Median wall time of each command over `runs` rounds, and its memory figures over
-/// `rss_runs` traced rounds. Each round runs every command once, in turn; one warm-up
-/// round (page cache, first-use kernel work) is not counted. Traced runs are separate:
-/// tracing slows the exit path, so they never count for time.
+/// `rss_runs` traced rounds. Each round runs every command once, in turn, starting one
+/// further along each time; one warm-up round (page cache, first-use kernel work) is not
+/// counted. Traced runs are separate: tracing slows the exit path, so they never count for
+/// time.
 fn measure_interleaved(
     argvs: &[Vec<String>],
     runs: usize,
@@ -318,8 +319,13 @@ fn measure_interleaved(
     let mut walls: Vec<Vec<Duration>> = vec![Vec::with_capacity(runs); argvs.len()];
     let mut mems: Vec<Vec<peak::Memory>> = vec![Vec::with_capacity(rss_runs); argvs.len()];
     let mut errors: Vec<Option<String>> = vec![None; argvs.len()];
+    let n = argvs.len();
     for round in 0..=runs {
-        for (i, argv) in argvs.iter().enumerate() {
+        // Each round starts with the next command: a program's time depends on what ran
+        // just before it (the kernel may still be tearing the previous VM down), so every
+        // command takes every place in turn.
+        for i in (0..n).map(|k| (k + round) % n) {
+            let argv = &argvs[i];
             if errors[i].is_some() {
                 continue;
             }
@@ -330,8 +336,9 @@ fn measure_interleaved(
             }
         }
     }
-    for _ in 0..rss_runs {
-        for (i, argv) in argvs.iter().enumerate() {
+    for round in 0..rss_runs {
+        for i in (0..n).map(|k| (k + round) % n) {
+            let argv = &argvs[i];
             if errors[i].is_some() {
                 continue;
             }

@@ -253,4 +253,82 @@ mod tests {
         sandbox.apply(ThreadKind::Vcpu).unwrap();
         assert_eq!(crate::thread_status().unwrap().seccomp, 0);
     }
+
+    /// A classic-BPF interpreter for what seccompiler and build.rs emit, over a
+    /// `seccomp_data` (nr, arch, instruction pointer, six arguments).
+    fn run_bpf(program: &[sock_filter], data: &[u8; 64]) -> u32 {
+        let word = |k: u32| {
+            let k = k as usize;
+            u32::from_le_bytes(data[k..k + 4].try_into().unwrap())
+        };
+        let (mut pc, mut a) = (0usize, 0u32);
+        loop {
+            let insn = &program[pc];
+            pc += 1;
+            let jump = |taken: bool| usize::from(if taken { insn.jt } else { insn.jf });
+            match insn.code {
+                0x20 => a = word(insn.k),
+                0x54 => a &= insn.k,
+                0x05 => pc += insn.k as usize,
+                0x15 => pc += jump(a == insn.k),
+                0x25 => pc += jump(a > insn.k),
+                0x35 => pc += jump(a >= insn.k),
+                0x45 => pc += jump(a & insn.k != 0),
+                0x06 => return insn.k,
+                code => panic!("BPF opcode {code:#x} at {}", pc - 1),
+            }
+        }
+    }
+
+    #[test]
+    fn bucketed_filters_give_every_syscall_the_linear_verdict() {
+        const X86_64: u32 = 0xc000_003e;
+        const I386: u32 = 0x4000_0003;
+        for (kind, bucketed) in compiled::PROGRAMS.iter().enumerate() {
+            for (action, bucketed) in bucketed.iter().enumerate() {
+                for (bt, bucketed) in bucketed.iter().enumerate() {
+                    let linear = compiled::LINEAR[kind][action][bt];
+                    assert!(bucketed.len() < linear.len() + 100);
+                    // Every constant the rules compare with, in every argument slot.
+                    let mut values: Vec<u32> = linear.iter().map(|i| i.k).collect();
+                    values.sort_unstable();
+                    values.dedup();
+                    let mut numbers: Vec<u32> = (0..480).collect();
+                    numbers.extend([0x4000_0000, 0x4000_0001, u32::MAX]);
+                    let mut checked = 0;
+                    for nr in numbers {
+                        for arch in [X86_64, I386] {
+                            let mut data = [0u8; 64];
+                            data[..4].copy_from_slice(&nr.to_le_bytes());
+                            data[4..8].copy_from_slice(&arch.to_le_bytes());
+                            let want = run_bpf(linear, &data);
+                            assert_eq!(run_bpf(bucketed, &data), want, "nr {nr}");
+                            // Arguments matter only where the linear filter looks at them.
+                            let with_args = |v: u32, slot: usize| {
+                                let mut d = data;
+                                d[16 + 8 * slot..20 + 8 * slot].copy_from_slice(&v.to_le_bytes());
+                                d
+                            };
+                            if arch != X86_64 || nr >= 480 {
+                                continue;
+                            }
+                            for &v in &values {
+                                for slot in 0..3 {
+                                    let d = with_args(v, slot);
+                                    let want = run_bpf(linear, &d);
+                                    assert_eq!(
+                                        run_bpf(bucketed, &d),
+                                        want,
+                                        "nr {nr} arg{slot}={v:#x}"
+                                    );
+                                    checked += 1;
+                                }
+                            }
+                        }
+                    }
+                    assert!(checked > 0);
+                }
+            }
+        }
+    }
 }
