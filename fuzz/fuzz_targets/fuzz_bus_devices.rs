@@ -21,40 +21,9 @@ use x86_devices::acpi_pm1::SleepHooks;
 use x86_devices::pc_testdev::NoHooks;
 use x86_devices::pci::MsiMessage;
 use x86_devices::vtd::MsiSink;
-use x86_devices::vtd_tables::DmaMemory;
 use x86_devices::{
     ConsoleSink, FwCfgBuilder, PcPower, Platform, PlatformConfig, Q35Config, TestDevices,
 };
-
-/// 64 KiB of guest RAM at GPA 0 for edu's DMA and the VT-d tables.
-#[derive(Debug)]
-struct Ram(std::sync::Mutex<Vec<u8>>);
-
-impl DmaMemory for Ram {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
-        let ram = self.0.lock().unwrap();
-        let start = usize::try_from(gpa).unwrap_or(usize::MAX);
-        match ram.get(start..start.saturating_add(buf.len())) {
-            Some(src) => {
-                buf.copy_from_slice(src);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn write(&self, gpa: u64, buf: &[u8]) -> bool {
-        let mut ram = self.0.lock().unwrap();
-        let start = usize::try_from(gpa).unwrap_or(usize::MAX);
-        match ram.get_mut(start..start.saturating_add(buf.len())) {
-            Some(dst) => {
-                dst.copy_from_slice(buf);
-                true
-            }
-            None => false,
-        }
-    }
-}
 
 /// Interrupts go nowhere: the fuzzer looks at the devices, not at a LAPIC.
 #[derive(Debug)]
@@ -96,7 +65,8 @@ fn platform(cpus: &[CpuEntry]) -> Platform {
         q35: Some(Q35Config {
             iommu: true,
             edu: true,
-            memory: Arc::new(Ram(std::sync::Mutex::new(vec![0; 64 << 10]))),
+            // 64 KiB of guest RAM at GPA 0 for edu's DMA and the VT-d tables.
+            memory: Arc::new(std::sync::Mutex::new(vec![0u8; 64 << 10])),
             sink: Arc::new(Drop),
         }),
     })

@@ -30,6 +30,42 @@ impl DmaMemory for vm_memory::GuestMemoryMmap {
     }
 }
 
+/// Guest RAM from guest-physical 0 held in a byte vector (tests, fuzzing, device models
+/// without vm-memory). Accesses past its end are not RAM.
+impl DmaMemory for std::sync::Mutex<Vec<u8>> {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        let ram = self
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match byte_range(gpa, buf.len()).and_then(|r| ram.get(r)) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn write(&self, gpa: u64, buf: &[u8]) -> bool {
+        let mut ram = self
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match byte_range(gpa, buf.len()).and_then(|r| ram.get_mut(r)) {
+            Some(dst) => {
+                dst.copy_from_slice(buf);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The vector indices of `len` bytes at `gpa`, if they can be indices at all.
+fn byte_range(gpa: u64, len: usize) -> Option<std::ops::Range<usize>> {
+    let start = usize::try_from(gpa).ok()?;
+    Some(start..start.checked_add(len)?)
+}
+
 /// Why a DMA request or an interrupt request was blocked (the VT-d fault reasons).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum VtdFault {
@@ -318,20 +354,10 @@ pub(crate) mod tests {
 
     impl DmaMemory for VecMemory {
         fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
-            let m = self.0.lock().unwrap();
-            let Some(src) = m.get(gpa as usize..gpa as usize + buf.len()) else {
-                return false;
-            };
-            buf.copy_from_slice(src);
-            true
+            self.0.read(gpa, buf)
         }
         fn write(&self, gpa: u64, buf: &[u8]) -> bool {
-            let mut m = self.0.lock().unwrap();
-            let Some(dst) = m.get_mut(gpa as usize..gpa as usize + buf.len()) else {
-                return false;
-            };
-            dst.copy_from_slice(buf);
-            true
+            self.0.write(gpa, buf)
         }
     }
 

@@ -9,39 +9,17 @@ use std::sync::Mutex;
 use proptest::prelude::*;
 use x86_devices::vtd_tables::{translate, DmaMemory};
 
-#[derive(Debug)]
-struct Ram(Mutex<Vec<u8>>);
+/// Guest RAM from 0 (x86-devices' `DmaMemory` for a byte vector).
+type Ram = Mutex<Vec<u8>>;
 
-impl DmaMemory for Ram {
-    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
-        let m = self.0.lock().unwrap();
-        let Some(src) = m.get(gpa as usize..gpa as usize + buf.len()) else {
-            return false;
-        };
-        buf.copy_from_slice(src);
-        true
-    }
-
-    fn write(&self, gpa: u64, buf: &[u8]) -> bool {
-        let mut m = self.0.lock().unwrap();
-        let Some(dst) = m.get_mut(gpa as usize..gpa as usize + buf.len()) else {
-            return false;
-        };
-        dst.copy_from_slice(buf);
-        true
-    }
+fn get(ram: &Ram, gpa: u64) -> u64 {
+    let mut b = [0; 8];
+    assert!(ram.read(gpa, &mut b));
+    u64::from_le_bytes(b)
 }
 
-impl Ram {
-    fn get(&self, gpa: u64) -> u64 {
-        let mut b = [0; 8];
-        assert!(self.read(gpa, &mut b));
-        u64::from_le_bytes(b)
-    }
-
-    fn put(&self, gpa: u64, v: u64) {
-        assert!(self.write(gpa, &v.to_le_bytes()));
-    }
+fn put(ram: &Ram, gpa: u64, v: u64) {
+    assert!(ram.write(gpa, &v.to_le_bytes()));
 }
 
 const ROOT: u64 = 0x1000;
@@ -58,10 +36,10 @@ struct Tables {
 
 impl Tables {
     fn new() -> Self {
-        let ram = Ram(Mutex::new(vec![0; 1 << 22]));
-        ram.put(ROOT + 16, CONTEXT | 1);
-        ram.put(CONTEXT + 16 * 0x08, TOP | 1);
-        ram.put(CONTEXT + 16 * 0x08 + 8, 1 | u64::from(SID) << 8);
+        let ram = Mutex::new(vec![0; 1 << 22]);
+        put(&ram, ROOT + 16, CONTEXT | 1);
+        put(&ram, CONTEXT + 16 * 0x08, TOP | 1);
+        put(&ram, CONTEXT + 16 * 0x08 + 8, 1 | u64::from(SID) << 8);
         Self { ram, next: 0x4000 }
     }
 
@@ -70,13 +48,13 @@ impl Tables {
         let mut table = TOP;
         for level in [3u32, 2] {
             let slot = table + 8 * ((iova >> (12 + 9 * (level - 1))) & 0x1ff);
-            if self.ram.get(slot) & 3 == 0 {
-                self.ram.put(slot, self.next | 3);
+            if get(&self.ram, slot) & 3 == 0 {
+                put(&self.ram, slot, self.next | 3);
                 self.next += 0x1000;
             }
-            table = self.ram.get(slot) & !0xfff;
+            table = get(&self.ram, slot) & !0xfff;
         }
-        self.ram.put(table + 8 * ((iova >> 12) & 0x1ff), gpa | perm);
+        put(&self.ram, table + 8 * ((iova >> 12) & 0x1ff), gpa | perm);
     }
 }
 
