@@ -16,10 +16,14 @@
 //! compiles each bucket with seccompiler as a complete program of its own (architecture
 //! check, its rules, the mismatch action), and puts a dispatch on the syscall number in
 //! front: a syscall runs through the dispatch and one bucket. Each bucket keeps
-//! seccompiler's code and jumps unchanged; only the dispatch is written here. The linear
-//! programs are kept for the tests, which check that both give every syscall the same
-//! verdict.
+//! seccompiler's code; only the dispatch is written here. Then build/peephole.rs threads
+//! seccompiler's jumps to jumps and drops what becomes unreachable, which shortens the
+//! programs by more than half (the kernel's JIT compiles every instruction at install
+//! time). The linear programs are kept for the tests, which check that both give every
+//! syscall the same verdict.
 
+#[path = "build/peephole.rs"]
+mod peephole;
 #[path = "src/syscall_names.rs"]
 #[allow(dead_code)]
 mod syscall_names;
@@ -187,6 +191,7 @@ fn bucketed(doc: &Value, kind: &str) -> Vec<sock_filter> {
     for p in programs {
         out.extend(p);
     }
+    let out = peephole::optimize(&out);
     assert!(
         out.len() <= 4096,
         "filters/{kind}.json: {} BPF instructions",

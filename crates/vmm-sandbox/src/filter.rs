@@ -288,7 +288,13 @@ mod tests {
             for (action, bucketed) in bucketed.iter().enumerate() {
                 for (bt, bucketed) in bucketed.iter().enumerate() {
                     let linear = compiled::LINEAR[kind][action][bt];
-                    assert!(bucketed.len() < linear.len() + 100);
+                    // build/peephole.rs more than halves seccompiler's chains.
+                    assert!(
+                        2 * bucketed.len() < linear.len(),
+                        "{} vs {}",
+                        bucketed.len(),
+                        linear.len()
+                    );
                     // Every constant the rules compare with, in every argument slot.
                     let mut values: Vec<u32> = linear.iter().map(|i| i.k).collect();
                     values.sort_unstable();

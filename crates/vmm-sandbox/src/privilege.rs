@@ -242,14 +242,19 @@ pub fn drop_privileges(runas: Option<&Credentials>) -> Result<(), PrivilegeError
     other_threads_hold_none()
 }
 
-/// Check `/proc/self/task/*/status`: no thread may keep a permitted capability.
+/// Check `/proc/self/task/*/status`: no other thread may keep a permitted capability
+/// (the calling thread's sets were just read with `capget`).
 fn other_threads_hold_none() -> Result<(), PrivilegeError> {
     let caps = |source| PrivilegeError::Capabilities {
         call: "reading /proc/self/task",
         source,
     };
+    let me = sys::gettid().to_string();
     for task in std::fs::read_dir("/proc/self/task").map_err(caps)? {
         let task = task.map_err(caps)?;
+        if task.file_name().to_str() == Some(me.as_str()) {
+            continue;
+        }
         // A thread that ended since the listing has nothing left to check.
         let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
             continue;
