@@ -282,9 +282,27 @@ impl<H: ExitHandler + ?Sized + 'static> VcpuContext<H> {
         fd: VcpuFd,
         hook: Option<PreRunHook>,
     ) -> Result<VcpuHandle, VcpuError> {
+        let mut handle = self.spawn_unsettled(index, fd, hook)?;
+        handle.settle()?;
+        Ok(handle)
+    }
+
+    /// Like [`VcpuContext::spawn`], but returns as soon as the thread has reported its
+    /// thread id, while it still unblocks its kick signal and runs `hook`. The caller goes
+    /// on with its own set-up meanwhile: a VM spawns all its vCPUs, builds its event loop
+    /// and so on, then [`VcpuSet::start_all`](crate::VcpuSet::start_all) waits for every
+    /// set-up before any vCPU enters the guest. The set-up's outcome is
+    /// [`VcpuHandle::settle`]; every command waits for it first.
+    pub fn spawn_unsettled(
+        &self,
+        index: VcpuIndex,
+        fd: VcpuFd,
+        hook: Option<PreRunHook>,
+    ) -> Result<VcpuHandle, VcpuError> {
         let (req_tx, req_rx) = channel::<Request>();
         let (rep_tx, rep_rx) = channel::<Reply>();
-        let (ready_tx, ready_rx) = sync_channel::<Result<HostTid, VcpuError>>(1);
+        let (tid_tx, tid_rx) = sync_channel::<HostTid>(1);
+        let (setup_tx, setup_rx) = sync_channel::<Result<(), VcpuError>>(1);
         let shared = Arc::new(Shared::new());
         let handler = Arc::clone(&self.handler);
         let events = self.events.clone();
@@ -304,24 +322,23 @@ impl<H: ExitHandler + ?Sized + 'static> VcpuContext<H> {
         let thread = std::thread::Builder::new()
             .name(format!("vcpu {}", index.0))
             .spawn(move || {
-                if let Err(source) = sys::unblock_signal(signum) {
-                    let _ = ready_tx.send(Err(VcpuError::SignalMask {
+                // Both channels have room for their one message: the sends never block.
+                let _ = tid_tx.send(HostTid(sys::gettid()));
+                let setup = sys::unblock_signal(signum)
+                    .map_err(|source| VcpuError::SignalMask {
                         vcpu: index,
                         source,
-                    }));
-                    return None;
-                }
-                if let Some(hook) = hook {
-                    if let Err(source) = hook(index, &fd) {
-                        let _ = ready_tx.send(Err(VcpuError::Hook {
+                    })
+                    .and_then(|()| match hook {
+                        Some(hook) => hook(index, &fd).map_err(|source| VcpuError::Hook {
                             vcpu: index,
                             source,
-                        }));
-                        return None;
-                    }
-                }
-                if ready_tx.send(Ok(HostTid(sys::gettid()))).is_err() {
-                    return None; // spawn gave up waiting
+                        }),
+                        None => Ok(()),
+                    });
+                let failed = setup.is_err();
+                if setup_tx.send(setup).is_err() || failed {
+                    return None; // the handle is gone, or the set-up failed
                 }
                 VcpuThread {
                     index,
@@ -342,12 +359,8 @@ impl<H: ExitHandler + ?Sized + 'static> VcpuContext<H> {
                 vcpu: index,
                 source,
             })?;
-        let tid = match ready_rx.recv_timeout(self.spawn_timeout) {
-            Ok(Ok(tid)) => tid,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
+        let tid = match tid_rx.recv_timeout(self.spawn_timeout) {
+            Ok(tid) => tid,
             Err(RecvTimeoutError::Timeout) => {
                 // Detach: the thread ends on its own when it finds the channels closed.
                 return Err(VcpuError::SpawnTimeout {
@@ -356,11 +369,10 @@ impl<H: ExitHandler + ?Sized + 'static> VcpuContext<H> {
                 });
             }
             Err(RecvTimeoutError::Disconnected) => {
-                // The thread died without reporting (panicking hook).
                 let _ = thread.join();
                 return Err(VcpuError::Hook {
                     vcpu: index,
-                    source: "the pre-run hook panicked".into(),
+                    source: "the thread ended before reporting its id".into(),
                 });
             }
         };
@@ -370,6 +382,7 @@ impl<H: ExitHandler + ?Sized + 'static> VcpuContext<H> {
             replies: rep_rx,
             next_seq: 0,
             thread: Some(thread),
+            setup: Some((setup_rx, self.spawn_timeout)),
             returned_fd: None,
             kick_signal: signum,
         })
@@ -397,6 +410,9 @@ pub struct VcpuHandle {
     replies: Receiver<Reply>,
     next_seq: u64,
     thread: Option<JoinHandle<Option<VcpuFd>>>,
+    /// The outcome of the thread's set-up and how long to wait for it, until
+    /// [`VcpuHandle::settle`] has read it.
+    setup: Option<(Receiver<Result<(), VcpuError>>, Duration)>,
     /// The vCPU fd the thread handed back after a Stop, until closed or taken.
     returned_fd: Option<VcpuFd>,
     kick_signal: c_int,
@@ -449,6 +465,40 @@ impl VcpuHandle {
                 source,
             }),
             None => Ok(()),
+        }
+    }
+
+    /// Waits for the thread's set-up (kick signal, pre-run hook) to finish, if
+    /// [`VcpuContext::spawn_unsettled`] returned before it; at once otherwise. On an error
+    /// the thread has ended without entering the guest: the error is returned here once,
+    /// and later commands find the thread gone ([`VcpuError::Stopped`]; `stop` succeeds).
+    pub fn settle(&mut self) -> Result<(), VcpuError> {
+        let Some((setup, timeout)) = self.setup.take() else {
+            return Ok(());
+        };
+        let index = self.view.index;
+        match setup.recv_timeout(timeout) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.join();
+                Err(e)
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                // Detach: the thread ends on its own when it finds the channels closed.
+                self.thread = None;
+                Err(VcpuError::SpawnTimeout {
+                    vcpu: index,
+                    timeout,
+                })
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                // The thread died without reporting (panicking hook).
+                self.join();
+                Err(VcpuError::Hook {
+                    vcpu: index,
+                    source: "the pre-run hook panicked".into(),
+                })
+            }
         }
     }
 
@@ -522,6 +572,12 @@ impl VcpuHandle {
         command: VcpuCommand,
         call: Option<FdCall>,
     ) -> Result<Pending, VcpuError> {
+        if let Err(e) = self.settle() {
+            // A thread that never got going is stopped already.
+            if command != VcpuCommand::Stop {
+                return Err(e);
+            }
+        }
         self.next_seq += 1;
         let seq = self.next_seq;
         let request = Request { seq, command, call };

@@ -123,9 +123,33 @@ impl VcpuSet {
         self.vcpus.iter().map(|v| (v.index(), v.stats())).collect()
     }
 
-    /// Starts every vCPU (all were created first, so they enter the guest together).
+    /// Starts every vCPU (all were created first, so they enter the guest together). Every
+    /// thread's set-up ([`VcpuHandle::settle`]) is waited for first: no vCPU enters the
+    /// guest unless every one is placed.
     pub fn start_all(&mut self, timeout: Duration) -> Result<(), VcpuSetError> {
+        self.settle_all()?;
         self.broadcast(VcpuCommand::Start, timeout)
+    }
+
+    /// Waits for the set-up of every vCPU spawned with
+    /// [`VcpuContext::spawn_unsettled`](crate::VcpuContext::spawn_unsettled); the set-ups
+    /// ran concurrently, so this takes as long as the slowest. The error lists every vCPU
+    /// whose set-up failed (as failures of `start`).
+    pub fn settle_all(&mut self) -> Result<(), VcpuSetError> {
+        let mut failures: Vec<VcpuError> = self
+            .vcpus
+            .iter_mut()
+            .filter_map(|v| v.settle().err())
+            .collect();
+        if failures.is_empty() {
+            return Ok(());
+        }
+        failures.sort_by_key(vcpu_of);
+        Err(VcpuSetError {
+            command: VcpuCommand::Start,
+            total: self.vcpus.len(),
+            failures,
+        })
     }
 
     /// Pauses every vCPU; halted ones stay halted.

@@ -439,6 +439,63 @@ fn kvm_pre_run_hook_runs_on_the_vcpu_thread_and_can_refuse() {
 }
 
 #[test]
+fn kvm_unsettled_spawns_set_up_concurrently_and_start_waits_for_every_hook() {
+    let vm = TestVm::new(false);
+    let bus = TestBus::new();
+    let (events, _rx) = event_channel(None);
+    let ctx = VcpuContext::new(bus.clone(), events).unwrap();
+    // Each hook waits for the test's go: spawn must not wait for it.
+    let (go_tx, go_rx) = channel::<()>();
+    let go_rx = Arc::new(std::sync::Mutex::new(go_rx));
+    let mut set = VcpuSet::new();
+    for i in 0..2 {
+        let go = Arc::clone(&go_rx);
+        let hook = Box::new(move |_: VcpuIndex, _: &kvm_ioctls::VcpuFd| {
+            go.lock().unwrap().recv().map_err(|e| e.to_string().into())
+        });
+        let fd = vm.vcpu(u64::from(i), entry("out_halt"));
+        let v = ctx.spawn_unsettled(VcpuIndex(i), fd, Some(hook)).unwrap();
+        // The thread id is known while the hook still waits.
+        assert_eq!(
+            thread_comm(v.thread_id().0).as_deref(),
+            Some(format!("vcpu {i}").as_str())
+        );
+        set.insert(v);
+    }
+    go_tx.send(()).unwrap();
+    go_tx.send(()).unwrap();
+    set.start_all(LONG).unwrap();
+    wait_until("both vCPUs halted", || {
+        states(&set) == [VcpuState::Halted; 2]
+    });
+    assert_eq!((bus.outs(0), bus.outs(1)), (1, 1));
+
+    // A refused set-up stops the whole start: no vCPU enters the guest.
+    let refusing =
+        Box::new(|_: VcpuIndex, _: &kvm_ioctls::VcpuFd| Err("host CPU 99 is not online".into()));
+    let mut set = VcpuSet::new();
+    set.insert(
+        ctx.spawn_unsettled(VcpuIndex(2), vm.vcpu(2, entry("out_halt")), None)
+            .unwrap(),
+    );
+    set.insert(
+        ctx.spawn_unsettled(VcpuIndex(3), vm.vcpu(3, entry("out_halt")), Some(refusing))
+            .unwrap(),
+    );
+    let err = set.start_all(LONG).unwrap_err();
+    assert_eq!(err.failures.len(), 1, "{err}");
+    assert_eq!(err.failures[0].to_string(), "vCPU 3: pre-run hook failed");
+    assert_eq!(states(&set), [VcpuState::Created, VcpuState::Created]);
+    assert_eq!(
+        (bus.outs(2), bus.outs(3)),
+        (0, 0),
+        "a vCPU entered the guest"
+    );
+    // The refused vCPU's thread is gone; stopping the set still succeeds.
+    set.stop_all(LONG).unwrap();
+}
+
+#[test]
 fn kvm_drop_stops_every_thread() {
     let vm = TestVm::new(true);
     let (events, _rx) = event_channel(None);
