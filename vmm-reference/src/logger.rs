@@ -2,6 +2,8 @@
 //!
 //! Small enough not to need a logging crate: one line per record, `LEVEL target: message`.
 
+use std::io::Write as _;
+
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct StderrLogger;
@@ -19,7 +21,10 @@ impl Log for StderrLogger {
                 Level::Debug => "debug",
                 Level::Trace => "trace",
             };
-            eprintln!("vmm-reference: {level}: {}", record.args());
+            // One write per line: stderr is unbuffered, and a line written in pieces can
+            // be torn by another thread's or process's output.
+            let line = format!("vmm-reference: {level}: {}\n", record.args());
+            let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }
     fn flush(&self) {}

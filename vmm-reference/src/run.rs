@@ -210,19 +210,31 @@ fn event_loop(
             source: std::io::Error::other(e.to_string()),
         })
     };
+    // QEMU's `wait=on`: the guest starts once the first client is there.
+    let wait_for_client = monitor.as_ref().filter(|(_, wait)| *wait);
+    // When nothing has to happen first, the guest starts before this thread installs its
+    // filter, so the two overlap (about 0.3 ms of a short run, docs/PERFORMANCE.md). The
+    // vCPUs are in their own filters already, and this thread handles nothing the guest
+    // does before its own filter is in place: every event waits in the epoll set.
+    let start_now = !start_paused && wait_for_client.is_none();
+    if start_now {
+        machine.start()?;
+    } else {
+        // A vCPU that cannot be placed ends the run now, not at the first `cont`.
+        machine.vmm().settle()?;
+    }
     // Everything this thread does from here on is in its filter.
     machine
         .vmm()
         .sandbox()
         .apply(vmm_sandbox::ThreadKind::Main)?;
-    // QEMU's `wait=on`: the guest starts once the first client is there.
-    if let Some((handle, true)) = &monitor {
+    if let Some((handle, _)) = wait_for_client {
         while handle.clients_accepted() == 0 && outcome.borrow().is_none() {
             run_once()?;
         }
-    }
-    if !start_paused && outcome.borrow().is_none() {
-        machine.start()?;
+        if !start_paused && outcome.borrow().is_none() {
+            machine.start()?;
+        }
     }
     while outcome.borrow().is_none() {
         run_once()?;

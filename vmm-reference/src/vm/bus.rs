@@ -117,4 +117,19 @@ impl Spawner {
             Spawner::Platform(ctx) => ctx.spawn(index, fd, hook),
         }
     }
+
+    /// The same, returning while the thread still runs its hook (see
+    /// [`VcpuContext::spawn_unsettled`]): the boot vCPUs set up concurrently with each
+    /// other and with the main thread, and `start_all` waits for them.
+    pub(super) fn spawn_unsettled(
+        &self,
+        index: VcpuIndex,
+        fd: VcpuFd,
+        hook: Option<PreRunHook>,
+    ) -> Result<VcpuHandle, VcpuError> {
+        match self {
+            Spawner::Probe(ctx) => ctx.spawn_unsettled(index, fd, hook),
+            Spawner::Platform(ctx) => ctx.spawn_unsettled(index, fd, hook),
+        }
+    }
 }

@@ -142,7 +142,7 @@ impl Vmm {
             let fd = create_vcpu(&vm, index, apic.apic_id(index)?.0, table)?;
             guest.configure_boot_vcpu(&fd, index, &bus)?;
             let hook = vcpu_hook(&placement, &sandbox, &config.security);
-            vcpus.insert(ctx.spawn(index, fd, Some(hook))?);
+            vcpus.insert(ctx.spawn_unsettled(index, fd, Some(hook))?);
         }
         // An ACPI guest's hot-pluggable slots get their vCPUs now, parked (no thread):
         // this host's KVM never wakes a vCPU created later with INIT/SIPI (docs/LINUX.md).
@@ -271,6 +271,12 @@ impl Vmm {
     /// Start every vCPU (they were created stopped so they start together).
     pub fn start(&mut self) -> Result<(), VmmError> {
         Ok(self.vcpus.start_all(CONTROL_TIMEOUT)?)
+    }
+
+    /// Wait until every boot vCPU's thread is set up (placed, in its seccomp filter): they
+    /// were spawned without waiting, so a failure shows here or at [`Vmm::start`].
+    pub fn settle(&mut self) -> Result<(), VmmError> {
+        Ok(self.vcpus.settle_all()?)
     }
 
     /// Pause every vCPU; pending I/O completes first.
