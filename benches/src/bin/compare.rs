@@ -25,11 +25,15 @@ use std::time::{Duration, Instant};
 
 const SHORT: u64 = 500;
 const LONG: u64 = 5500;
-const RUNS: usize = 20;
+/// Timed rounds of the trivial guest: a multiple of 2, 4, 6 and 8, so every ordering
+/// ([`round_order`]) comes up equally often whatever the number of runners.
+const RUNS: usize = 48;
 /// Traced runs per command for the memory columns. A trivial guest's peak RSS varies by
 /// about 0.2 MiB from run to run (which thread touches which pages first), so the table
 /// shows the median and the largest of many runs, taken in turns like the wall times.
-const RSS_RUNS: usize = 15;
+const RSS_RUNS: usize = 24;
+/// Rounds of the seccomp table (two runners, a second each).
+const SECCOMP_RUNS: usize = 20;
 
 struct Runner {
     name: &'static str,
@@ -246,10 +250,10 @@ fn seccomp_cost(out: &mut String, vmm: &str) {
             mode.into(),
         ]
     };
-    let results = measure_interleaved(&[argv("on"), argv("off")], RUNS, 0);
+    let results = measure_interleaved(&[argv("on"), argv("off")], SECCOMP_RUNS, 0);
     let _ = writeln!(
         out,
-        "\n## Seccomp filters on the exit path: {SECCOMP_EXITS} exits ({RUNS} runs each)\n"
+        "\n## Seccomp filters on the exit path: {SECCOMP_EXITS} exits ({SECCOMP_RUNS} runs each)\n"
     );
     let _ = writeln!(out, "| --seccomp | wall time median (ms) | per exit (us) |");
     let _ = writeln!(out, "|---|---:|---:|");
@@ -307,8 +311,8 @@ fn per_exit_instructions(argv: &dyn Fn(u64) -> Vec<String>) -> Result<f64, Strin
 }
 
 /// Median wall time of each command over `runs` rounds, and its memory figures over
-/// `rss_runs` traced rounds. Each round runs every command once, in turn, starting one
-/// further along each time; one warm-up round (page cache, first-use kernel work) is not
+/// `rss_runs` traced rounds. Each round runs every command once, in the order
+/// [`round_order`] gives; one warm-up round (page cache, first-use kernel work) is not
 /// counted. Traced runs are separate: tracing slows the exit path, so they never count for
 /// time.
 fn measure_interleaved(
@@ -321,10 +325,7 @@ fn measure_interleaved(
     let mut errors: Vec<Option<String>> = vec![None; argvs.len()];
     let n = argvs.len();
     for round in 0..=runs {
-        // Each round starts with the next command: a program's time depends on what ran
-        // just before it (the kernel may still be tearing the previous VM down), so every
-        // command takes every place in turn.
-        for i in (0..n).map(|k| (k + round) % n) {
+        for i in round_order(n, round) {
             let argv = &argvs[i];
             if errors[i].is_some() {
                 continue;
@@ -337,7 +338,7 @@ fn measure_interleaved(
         }
     }
     for round in 0..rss_runs {
-        for i in (0..n).map(|k| (k + round) % n) {
+        for i in round_order(n, round) {
             let argv = &argvs[i];
             if errors[i].is_some() {
                 continue;
@@ -370,6 +371,35 @@ fn measure_interleaved(
             })
         })
         .collect()
+}
+
+/// The order of the commands in round `round`: rows of a Williams design. A program's
+/// time depends on what ran just before it (the kernel may still be tearing the previous
+/// VM down, and QEMU's teardown is heavy), so over a whole cycle of rows every command
+/// runs directly after every other command equally often, and takes every place equally
+/// often. (Starting each round one further along a fixed order, as this runner did
+/// before, gives every place but always the same predecessor: with QEMU last, the command
+/// after it in the list followed QEMU and no other did.)
+fn round_order(n: usize, round: usize) -> Vec<usize> {
+    // First row 0, 1, n-1, 2, n-2, ...; row r adds r (mod n); for odd n the rows are
+    // also run reversed.
+    let mut first = vec![0];
+    let (mut low, mut high) = (1, n.saturating_sub(1));
+    while first.len() < n {
+        first.push(low);
+        low += 1;
+        if first.len() < n {
+            first.push(high);
+            high -= 1;
+        }
+    }
+    let rows = if n.is_multiple_of(2) { n } else { 2 * n };
+    let row = round % rows.max(1);
+    let mut order: Vec<usize> = first.iter().map(|&c| (c + row) % n).collect();
+    if row >= n {
+        order.reverse();
+    }
+    order
 }
 
 /// What [`measure_interleaved`] finds for one command.
@@ -555,5 +585,40 @@ mod peak {
                 ptrace(libc::PTRACE_CONT, pid, sig)?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_follows_every_other_equally_often() {
+        for n in 1..=6usize {
+            let rows = if n.is_multiple_of(2) { n } else { 2 * n };
+            let mut follows = vec![vec![0; n]; n];
+            let mut places = vec![vec![0; n]; n];
+            for round in 0..rows {
+                let order = round_order(n, round);
+                let mut seen = order.clone();
+                seen.sort_unstable();
+                assert_eq!(seen, (0..n).collect::<Vec<_>>(), "n {n} round {round}");
+                for (place, &c) in order.iter().enumerate() {
+                    places[c][place] += 1;
+                }
+                for pair in order.windows(2) {
+                    follows[pair[0]][pair[1]] += 1;
+                }
+            }
+            let want = rows / n;
+            for a in 0..n {
+                assert!(places[a].iter().all(|&p| p == want), "n {n}: {places:?}");
+                for b in (0..n).filter(|&b| b != a) {
+                    assert_eq!(follows[a][b], follows[0][1], "n {n}: {follows:?}");
+                }
+            }
+        }
+        assert_eq!(RUNS % 24, 0);
+        assert_eq!(RSS_RUNS % 24, 0);
     }
 }
