@@ -204,7 +204,9 @@ impl RunAs {
 /// the fds it opened and files it owns, and nothing else root could.
 pub fn drop_privileges(runas: Option<&Credentials>) -> Result<(), PrivilegeError> {
     let caps = |call, source| PrivilegeError::Capabilities { call, source };
-    for cap in 0..=last_capability() {
+    // Up to the kernel's last capability: the first number it does not know is EINVAL
+    // (one syscall instead of reading /proc/sys/kernel/cap_last_cap).
+    for cap in 0..64 {
         match sys::bounding_drop(cap) {
             // EPERM: no CAP_SETPCAP (not started as root): the bounding set stays, but the
             // permitted set, which is what counts, is still emptied below.
@@ -276,15 +278,6 @@ fn other_threads_hold_none() -> Result<(), PrivilegeError> {
         }
     }
     Ok(())
-}
-
-/// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`),
-/// 40 (CAP_CHECKPOINT_RESTORE) when the file cannot be read.
-fn last_capability() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
 }
 
 #[cfg(test)]
