@@ -18,6 +18,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::event::EventSender;
 use crate::fallback::{EmulationFallback, Fallback, FallbackDeclined};
 use crate::handler::ExitHandler;
+use crate::observer::VcpuObserver;
 use crate::state::{VcpuCommand, VcpuState};
 use crate::stats::ExitStats;
 use crate::sys::{self, KickableVcpu};
@@ -677,110 +678,5 @@ impl Drop for VcpuHandle {
                 self.view.index
             );
         }
-    }
-}
-
-fn last_cpu(tid: HostTid, shared: &Shared) -> Option<u32> {
-    // Stopped is published just before the thread ends; after that the tid may be reused.
-    if shared.state() != VcpuState::Stopped {
-        if let Some(cpu) = thread_cpu(tid) {
-            return Some(cpu);
-        }
-    }
-    match shared.last_cpu.load(Ordering::Relaxed) {
-        u32::MAX => None,
-        cpu => Some(cpu),
-    }
-}
-
-/// Field 39 (`processor`, the CPU the thread last ran on) of `/proc/self/task/<tid>/stat`.
-fn thread_cpu(tid: HostTid) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{}/stat", tid.0)).ok()?;
-    parse_stat_processor(&stat)
-}
-
-/// The `processor` field of a `stat` line. The command name (field 2) is in parentheses
-/// and may itself contain spaces and parentheses, so fields are counted after the last `)`.
-fn parse_stat_processor(stat: &str) -> Option<u32> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    // Field 3 (state) is the first one after the name, so field 39 is the 37th.
-    after_comm.split_ascii_whitespace().nth(36)?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_processor_field_is_counted_after_the_command_name() {
-        // A real /proc/self/task/<tid>/stat line of a thread named "vcpu 1) x" on CPU 7.
-        let fields_3_to_52 = (3..=52)
-            .map(|f| {
-                if f == 39 {
-                    "7".to_string()
-                } else {
-                    f.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        let line = format!("1234 (vcpu 1) x) {fields_3_to_52}\n");
-        assert_eq!(parse_stat_processor(&line), Some(7));
-        assert_eq!(parse_stat_processor("1234 (vcpu 1) S 1 2 3"), None);
-        assert_eq!(parse_stat_processor("no parenthesis"), None);
-    }
-
-    #[test]
-    fn own_thread_cpu_is_readable() {
-        let cpu = thread_cpu(HostTid(sys::gettid())).expect("processor field of this thread");
-        // CPU_SETSIZE: no Linux CPU number reaches it.
-        assert!(cpu < 1024, "cpu {cpu}");
-        assert_eq!(thread_cpu(HostTid(-1)), None);
-    }
-}
-
-/// Read-only view of one vCPU for other threads: state, thread id, statistics.
-#[derive(Debug, Clone)]
-pub struct VcpuObserver {
-    index: VcpuIndex,
-    tid: HostTid,
-    shared: Arc<Shared>,
-}
-
-impl VcpuObserver {
-    /// The vCPU index.
-    pub fn index(&self) -> VcpuIndex {
-        self.index
-    }
-
-    /// The host thread id of the vCPU thread.
-    pub fn thread_id(&self) -> HostTid {
-        self.tid
-    }
-
-    /// The current state.
-    pub fn state(&self) -> VcpuState {
-        self.shared.state()
-    }
-
-    /// A snapshot of the exit counters.
-    pub fn stats(&self) -> ExitStats {
-        self.shared.counters.snapshot()
-    }
-
-    /// Why the emulation fallback did not complete the instruction a
-    /// [`StopReason::InternalError`](crate::StopReason::InternalError) stopped at (not on its
-    /// list, with the instruction's bytes; or a failed ioctl). `None` when it did not decline
-    /// anything (fallback off, other stop reasons).
-    pub fn emulation_declined(&self) -> Option<FallbackDeclined> {
-        self.shared.declined()
-    }
-
-    /// The host CPU the vCPU thread last ran on: read from the kernel while the thread
-    /// exists (`/proc/self/task/<tid>/stat`, field `processor`, so it is current even for
-    /// a guest that never exits), else the CPU the thread recorded at its last state
-    /// change. `None` if neither is known.
-    pub fn last_host_cpu(&self) -> Option<u32> {
-        last_cpu(self.tid, &self.shared)
     }
 }

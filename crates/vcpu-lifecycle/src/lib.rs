@@ -90,6 +90,7 @@ mod fallback;
 mod handle;
 mod handler;
 pub mod host;
+mod observer;
 mod set;
 mod state;
 mod stats;
@@ -100,11 +101,12 @@ mod vcpu;
 pub use event::{event_channel, EventSender, Rip, StopReason, VcpuEvent, VmStop};
 pub use fallback::{EmulationFallback, FallbackDeclined, ParseEmulationFallbackError};
 pub use handle::{
-    HookError, HostTid, PreRunHook, VcpuContext, VcpuError, VcpuHandle, VcpuObserver,
-    DEFAULT_SPAWN_TIMEOUT, DROP_TIMEOUT,
+    HookError, HostTid, PreRunHook, VcpuContext, VcpuError, VcpuHandle, DEFAULT_SPAWN_TIMEOUT,
+    DROP_TIMEOUT,
 };
 pub use handler::{ExitAction, ExitHandler, StopRequest};
 pub use insn_fallback::InsnClass;
+pub use observer::VcpuObserver;
 pub use set::{VcpuSet, VcpuSetError};
 pub use state::{transition, VcpuCommand, VcpuState};
 pub use stats::{EmulatedCounts, ExitStats, SyscallCounts};

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use cpu_topology::VcpuIndex;
 
-use crate::handle::{VcpuError, VcpuHandle, VcpuObserver, DROP_TIMEOUT};
+use crate::handle::{VcpuError, VcpuHandle, DROP_TIMEOUT};
+use crate::observer::VcpuObserver;
 use crate::state::VcpuCommand;
 use crate::stats::ExitStats;
 
