@@ -2,8 +2,6 @@
 //!
 //! Small enough not to need a logging crate: one line per record, `LEVEL target: message`.
 
-use std::io::Write as _;
-
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct StderrLogger;
@@ -21,10 +19,9 @@ impl Log for StderrLogger {
                 Level::Debug => "debug",
                 Level::Trace => "trace",
             };
-            // One write per line: stderr is unbuffered, and a line written in pieces can
-            // be torn by another thread's or process's output.
+            // One write: a line written in pieces can be torn by other output.
             let line = format!("vmm-reference: {level}: {}\n", record.args());
-            let _ = std::io::stderr().write_all(line.as_bytes());
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
         }
     }
     fn flush(&self) {}

@@ -114,16 +114,14 @@ pub fn run(config: VmmConfig, options: &RunOptions) -> Result<Outcome, VmmError>
 /// One line each on what the emulation fallback and the syscall completion did, when they
 /// did anything (a software KVM backend's gaps; never on hardware KVM).
 fn report_emulated(machine: &Machine) {
-    let mut total = vcpu_lifecycle::EmulatedCounts::default();
+    let (mut emulated, mut syscall) = Default::default();
     for h in machine.vmm().vcpus().iter() {
-        total.add(&h.stats().emulated);
+        let stats = h.stats();
+        vcpu_lifecycle::EmulatedCounts::add(&mut emulated, &stats.emulated);
+        vcpu_lifecycle::SyscallCounts::add(&mut syscall, &stats.syscall);
     }
-    if total.total() > 0 {
-        eprintln!("vmm-reference: completed in user space (emulation fallback): {total}");
-    }
-    let mut syscall = vcpu_lifecycle::SyscallCounts::default();
-    for h in machine.vmm().vcpus().iter() {
-        syscall.add(&h.stats().syscall);
+    if emulated.total() > 0 {
+        eprintln!("vmm-reference: completed in user space (emulation fallback): {emulated}");
     }
     if syscall != vcpu_lifecycle::SyscallCounts::default() {
         eprintln!("vmm-reference: syscall completion: {syscall}");
@@ -167,11 +165,10 @@ fn event_loop(
         serial,
     } = sources;
     let io = |what| move |source: std::io::Error| VmmError::EventLoop { what, source };
-    let mut manager: EventManager<Subscriber> =
-        EventManager::new().map_err(|e| VmmError::EventLoop {
-            what: "create the epoll event loop",
-            source: std::io::Error::other(e.to_string()),
-        })?;
+    let other = |e: event_manager::Error| std::io::Error::other(e.to_string());
+    let mut manager: EventManager<Subscriber> = EventManager::new()
+        .map_err(other)
+        .map_err(io("create the epoll event loop"))?;
     let outcome: Shared<Result<Outcome, VmmError>> = Rc::new(RefCell::new(None));
     let errno = |e: vmm_sys_util::errno::Error| std::io::Error::from_raw_os_error(e.errno());
     let mut timer = TimerFd::new()
@@ -204,30 +201,21 @@ fn event_loop(
         timer,
         outcome: Rc::clone(&outcome),
     }));
-    let mut run_once = || {
-        manager.run().map_err(|e| VmmError::EventLoop {
-            what: "epoll_wait",
-            source: std::io::Error::other(e.to_string()),
-        })
-    };
-    // QEMU's `wait=on`: the guest starts once the first client is there.
+    let mut run_once = || manager.run().map_err(other).map_err(io("epoll_wait"));
+    // Without `-S` or `wait=on` the guest starts first and this thread's filter goes in
+    // while it runs (the vCPUs have theirs; what the guest does waits in the epoll set).
     let wait_for_client = monitor.as_ref().filter(|(_, wait)| *wait);
-    // When nothing has to happen first, the guest starts before this thread installs its
-    // filter, so the two overlap (about 0.3 ms of a short run, docs/PERFORMANCE.md). The
-    // vCPUs are in their own filters already, and this thread handles nothing the guest
-    // does before its own filter is in place: every event waits in the epoll set.
-    let start_now = !start_paused && wait_for_client.is_none();
-    if start_now {
+    if !start_paused && wait_for_client.is_none() {
         machine.start()?;
     } else {
-        // A vCPU that cannot be placed ends the run now, not at the first `cont`.
-        machine.vmm().settle()?;
+        machine.vmm().settle()?; // a vCPU that cannot be placed ends the run now
     }
     // Everything this thread does from here on is in its filter.
     machine
         .vmm()
         .sandbox()
         .apply(vmm_sandbox::ThreadKind::Main)?;
+    // QEMU's `wait=on`: the guest starts once the first client is there.
     if let Some((handle, _)) = wait_for_client {
         while handle.clients_accepted() == 0 && outcome.borrow().is_none() {
             run_once()?;

@@ -27,7 +27,7 @@ const SHORT: u64 = 500;
 const LONG: u64 = 5500;
 /// Timed rounds of the trivial guest: a multiple of 2, 4, 6 and 8, so every ordering
 /// ([`round_order`]) comes up equally often whatever the number of runners.
-const RUNS: usize = 48;
+const RUNS: usize = 96;
 /// Traced runs per command for the memory columns. A trivial guest's peak RSS varies by
 /// about 0.2 MiB from run to run (which thread touches which pages first), so the table
 /// shows the median and the largest of many runs, taken in turns like the wall times.
@@ -202,6 +202,22 @@ fn main() {
         }
         _ => {}
     }
+    let rounds_of = |name: &str| {
+        rows.iter()
+            .zip(&results)
+            .find(|((n, _), _)| *n == name)
+            .and_then(|(_, r)| r.as_ref().ok().map(|m| &m.rounds))
+    };
+    if let (Some(after), Some(before)) = (rounds_of("vmm-reference"), rounds_of(BEFORE)) {
+        let (median, low, high) = paired_difference(after, before);
+        let _ = writeln!(
+            out,
+            "
+vmm-reference minus before, paired by round: median {median:+.3} ms \
+             (95% bootstrap interval {low:+.3} to {high:+.3} ms, {} rounds)",
+            after.len().min(before.len())
+        );
+    }
     seccomp_cost(&mut out, &vmm_s_for_seccomp(&dir));
     print!("{out}");
 }
@@ -360,10 +376,12 @@ fn measure_interleaved(
             if let Some(e) = err {
                 return Err(e);
             }
+            let rounds = w.clone();
             w.sort();
             m.sort_by_key(|m| m.peak_kib);
             let peak = |i: usize| m.get(i).map_or(0, |m| m.peak_kib);
             Ok(Measured {
+                rounds,
                 wall: w[w.len() / 2],
                 peak_median_kib: peak(m.len() / 2),
                 peak_max_kib: peak(m.len().saturating_sub(1)),
@@ -371,6 +389,39 @@ fn measure_interleaved(
             })
         })
         .collect()
+}
+
+/// The median of the per-round differences `after - before` (ms), with a 95% bootstrap
+/// interval for it. Both ran in every round, close together, so the pairing removes most
+/// of what the machine's load does to both; the medians of the table do not.
+fn paired_difference(after: &[Duration], before: &[Duration]) -> (f64, f64, f64) {
+    let diffs: Vec<f64> = after
+        .iter()
+        .zip(before)
+        .map(|(a, b)| ms(*a) - ms(*b))
+        .collect();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    // A fixed-seed xorshift: the same measurements always give the same interval.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut medians: Vec<f64> = (0..2000)
+        .map(|_| {
+            let mut sample: Vec<f64> = (0..diffs.len())
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    diffs[(state % diffs.len() as u64) as usize]
+                })
+                .collect();
+            median(&mut sample)
+        })
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    let mut all = diffs.clone();
+    (median(&mut all), medians[50], medians[1949])
 }
 
 /// The order of the commands in round `round`: rows of a Williams design. A program's
@@ -404,6 +455,8 @@ fn round_order(n: usize, round: usize) -> Vec<usize> {
 
 /// What [`measure_interleaved`] finds for one command.
 struct Measured {
+    /// Wall time of every timed round, in round order.
+    rounds: Vec<Duration>,
     /// Median wall time.
     wall: Duration,
     /// Median and largest VmHWM of the traced runs, KiB.
@@ -619,6 +672,13 @@ mod tests {
             }
         }
         assert_eq!(RUNS % 24, 0);
+        // One round 1 ms slower after than before, the others equal: the median says 0.
+        let before = vec![Duration::from_millis(4); 9];
+        let mut after = before.clone();
+        after[3] += Duration::from_millis(1);
+        let (median, low, high) = paired_difference(&after, &before);
+        assert_eq!(median, 0.0);
+        assert!(low <= median && median <= high);
         assert_eq!(RSS_RUNS % 24, 0);
     }
 }

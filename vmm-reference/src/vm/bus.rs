@@ -105,23 +105,8 @@ pub(super) enum Spawner {
 }
 
 impl Spawner {
-    /// Start the thread `vcpu N` for a configured vCPU fd (see [`VcpuContext::spawn`]).
+    /// Start `vcpu N` for a configured fd; it sets up while we go on (`spawn_unsettled`).
     pub(super) fn spawn(
-        &self,
-        index: VcpuIndex,
-        fd: VcpuFd,
-        hook: Option<PreRunHook>,
-    ) -> Result<VcpuHandle, VcpuError> {
-        match self {
-            Spawner::Probe(ctx) => ctx.spawn(index, fd, hook),
-            Spawner::Platform(ctx) => ctx.spawn(index, fd, hook),
-        }
-    }
-
-    /// The same, returning while the thread still runs its hook (see
-    /// [`VcpuContext::spawn_unsettled`]): the boot vCPUs set up concurrently with each
-    /// other and with the main thread, and `start_all` waits for them.
-    pub(super) fn spawn_unsettled(
         &self,
         index: VcpuIndex,
         fd: VcpuFd,

@@ -116,14 +116,12 @@ impl Vmm {
             .collect::<Result<Vec<_>, _>>()?;
         let (guest, bus) = prepared.load(&vm, &ram, &layout, &topo, numa.as_ref(), &cpuid)?;
 
-        let event_fd = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmmError::EventLoop {
-            what: "create the lifecycle eventfd",
-            source,
-        })?;
-        let notify = event_fd.try_clone().map_err(|source| VmmError::EventLoop {
-            what: "clone the lifecycle eventfd",
-            source,
-        })?;
+        let io = |what| move |source| VmmError::EventLoop { what, source };
+        let event_fd =
+            EventFd::new(libc::EFD_NONBLOCK).map_err(io("create the lifecycle eventfd"))?;
+        let notify = event_fd
+            .try_clone()
+            .map_err(io("clone the lifecycle eventfd"))?;
         let (events_tx, events) = event_channel(Some(notify));
         let ctx = bus.spawner(
             events_tx,
@@ -142,7 +140,7 @@ impl Vmm {
             let fd = create_vcpu(&vm, index, apic.apic_id(index)?.0, table)?;
             guest.configure_boot_vcpu(&fd, index, &bus)?;
             let hook = vcpu_hook(&placement, &sandbox, &config.security);
-            vcpus.insert(ctx.spawn_unsettled(index, fd, Some(hook))?);
+            vcpus.insert(ctx.spawn(index, fd, Some(hook))?);
         }
         // An ACPI guest's hot-pluggable slots get their vCPUs now, parked (no thread):
         // this host's KVM never wakes a vCPU created later with INIT/SIPI (docs/LINUX.md).
@@ -231,8 +229,7 @@ impl Vmm {
         &self.bus
     }
 
-    /// The eventfd written on every lifecycle event, for an epoll event loop; read the
-    /// events with [`Vmm::try_event`].
+    /// The eventfd written on every lifecycle event; read them with [`Vmm::try_event`].
     pub fn event_fd(&self) -> &EventFd {
         &self.event_fd
     }
@@ -242,8 +239,7 @@ impl Vmm {
         self.guest.kernel()
     }
 
-    /// COM1's input source (stdin or a socket), for the caller's event loop; `None`
-    /// without one, or once taken.
+    /// COM1's input (stdin or a socket) for the event loop; `None` without one or once taken.
     pub fn take_serial_input(&mut self) -> Option<x86_devices::serial::SerialSubscriber> {
         self.guest.take_serial_input()
     }
@@ -273,8 +269,7 @@ impl Vmm {
         Ok(self.vcpus.start_all(CONTROL_TIMEOUT)?)
     }
 
-    /// Wait until every boot vCPU's thread is set up (placed, in its seccomp filter): they
-    /// were spawned without waiting, so a failure shows here or at [`Vmm::start`].
+    /// Wait until every vCPU thread is set up (placed, filtered); [`Vmm::start`] does too.
     pub fn settle(&mut self) -> Result<(), VmmError> {
         Ok(self.vcpus.settle_all()?)
     }
@@ -300,8 +295,7 @@ impl Vmm {
         self.events.recv_timeout(timeout).ok()
     }
 
-    /// A lifecycle event that is already there, without waiting (after the event fd
-    /// fired).
+    /// A lifecycle event already there (after the event fd fired), without waiting.
     pub fn try_event(&self) -> Option<VcpuEvent> {
         // The counter only wakes the loop; the channel holds the events.
         let _ = self.event_fd.read();
@@ -309,10 +303,8 @@ impl Vmm {
     }
 
     /// End the VM for process exit: stop and join the vCPU threads, release the ledger
-    /// entry, and leave guest RAM and its KVM slots to the kernel, which frees them with
-    /// the process (deleting each slot first costs milliseconds with the full in-kernel
-    /// irqchip, measured). The guest goes with them: a Multiboot guest holds its resume
-    /// ROM's slot.
+    /// entry; guest RAM, its KVM slots and the guest (a Multiboot guest holds its resume
+    /// ROM's slot) go with the process (deleting each slot costs milliseconds, measured).
     pub fn exit(self) {
         let Vmm {
             vcpus,
