@@ -6,7 +6,8 @@
 //! kernel translates it to eBPF and JIT-compiles it, about 0.25 us per instruction on this
 //! project's hosts), so build.rs passes each program through here: every jump goes
 //! straight to where its chain of unconditional jumps ends, a jump that ends at a return
-//! becomes that return, and what nothing reaches any more is dropped. The verdict for
+//! becomes that return, a load of the word the accumulator already holds goes, and what
+//! nothing reaches any more is dropped. The verdict for
 //! every input stays the same (the crate's tests run both forms through an interpreter).
 
 use seccompiler::sock_filter;
@@ -40,6 +41,7 @@ pub fn optimize(program: &[sock_filter]) -> Vec<sock_filter> {
     loop {
         let before = insns.len();
         thread_jumps(&mut insns);
+        drop_reloads(&mut insns);
         insns = drop_unreachable(&insns);
         if insns.len() == before {
             return encode(&insns);
@@ -106,6 +108,42 @@ fn thread_jumps(insns: &mut [Insn]) {
             }
             other => other,
         };
+    }
+}
+
+const LD_W_ABS: u16 = 0x20;
+
+/// Turns a load of the word the accumulator holds already, on every path that reaches it,
+/// into a jump to the next instruction (dropped next). seccompiler reloads the argument
+/// before each of its comparisons: the vCPU filter's 21 ioctl rules load `args[1]` 21
+/// times. Jumps only go forward, so one pass in order sees every predecessor first.
+fn drop_reloads(insns: &mut [Insn]) {
+    // What the accumulator holds on entry to each instruction: `Some(Some(k))` the word
+    // at offset k on every path so far, `Some(None)` unknown, `None` no path yet.
+    let mut holds: Vec<Option<Option<u32>>> = vec![None; insns.len() + 1];
+    holds[0] = Some(None);
+    let meet = |slot: &mut Option<Option<u32>>, value: Option<u32>| {
+        *slot = Some(match *slot {
+            None => value,
+            Some(held) => held.filter(|_| held == value),
+        });
+    };
+    for i in 0..insns.len() {
+        let Some(held) = holds[i] else { continue };
+        match insns[i] {
+            Insn::Step(LD_W_ABS, k) if held == Some(k) => {
+                insns[i] = Insn::Ja(i + 1);
+                meet(&mut holds[i + 1], held);
+            }
+            Insn::Step(LD_W_ABS, k) => meet(&mut holds[i + 1], Some(k)),
+            Insn::Step(..) => meet(&mut holds[i + 1], None),
+            Insn::Ret(_) => {}
+            Insn::Ja(to) => meet(&mut holds[to], held),
+            Insn::Cond { jt, jf, .. } => {
+                meet(&mut holds[jt], held);
+                meet(&mut holds[jf], held);
+            }
+        }
     }
 }
 
