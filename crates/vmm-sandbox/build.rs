@@ -14,8 +14,9 @@
 //! vCPU filters cost about half a millisecond, more than the rest of a short VM's start.
 //! build.rs therefore splits each filter's rules into buckets of a few syscalls, by number,
 //! compiles each bucket with seccompiler as a complete program of its own (architecture
-//! check, its rules, the mismatch action), and puts a dispatch on the syscall number in
-//! front: a syscall runs through the dispatch and one bucket. Each bucket keeps
+//! check, its rules, the mismatch action), and puts one architecture check and a dispatch
+//! on the syscall number in front of the buckets' rules: a syscall runs through the
+//! dispatch and one bucket. Each bucket keeps
 //! seccompiler's code; only the dispatch is written here. Then build/peephole.rs threads
 //! seccompiler's jumps to jumps and drops what becomes unreachable, which shortens the
 //! programs by more than half (the kernel's JIT compiles every instruction at install
@@ -131,6 +132,14 @@ fn compile(doc: &Value, kind: &str) -> Vec<sock_filter> {
 /// Distinct syscalls per bucket.
 const BUCKET_SYSCALLS: usize = 8;
 
+/// How seccompiler starts every program: `ld arch; jeq AUDIT_ARCH_X86_64, +1; ret
+/// KILL_PROCESS` (code, jt, jf, k).
+const ARCH_CHECK: [(u16, u8, u8, u32); 3] = [
+    (LD_W_ABS, 0, 0, 4),
+    (0x15, 1, 0, 0xc000_003e),
+    (0x06, 0, 0, 0x8000_0000),
+];
+
 /// classic BPF opcodes of the dispatch.
 const LD_W_ABS: u16 = 0x20;
 const JMP_JA: u16 = 0x05;
@@ -168,12 +177,21 @@ fn bucketed(doc: &Value, kind: &str) -> Vec<sock_filter> {
                     .cloned()
                     .collect::<Vec<_>>(),
             );
-            compile(&part, kind)
+            // Each bucket checks the architecture first; the dispatch does it once.
+            let program = compile(&part, kind);
+            assert!(
+                program[..ARCH_CHECK.len()]
+                    .iter()
+                    .zip(ARCH_CHECK)
+                    .all(|(a, (code, jt, jf, k))| (a.code, a.jt, a.jf, a.k) == (code, jt, jf, k)),
+                "seccompiler no longer starts a program with its architecture check"
+            );
+            program[ARCH_CHECK.len()..].to_vec()
         })
         .collect();
-    // ld nr; then from the highest bucket down: jge first_b -> ja bucket b; bucket 0
-    // follows the dispatch directly.
-    let dispatch_len = 1 + 2 * (programs.len() - 1);
+    // The architecture check; ld nr; then from the highest bucket down: jge first_b ->
+    // ja bucket b; bucket 0 follows the dispatch directly.
+    let dispatch_len = ARCH_CHECK.len() + 1 + 2 * (programs.len() - 1);
     let mut starts = Vec::with_capacity(programs.len());
     let mut at = dispatch_len;
     for p in &programs {
@@ -181,7 +199,11 @@ fn bucketed(doc: &Value, kind: &str) -> Vec<sock_filter> {
         at += p.len();
     }
     let insn = |code, jt, jf, k| sock_filter { code, jt, jf, k };
-    let mut out = vec![insn(LD_W_ABS, 0, 0, 0)];
+    let mut out: Vec<sock_filter> = ARCH_CHECK
+        .iter()
+        .map(|&(code, jt, jf, k)| insn(code, jt, jf, k))
+        .collect();
+    out.push(insn(LD_W_ABS, 0, 0, 0));
     for b in (1..programs.len()).rev() {
         out.push(insn(JMP_JGE_K, 0, 1, firsts[b]));
         let next = out.len() + 1;
