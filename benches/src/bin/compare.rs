@@ -25,13 +25,13 @@ use std::time::{Duration, Instant};
 
 const SHORT: u64 = 500;
 const LONG: u64 = 5500;
-/// Timed rounds of the trivial guest: a multiple of 2, 4, 6 and 8, so every ordering
-/// ([`round_order`]) comes up equally often whatever the number of runners.
-const RUNS: usize = 96;
+/// Timed rounds of the trivial guest: a multiple of 2, 4, 6, 8 and 10, so every ordering
+/// ([`round_order`]) comes up equally often whatever the number of runners (two to five).
+const RUNS: usize = 120;
 /// Traced runs per command for the memory columns. A trivial guest's peak RSS varies by
 /// about 0.2 MiB from run to run (which thread touches which pages first), so the table
 /// shows the median and the largest of many runs, taken in turns like the wall times.
-const RSS_RUNS: usize = 24;
+const RSS_RUNS: usize = 30;
 /// Rounds of the seccomp table (two runners, a second each).
 const SECCOMP_RUNS: usize = 20;
 
@@ -147,6 +147,13 @@ fn main() {
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---|");
     let mut rows: Vec<(&str, Vec<String>)> =
         runners.iter().map(|r| (r.name, (r.argv)(1))).collect();
+    if before.is_some() {
+        // The same build without its seccomp filters, which the before build did not
+        // have: what the filters cost at start-up, apart from everything else.
+        let mut argv = (runners[1].argv)(1);
+        argv.extend(["--seccomp".to_string(), "off".to_string()]);
+        rows.insert(2, (NO_FILTERS, argv));
+    }
     let qemu = qemu_command();
     if let Some(q) = &qemu {
         rows.push(("qemu-system-x86_64", q.clone()));
@@ -208,15 +215,16 @@ fn main() {
             .find(|((n, _), _)| *n == name)
             .and_then(|(_, r)| r.as_ref().ok().map(|m| &m.rounds))
     };
-    if let (Some(after), Some(before)) = (rounds_of("vmm-reference"), rounds_of(BEFORE)) {
-        let (median, low, high) = paired_difference(after, before);
-        let _ = writeln!(
-            out,
-            "
-vmm-reference minus before, paired by round: median {median:+.3} ms \
-             (95% bootstrap interval {low:+.3} to {high:+.3} ms, {} rounds)",
-            after.len().min(before.len())
-        );
+    for name in ["vmm-reference", NO_FILTERS] {
+        if let (Some(after), Some(before)) = (rounds_of(name), rounds_of(BEFORE)) {
+            let (median, low, high) = paired_difference(after, before);
+            let _ = writeln!(
+                out,
+                "\n{name} minus before, paired by round: median {median:+.3} ms \
+                 (95% bootstrap interval {low:+.3} to {high:+.3} ms, {} rounds)",
+                after.len().min(before.len())
+            );
+        }
     }
     seccomp_cost(&mut out, &vmm_s_for_seccomp(&dir));
     print!("{out}");
@@ -224,6 +232,8 @@ vmm-reference minus before, paired by round: median {median:+.3} ms \
 
 /// Row name of the `--before` build.
 const BEFORE: &str = "vmm-reference (before)";
+/// Row name of this build with `--seccomp off` (only with `--before`).
+const NO_FILTERS: &str = "vmm-reference --seccomp off";
 
 /// The `--before PATH` argument; exits 2 with a one-line error when it is wrong.
 fn before_arg() -> Option<String> {
@@ -671,7 +681,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(RUNS % 24, 0);
+        assert_eq!(RUNS % 120, 0);
         // One round 1 ms slower after than before, the others equal: the median says 0.
         let before = vec![Duration::from_millis(4); 9];
         let mut after = before.clone();
@@ -679,6 +689,6 @@ mod tests {
         let (median, low, high) = paired_difference(&after, &before);
         assert_eq!(median, 0.0);
         assert!(low <= median && median <= high);
-        assert_eq!(RSS_RUNS % 24, 0);
+        assert_eq!(RSS_RUNS % 10, 0);
     }
 }
