@@ -37,26 +37,16 @@ impl DmaMemory for std::sync::Mutex<Vec<u8>> {
         let ram = self
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match byte_range(gpa, buf.len()).and_then(|r| ram.get(r)) {
-            Some(src) => {
-                buf.copy_from_slice(src);
-                true
-            }
-            None => false,
-        }
+        let src = byte_range(gpa, buf.len()).and_then(|r| ram.get(r));
+        src.map(|src| buf.copy_from_slice(src)).is_some()
     }
 
     fn write(&self, gpa: u64, buf: &[u8]) -> bool {
         let mut ram = self
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match byte_range(gpa, buf.len()).and_then(|r| ram.get_mut(r)) {
-            Some(dst) => {
-                dst.copy_from_slice(buf);
-                true
-            }
-            None => false,
-        }
+        let dst = byte_range(gpa, buf.len()).and_then(|r| ram.get_mut(r));
+        dst.map(|dst| dst.copy_from_slice(buf)).is_some()
     }
 }
 
