@@ -70,10 +70,7 @@ fn last_cpu(tid: HostTid, shared: &Shared) -> Option<u32> {
     // after that the tid may be reused.
     let state = shared.state();
     let ask = state == VcpuState::Running || (recorded.is_none() && state != VcpuState::Stopped);
-    match ask.then(|| thread_cpu(tid)).flatten() {
-        Some(cpu) => Some(cpu),
-        None => recorded,
-    }
+    ask.then(|| thread_cpu(tid)).flatten().or(recorded)
 }
 
 /// Field 39 (`processor`, the CPU the thread last ran on) of `/proc/self/task/<tid>/stat`.
@@ -120,5 +117,24 @@ mod tests {
         // CPU_SETSIZE: no Linux CPU number reaches it.
         assert!(cpu < 1024, "cpu {cpu}");
         assert_eq!(thread_cpu(HostTid(-1)), None);
+    }
+
+    #[test]
+    fn a_waiting_vcpu_reports_its_recorded_cpu_and_a_running_one_the_kernels() {
+        // No host has CPU 999, so the recorded value is told apart from /proc's.
+        let shared = Shared::new();
+        let me = HostTid(sys::gettid());
+        let set = |s: VcpuState| shared.state.store(s.as_u8(), Ordering::Relaxed);
+        // Created, nothing recorded yet: the kernel's.
+        assert_eq!(last_cpu(me, &shared), thread_cpu(me));
+        shared.last_cpu.store(999, Ordering::Relaxed);
+        for waiting in [VcpuState::Halted, VcpuState::Paused, VcpuState::Stopped] {
+            set(waiting);
+            assert_eq!(last_cpu(me, &shared), Some(999), "{waiting:?}");
+        }
+        set(VcpuState::Running);
+        assert!(last_cpu(me, &shared).is_some_and(|cpu| cpu < 999));
+        // A running thread the kernel no longer knows: what it recorded.
+        assert_eq!(last_cpu(HostTid(-1), &shared), Some(999));
     }
 }
