@@ -16,12 +16,12 @@
 //! compiles each bucket with seccompiler as a complete program of its own (architecture
 //! check, its rules, the mismatch action), and puts one architecture check and a dispatch
 //! on the syscall number in front of the buckets' rules: a syscall runs through the
-//! dispatch and one bucket. Each bucket keeps
-//! seccompiler's code; only the dispatch is written here. Then build/peephole.rs threads
-//! seccompiler's jumps to jumps and drops what becomes unreachable, which shortens the
-//! programs by more than half (the kernel's JIT compiles every instruction at install
-//! time). The linear programs are kept for the tests, which check that both give every
-//! syscall the same verdict.
+//! dispatch and one bucket. Only the architecture check and the dispatch are written
+//! here; the rules are seccompiler's. Then build/peephole.rs threads seccompiler's jumps
+//! to jumps, drops reloads and what becomes unreachable, which more than halves the
+//! programs (the kernel's JIT compiles every instruction at install time). The linear
+//! programs are kept for the tests, which check that both give every syscall the same
+//! verdict.
 
 #[path = "build/peephole.rs"]
 mod peephole;
@@ -32,6 +32,7 @@ mod syscall_names;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use peephole::{JMP_JA, JMP_JEQ_K, JMP_JGE_K, LD_W_ABS, RET_K};
 use seccompiler::{sock_filter, TargetArch};
 use serde_json::Value;
 
@@ -136,14 +137,9 @@ const BUCKET_SYSCALLS: usize = 8;
 /// KILL_PROCESS` (code, jt, jf, k).
 const ARCH_CHECK: [(u16, u8, u8, u32); 3] = [
     (LD_W_ABS, 0, 0, 4),
-    (0x15, 1, 0, 0xc000_003e),
-    (0x06, 0, 0, 0x8000_0000),
+    (JMP_JEQ_K, 1, 0, 0xc000_003e),
+    (RET_K, 0, 0, 0x8000_0000),
 ];
-
-/// classic BPF opcodes of the dispatch.
-const LD_W_ABS: u16 = 0x20;
-const JMP_JA: u16 = 0x05;
-const JMP_JGE_K: u16 = 0x35;
 
 /// The filter as a dispatch on the syscall number in front of one seccompiler program per
 /// bucket (see the module docs).

@@ -12,8 +12,12 @@
 
 use seccompiler::sock_filter;
 
-const RET_K: u16 = 0x06;
-const JMP_JA: u16 = 0x05;
+/// The classic BPF opcodes this pass and build.rs's dispatch write.
+pub const LD_W_ABS: u16 = 0x20;
+pub const RET_K: u16 = 0x06;
+pub const JMP_JA: u16 = 0x05;
+pub const JMP_JEQ_K: u16 = 0x15;
+pub const JMP_JGE_K: u16 = 0x35;
 /// `BPF_JMP` class: conditional jumps have it with a non-`JA` operation.
 const CLASS_MASK: u16 = 0x07;
 const CLASS_JMP: u16 = 0x05;
@@ -91,10 +95,13 @@ fn follow(insns: &[Insn], from: usize, mut to: usize, limit: usize) -> usize {
 fn thread_jumps(insns: &mut [Insn]) {
     for i in 0..insns.len() {
         insns[i] = match insns[i] {
-            Insn::Ja(to) => match insns[follow(insns, i, to, usize::MAX)] {
-                Insn::Ret(k) => Insn::Ret(k),
-                _ => Insn::Ja(follow(insns, i, to, usize::MAX)),
-            },
+            Insn::Ja(to) => {
+                let to = follow(insns, i, to, usize::MAX);
+                match insns[to] {
+                    Insn::Ret(k) => Insn::Ret(k),
+                    _ => Insn::Ja(to),
+                }
+            }
             Insn::Cond { code, k, jt, jf } => {
                 let (jt, jf) = (
                     follow(insns, i, jt, MAX_COND),
@@ -110,8 +117,6 @@ fn thread_jumps(insns: &mut [Insn]) {
         };
     }
 }
-
-const LD_W_ABS: u16 = 0x20;
 
 /// Turns a load of the word the accumulator holds already, on every path that reaches it,
 /// into a jump to the next instruction (dropped next). seccompiler reloads the argument
