@@ -5,15 +5,18 @@
 //! 1. user-space instructions per port-I/O exit (callgrind: counts instructions, not
 //!    seconds, so the figure repeats on a busy machine), from the difference between a
 //!    short and a long run so that start-up cost cancels out;
-//! 2. whole-process wall time (median) and peak RSS (largest) of a trivial guest:
-//!    start, one exit, stop. The runners take turns (one run of each per round, after one
-//!    warm-up round), so a busy machine slows them alike instead of skewing one of them.
+//! 2. whole-process wall time (median) and peak RSS (median and largest) of a trivial
+//!    guest: start, one exit, stop. The runners take turns (one run of each per round, in
+//!    an order where each follows every other equally often, after one warm-up round), so
+//!    a busy machine slows them alike instead of skewing one of them.
 //!    Peak RSS is the program's own VmHWM, read from /proc when it exits (see [`peak`]):
 //!    `ru_maxrss` of a spawned child also counts the parent's RSS, which exec records from
 //!    the address space it replaces.
 //!
 //! `compare --before PATH` adds an earlier build of vmm-reference as one more row of
-//! both tables, measured in the same run, for before/after figures.
+//! both tables, measured in the same run, and this build with `--seccomp off`; the
+//! trivial-guest table is then followed by each build's difference from the earlier one,
+//! paired by round, with a bootstrap interval.
 //!
 //! The header names the machine (CPUs, model, kernel) so the tables can be compared with
 //! docs/PERFORMANCE.md.
@@ -150,9 +153,13 @@ fn main() {
     if before.is_some() {
         // The same build without its seccomp filters, which the before build did not
         // have: what the filters cost at start-up, apart from everything else.
-        let mut argv = (runners[1].argv)(1);
+        let at = 1 + rows
+            .iter()
+            .position(|(n, _)| *n == "vmm-reference")
+            .expect("the vmm-reference row is always there");
+        let mut argv = rows[at - 1].1.clone();
         argv.extend(["--seccomp".to_string(), "off".to_string()]);
-        rows.insert(2, (NO_FILTERS, argv));
+        rows.insert(at, (NO_FILTERS, argv));
     }
     let qemu = qemu_command();
     if let Some(q) = &qemu {
@@ -682,13 +689,26 @@ mod tests {
             }
         }
         assert_eq!(RUNS % 120, 0);
-        // One round 1 ms slower after than before, the others equal: the median says 0.
-        let before = vec![Duration::from_millis(4); 9];
+        assert_eq!(RSS_RUNS % 10, 0);
+    }
+
+    #[test]
+    fn the_paired_difference_follows_the_rounds_not_the_outliers() {
+        let ms = |v: u64| Duration::from_micros(v);
+        let before: Vec<Duration> = (0..9).map(|r| ms(4000 + 300 * r)).collect();
+        // After is 0.1 ms slower in every round, whatever the round's own load.
+        let after: Vec<Duration> = before.iter().map(|b| *b + ms(100)).collect();
+        let (median, low, high) = paired_difference(&after, &before);
+        assert!(
+            (median - 0.1).abs() < 1e-9 && (low - 0.1).abs() < 1e-9,
+            "{median} {low}"
+        );
+        assert!((high - 0.1).abs() < 1e-9);
+        // One round 1 ms slower, the others equal: the median says 0.
         let mut after = before.clone();
-        after[3] += Duration::from_millis(1);
+        after[3] += ms(1000);
         let (median, low, high) = paired_difference(&after, &before);
         assert_eq!(median, 0.0);
         assert!(low <= median && median <= high);
-        assert_eq!(RSS_RUNS % 10, 0);
     }
 }
